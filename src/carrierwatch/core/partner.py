@@ -1,0 +1,100 @@
+"""Partner metadata and SLA contracts (pure configuration models).
+
+A partner is described by ``partners/<id>.yaml``: who it is, what its feed looks like, how it
+authenticates, which transformer reads it and the SLA contract it signed. These models validate
+that file; the partner registry (``carrierwatch.transformers.registry``) loads it together with the
+partner's codebook and transformer.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["AuthSpec", "PartnerSpec", "SlaContract", "PARTNER_ID_PATTERN"]
+
+PARTNER_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AuthSpec(_Frozen):
+    """How the ingest gateway authenticates this partner's webhooks.
+
+    ``hmac_sha256_hex``/``hmac_sha256_base64``: HMAC of the raw body in ``header`` (EasyPost sends
+    ``hmac-sha256-hex=<hex>``, AfterShip base64); ``token``: a bearer token; ``basic``; ``none`` for
+    batch drops read from disk. The secret itself is never in this file: it comes from the
+    environment variable ``CARRIERWATCH_SECRET_<ID>`` (see settings).
+    """
+
+    scheme: Literal["hmac_sha256_hex", "hmac_sha256_base64", "token", "basic", "none"] = "none"
+    header: str | None = None
+    prefix: str = ""
+
+
+class SlaContract(_Frozen):
+    """What the partner promised. Targets are fractions in [0, 1]; durations in minutes or days."""
+
+    timezone: str = "UTC"
+    on_time_target: float = Field(0.95, ge=0, le=1)
+    first_attempt_target: float = Field(0.90, ge=0, le=1)
+    exception_rate_max: float = Field(0.05, ge=0, le=1)
+    pickup_compliance_target: float = Field(0.95, ge=0, le=1)
+    tracking_compliance_target: float = Field(0.95, ge=0, le=1)
+    event_latency_p95_max_minutes: float = Field(240, gt=0)
+    grace_minutes: int = Field(0, ge=0)
+    pickup_cutoff: str = "17:00"
+    transit_days: dict[str, int] = Field(default_factory=lambda: {"ground": 5})
+    default_service_level: str = "ground"
+    slo_window_days: int = Field(28, gt=0)
+    required_milestones: tuple[str, ...] = ("picked_up", "out_for_delivery", "delivered")
+
+    @field_validator("pickup_cutoff")
+    @classmethod
+    def _cutoff(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError("pickup_cutoff must be HH:MM")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(value)
+        return value
+
+    @model_validator(mode="after")
+    def _default_level(self) -> SlaContract:
+        if self.default_service_level not in self.transit_days:
+            raise ValueError("default_service_level must be one of transit_days")
+        return self
+
+
+class PartnerSpec(_Frozen):
+    """One partner's metadata (``partners/<id>.yaml``)."""
+
+    id: str
+    display_name: str
+    kind: Literal["aggregator", "carrier", "courier", "batch"] = "carrier"
+    format: Literal["json", "csv"] = "json"
+    delivery: Literal["webhook", "poll", "batch"] = "webhook"
+    transformer: str
+    payload_schema_version: str = "1"
+    auth: AuthSpec = AuthSpec()
+    default_timezone: str | None = None
+    default_country: str | None = None
+    contract: SlaContract = SlaContract()
+    mapping: dict[str, Any] | None = None
+    synthetic_tracking_prefix: str = "CWSYN"
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not PARTNER_ID_PATTERN.match(value):
+            raise ValueError("partner id must be lower-case letters, digits and _, 2-32 long")
+        return value

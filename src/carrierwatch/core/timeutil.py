@@ -1,0 +1,159 @@
+"""Time parsing for partner feeds: store UTC, keep the original, flag what is not certain.
+
+Partners send times in three ways: UTC, local time with an offset, and local time without one.
+The first two are exact. For the third, the zone comes from the event's location where it is
+known for sure (a single-zone US state or country); otherwise a best guess is used and the event
+is flagged ``timezone_ambiguous``. Local times that fall in a daylight-saving fold (the hour that
+happens twice) or gap (the hour that never happens) are flagged too.
+
+Examples
+--------
+>>> parse_instant("2026-03-02T14:05:00-06:00")
+(1772481900000, True)
+>>> parse_instant("2026-03-02T20:05:00Z")
+(1772481900000, True)
+>>> parse_instant("2026-03-02T20:05:00")
+(None, False)
+>>> zone_for("US", "TN")
+('America/Chicago', False)
+>>> zone_for("US", "CA")
+('America/Los_Angeles', True)
+>>> resolve_local("2026-11-01T01:30:00", "America/New_York", exact_zone=True)
+(1793511000000, True)
+>>> resolve_local("2026-07-01T09:00:00", "America/Los_Angeles", exact_zone=True)
+(1782921600000, False)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+__all__ = [
+    "LocalTime",
+    "parse_instant",
+    "parse_naive",
+    "resolve_local",
+    "to_ms",
+    "zone_for",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_ms(dt: datetime) -> int:
+    """Epoch milliseconds of an aware datetime (exact integer arithmetic)."""
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def parse_instant(text: str) -> tuple[int | None, bool]:
+    """Parse an ISO 8601 string. ``(ms, True)`` when it carries an offset or ``Z``.
+
+    ``(None, False)`` when it is a valid local time without an offset (resolve it with
+    :func:`resolve_local`). Raises ``ValueError`` when it is not a time at all.
+    """
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        return None, False
+    return to_ms(dt), True
+
+
+def parse_naive(text: str) -> datetime:
+    """Parse an ISO 8601 local time (an offset, if any, is dropped). Raises ``ValueError``."""
+    return datetime.fromisoformat(text).replace(tzinfo=None)
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def resolve_local(local: str | datetime, zone: str | None, *, exact_zone: bool
+                  ) -> tuple[int, bool]:
+    """UTC milliseconds of a local wall-clock time in ``zone``, and whether it is ambiguous.
+
+    Ambiguous when the zone is a guess (``exact_zone`` false or ``zone`` None, in which case UTC is
+    assumed), or when the wall-clock time is in a DST fold or gap of the zone.
+    """
+    naive = parse_naive(local) if isinstance(local, str) else local.replace(tzinfo=None)
+    if zone is None:
+        return to_ms(naive.replace(tzinfo=UTC)), True
+    tz = _zone(zone)
+    first = naive.replace(tzinfo=tz, fold=0)
+    second = naive.replace(tzinfo=tz, fold=1)
+    folded = first.utcoffset() != second.utcoffset()
+    return to_ms(first), folded or not exact_zone
+
+
+@lru_cache(maxsize=1024)
+def zone_for(country: str | None, region: str | None = None) -> tuple[str | None, bool]:
+    """The IANA zone of a place and whether it is certain.
+
+    ``region`` is a state/province code within ``country`` (``TN``) or an ISO 3166-2 code
+    (``US-TN``). US states come from the ``us`` package's zone lists, other countries from the
+    tz database's ``zone.tab`` as ``pytz`` ships it. A place with several zones gives its capital's
+    (US) or its first listed zone, marked uncertain.
+    """
+    if not country:
+        return None, False
+    country = country.strip().upper()
+    if len(country) == 3:
+        country = _ALPHA3.get(country, country)
+    if country == "US" and region:
+        import us
+
+        code = region.split("-")[-1].strip().upper()
+        state = us.states.lookup(code)
+        if state is not None and state.time_zones:
+            zones = list(state.time_zones)
+            if len(zones) == 1:
+                return zones[0], True
+            return (state.capital_tz or zones[0]), False
+    import pytz
+
+    zones = pytz.country_timezones.get(country)
+    if not zones:
+        return None, False
+    return zones[0], len(zones) == 1
+
+
+# Alpha-3 codes seen in aggregator feeds (AfterShip's country_iso3) for the countries we serve.
+_ALPHA3 = {
+    "USA": "US", "CAN": "CA", "MEX": "MX", "GBR": "GB", "DEU": "DE", "FRA": "FR", "NLD": "NL",
+    "BEL": "BE", "ESP": "ES", "ITA": "IT", "AUT": "AT", "CHE": "CH", "POL": "PL", "IRL": "IE",
+    "AUS": "AU", "NZL": "NZ", "JPN": "JP", "CHN": "CN", "HKG": "HK", "SGP": "SG", "IND": "IN",
+    "BRA": "BR", "SWE": "SE", "DNK": "DK", "NOR": "NO", "FIN": "FI", "PRT": "PT", "CZE": "CZ",
+}
+
+
+class LocalTime:
+    """Helpers for feeds that split a local time into date and time fields (UPS)."""
+
+    @staticmethod
+    def from_compact(date: str, time: str | None) -> datetime:
+        """``20260302`` + ``140500`` → naive datetime. Raises ``ValueError`` on bad input."""
+        if len(date) != 8 or not date.isdigit():
+            raise ValueError(f"expected YYYYMMDD, got {date!r}")
+        time = (time or "000000").strip()
+        if len(time) != 6 or not time.isdigit():
+            raise ValueError(f"expected HHMMSS, got {time!r}")
+        return datetime(int(date[:4]), int(date[4:6]), int(date[6:]), int(time[:2]),
+                        int(time[2:4]), int(time[4:]))
+
+    @staticmethod
+    def offset(text: str) -> timedelta:
+        """``-05:00``, ``-0500`` or ``-5`` → timedelta. Raises ``ValueError`` on bad input."""
+        raw = text.strip()
+        sign = -1 if raw.startswith("-") else 1
+        body = raw.lstrip("+-")
+        if ":" in body:
+            hours, minutes = body.split(":", 1)
+        elif len(body) == 4:
+            hours, minutes = body[:2], body[2:]
+        else:
+            hours, minutes = body, "0"
+        if not hours.isdigit() or not minutes.isdigit() or int(hours) > 14 or int(minutes) > 59:
+            raise ValueError(f"bad UTC offset {text!r}")
+        return sign * timedelta(hours=int(hours), minutes=int(minutes))

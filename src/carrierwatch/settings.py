@@ -1,0 +1,68 @@
+"""Settings: ``CARRIERWATCH_*`` environment variables (and an optional ``carrierwatch.env`` file).
+
+Secrets are :class:`~pydantic.SecretStr` and never printed.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "find_project_root", "get_settings"]
+
+
+def find_project_root() -> Path:
+    """The folder holding ``codebooks/``, ``partners/`` and ``schemas/``.
+
+    ``CARRIERWATCH_HOME`` wins; otherwise the source checkout this package runs from; otherwise the
+    current directory.
+    """
+    import os
+
+    home = os.environ.get("CARRIERWATCH_HOME")
+    if home:
+        return Path(home).resolve()
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "codebooks").is_dir() and (parent / "schemas").is_dir():
+            return parent
+    return Path.cwd()
+
+
+class Settings(BaseSettings):
+    """Runtime configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="CARRIERWATCH_", env_file="carrierwatch.env",
+                                      extra="ignore")
+
+    home: Path = Field(default_factory=find_project_root)
+    data_dir: Path = Path(".carrierwatch")
+    schema_registry_url: str | None = None
+    schema_registry_basic_auth: SecretStr | None = None
+    clickhouse_url: str | None = None
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    require_all: bool = False
+
+    @property
+    def partners_dir(self) -> Path:
+        return self.home / "partners"
+
+    @property
+    def codebooks_dir(self) -> Path:
+        return self.home / "codebooks"
+
+    @property
+    def schemas_dir(self) -> Path:
+        return self.home / "schemas"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.home / "samples"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,332 @@
+"""The transformer contract: raw partner bytes → canonical events + dead letters + codebook gaps.
+
+A transformer is a pure function ``transform(raw: bytes, ctx: TransformContext) -> TransformResult``.
+It never raises: a payload that cannot be parsed or validated becomes a :class:`DeadLetter` whose
+``path`` names the offending field; an element of a payload that is bad (one scan event with an
+unreadable date) becomes a dead letter of its own while the good elements still yield events.
+:func:`run_transform` is the safety net that turns anything a transformer lets escape into a dead
+letter too, so a worker never crashes on partner input.
+
+Transformers build events through an :class:`Emitter`, which applies the codebook (unknown codes
+become status ``unknown`` with confidence 0, keep the raw code and are counted as gaps), computes
+the deterministic event id and package identity, and collects dead letters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, Protocol
+
+import orjson
+
+from carrierwatch.core.codebook import Codebook
+from carrierwatch.core.model import (
+    CanonicalEvent,
+    CanonicalStatus,
+    DeadLetter,
+    Location,
+    event_id,
+    package_key,
+)
+from carrierwatch.core.partner import PartnerSpec
+
+__all__ = [
+    "Emitter",
+    "PayloadError",
+    "TransformContext",
+    "TransformResult",
+    "Transformer",
+    "location",
+    "opt_dict",
+    "opt_list",
+    "opt_str",
+    "parse_json",
+    "req",
+    "req_dict",
+    "req_list",
+    "req_str",
+    "run_transform",
+]
+
+SYNTHETIC_HEADER = "x-carrierwatch-synthetic"
+_UNKNOWN = CanonicalStatus.UNKNOWN.value
+
+
+class PayloadError(ValueError):
+    """A field of a partner payload is missing or malformed. ``path`` locates it (JSONPath-ish)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class TransformContext:
+    """What a transformer knows besides the bytes: who sent them, when, and the codebook."""
+
+    partner: PartnerSpec
+    codebook: Codebook
+    received_time: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool:
+        """Heartbeat packages are marked by a header on their ingest path."""
+        for key, value in self.headers.items():
+            if key.lower() == SYNTHETIC_HEADER:
+                return value.strip().lower() in {"1", "true", "yes"}
+        return False
+
+
+@dataclass(slots=True)
+class TransformResult:
+    """What one payload yielded."""
+
+    events: list[CanonicalEvent] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)
+
+
+class Transformer(Protocol):
+    def __call__(self, raw: bytes, ctx: TransformContext) -> TransformResult: ...
+
+
+class Emitter:
+    """Accumulates the result of one payload; see the module docstring."""
+
+    __slots__ = ("_book", "_ctx", "_partner_id", "_raw", "_result", "_synthetic", "_version")
+
+    def __init__(self, raw: bytes, ctx: TransformContext) -> None:
+        self._raw = raw
+        self._ctx = ctx
+        self._book = ctx.codebook
+        self._partner_id = ctx.partner.id
+        self._version = ctx.partner.payload_schema_version
+        self._synthetic = ctx.synthetic
+        self._result = TransformResult()
+
+    @property
+    def result(self) -> TransformResult:
+        return self._result
+
+    def dead_letter(self, path: str, error: str) -> None:
+        """Record a dead letter for the part of the payload at ``path``."""
+        self._result.dead_letters.append(
+            DeadLetter(self._partner_id, self._ctx.received_time, error, path, self._raw))
+
+    @contextmanager
+    def element(self, path: str) -> Iterator[None]:
+        """Run one element's work; a :class:`PayloadError` or bad value becomes a dead letter.
+
+        Errors of the element are contained: the rest of the payload is still processed.
+        """
+        try:
+            yield
+        except PayloadError as exc:
+            self.dead_letter(exc.path, exc.message)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            self.dead_letter(path, f"{type(exc).__name__}: {exc}")
+
+    def event(
+        self,
+        *,
+        tracking_number: str,
+        raw_code: str,
+        event_time: int,
+        codes: tuple[str | None, ...] = (),
+        text: str | None = None,
+        discriminator: str | None = None,
+        shipment_id: str | None = None,
+        timezone_ambiguous: bool = False,
+        event_time_local: str | None = None,
+        location: Location | None = None,
+        promised_by: int | None = None,
+        eta_start: int | None = None,
+        eta_end: int | None = None,
+        attempt_number: int | None = None,
+        proof_of_delivery: str | None = None,
+        service_level: str | None = None,
+        partner_received_time: int | None = None,
+        reason: str | None = None,
+    ) -> CanonicalEvent:
+        """Map the partner code(s) through the codebook and append one canonical event.
+
+        ``codes`` are codebook keys from the most to the least specific; ``text`` is matched
+        against the codebook's patterns when no key is known. ``reason`` overrides the codebook's
+        reason when the feed states one explicitly (its own reason code mapped separately).
+        """
+        if not tracking_number:
+            raise PayloadError("tracking_number", "missing tracking number")
+        book = self._book
+        mapping = book.lookup(*codes) if codes else None
+        if mapping is None and text is not None:
+            mapping = book.match_text(text)
+        if mapping is None:
+            status, confidence, mapped_reason = _UNKNOWN, 0.0, None
+            self._result.gaps.append(raw_code)
+        else:
+            status, confidence, mapped_reason = mapping.status, mapping.confidence, mapping.reason
+        package_id = package_key(self._partner_id, tracking_number, discriminator)
+        event = CanonicalEvent(
+            event_id=event_id(self._partner_id, package_id, status, event_time),
+            partner_id=self._partner_id,
+            package_id=package_id,
+            tracking_number=tracking_number,
+            status=status,
+            confidence=confidence,
+            raw_code=raw_code,
+            event_time=event_time,
+            received_time=self._ctx.received_time,
+            timezone_ambiguous=timezone_ambiguous,
+            event_time_local=event_time_local,
+            shipment_id=shipment_id,
+            reason=reason if reason is not None else mapped_reason,
+            location=location,
+            promised_by=promised_by,
+            eta_start=eta_start,
+            eta_end=eta_end,
+            attempt_number=attempt_number,
+            proof_of_delivery=proof_of_delivery,
+            service_level=service_level,
+            synthetic=self._synthetic,
+            payload_schema_version=self._version,
+            partner_received_time=partner_received_time,
+        )
+        self._result.events.append(event)
+        return event
+
+
+def run_transform(transform: Callable[[bytes, TransformContext], TransformResult],
+                  raw: bytes, ctx: TransformContext) -> TransformResult:
+    """Call a transformer; whatever it lets escape becomes a dead letter for the whole payload."""
+    try:
+        result = transform(raw, ctx)
+    except PayloadError as exc:
+        return TransformResult(dead_letters=[DeadLetter(ctx.partner.id, ctx.received_time,
+                                                        exc.message, exc.path, raw)])
+    except Exception as exc:  # the safety net: partner input must never crash a worker
+        return TransformResult(dead_letters=[DeadLetter(
+            ctx.partner.id, ctx.received_time,
+            f"transformer failed: {type(exc).__name__}: {exc}", "$", raw)])
+    return result
+
+
+# --- payload access helpers: raise PayloadError naming the path ---------------------------------
+
+
+def fail(path: str, message: str) -> NoReturn:
+    raise PayloadError(path, message)
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parse JSON bytes; a PayloadError at ``$`` when they are not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError("$", f"invalid JSON: {exc}") from None
+
+
+def req(obj: Any, key: str, path: str) -> Any:
+    """``obj[key]``, which must exist and not be null."""
+    if not isinstance(obj, dict):
+        fail(path, f"expected an object, got {type(obj).__name__}")
+    value = obj.get(key)
+    if value is None:
+        fail(f"{path}.{key}", "missing required field")
+    return value
+
+
+def req_dict(obj: Any, key: str, path: str) -> dict[str, Any]:
+    value = req(obj, key, path)
+    if not isinstance(value, dict):
+        fail(f"{path}.{key}", f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def req_list(obj: Any, key: str, path: str) -> list[Any]:
+    value = req(obj, key, path)
+    if not isinstance(value, list):
+        fail(f"{path}.{key}", f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def req_str(obj: Any, key: str, path: str) -> str:
+    value = req(obj, key, path)
+    if not isinstance(value, str) or not value.strip():
+        fail(f"{path}.{key}", f"expected a non-empty string, got {value!r:.60}")
+    return value
+
+
+def opt_dict(obj: Any, key: str, path: str) -> dict[str, Any] | None:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        fail(f"{path}.{key}", f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def opt_list(obj: Any, key: str, path: str) -> list[Any]:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        fail(f"{path}.{key}", f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def opt_str(obj: Any, key: str, path: str) -> str | None:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if value is None or value == "":
+        return None
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        fail(f"{path}.{key}", f"expected a string, got {type(value).__name__}")
+    return str(value)
+
+
+def location(country: str | None = None, region: str | None = None, city: str | None = None,
+             postal_code: str | None = None, latitude: float | None = None,
+             longitude: float | None = None) -> Location | None:
+    """A coarse :class:`Location` (never a street address), or None when nothing is known.
+
+    ``region`` may be a bare state code (``TN``) or ISO 3166-2 (``US-TN``); the postal code is
+    cut to its first three characters and coordinates are rounded to about 100 m.
+
+    >>> location("us", "tn", "Memphis", "38118")
+    Location(country='US', region='US-TN', city='Memphis', postal_prefix='381', latitude=None, longitude=None)
+    """
+    country = country.strip().upper() if isinstance(country, str) and country.strip() else None
+    if country and len(country) == 3:
+        from carrierwatch.core.timeutil import _ALPHA3
+
+        country = _ALPHA3.get(country, country)
+    if isinstance(region, str) and region.strip():
+        region = region.strip().upper()
+        if "-" not in region and country:
+            region = f"{country}-{region}"
+    else:
+        region = None
+    city = city.strip().title() if isinstance(city, str) and city.strip() else None
+    postal_prefix = (postal_code.strip().replace(" ", "")[:3].upper()
+                     if isinstance(postal_code, str) and postal_code.strip() else None)
+    lat = round(float(latitude), 3) if isinstance(latitude, (int, float)) else None
+    lon = round(float(longitude), 3) if isinstance(longitude, (int, float)) else None
+    if not any((country, region, city, postal_prefix, lat is not None, lon is not None)):
+        return None
+    return Location(country=country, region=region, city=city, postal_prefix=postal_prefix,
+                    latitude=lat, longitude=lon)
+
+
+def decode_text(raw: bytes) -> str:
+    """Decode UTF-8 (with or without BOM); a PayloadError at ``$`` otherwise."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PayloadError("$", f"not UTF-8 text: {exc}") from None
+
+
+def as_json_line(obj: Any) -> bytes:
+    return orjson.dumps(obj)
