@@ -183,6 +183,7 @@ def _parse(text: str, source: str, expected_partner: str | None
         problem(_line(top["partner"]), f"partner {partner!r} does not match {expected_partner!r}")
 
     codes: dict[str, Mapping] = {}
+    declared: set[str] = set()  # codes present in the file, valid or not
     codes_node = top.get("codes")
     if not isinstance(codes_node, yaml.MappingNode):
         problem(_line(codes_node or root), "codes must be a mapping of partner code to meaning")
@@ -194,10 +195,12 @@ def _parse(text: str, source: str, expected_partner: str | None
                 continue
             code = str(code)
             mapping = _mapping(value_node, f"code {code!r}", problem)
-            if code in codes:
+            if code in declared:
                 problem(_line(key_node), f"duplicate code {code!r}")
-            elif mapping is not None:
-                codes[code] = mapping
+            else:
+                declared.add(code)
+                if mapping is not None:
+                    codes[code] = mapping
 
     patterns: list[tuple[re.Pattern[str], Mapping]] = []
     patterns_node = top.get("patterns")
@@ -240,7 +243,7 @@ def _parse(text: str, source: str, expected_partner: str | None
             for item in required_node.value:
                 code = str(_scalar(item))
                 required.append(code)
-                if code not in codes:
+                if code not in declared:
                     problem(_line(item), f"required code {code!r} is missing from codes")
 
     if problems:

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["AuthSpec", "PartnerSpec", "SlaContract", "PARTNER_ID_PATTERN"]
+__all__ = ["PARTNER_ID_PATTERN", "AuthSpec", "PartnerSpec", "SlaContract"]
 
 PARTNER_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 

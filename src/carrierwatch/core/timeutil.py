@@ -113,10 +113,26 @@ def zone_for(country: str | None, region: str | None = None) -> tuple[str | None
             return (state.capital_tz or zones[0]), False
     import pytz
 
-    zones = pytz.country_timezones.get(country)
-    if not zones:
+    country_zones: list[str] | None = pytz.country_timezones.get(country)
+    if not country_zones:
         return None, False
-    return zones[0], len(zones) == 1
+    return country_zones[0], _same_rules(tuple(country_zones))
+
+
+def _same_rules(zones: tuple[str, ...]) -> bool:
+    """Whether every zone keeps the same UTC offsets (winter and summer, 2020-2035).
+
+    Germany lists Europe/Berlin and Europe/Busingen: two names, one clock, so its local times are
+    exact; the United States' zones differ, so a US time without a state is a guess.
+    """
+    if len(zones) == 1:
+        return True
+    instants = [datetime(year, month, 15, 12, tzinfo=UTC)
+                for year in range(2020, 2036) for month in (1, 4, 7, 10)]
+    first = _zone(zones[0])
+    reference = [i.astimezone(first).utcoffset() for i in instants]
+    return all([i.astimezone(_zone(z)).utcoffset() for i in instants] == reference
+               for z in zones[1:])
 
 
 # Alpha-3 codes seen in aggregator feeds (AfterShip's country_iso3) for the countries we serve.

@@ -1,0 +1,3 @@
+from carrierwatch.cli import main
+
+main()

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from carrierwatch.core.timeutil import LocalTime, parse_instant, resolve_local, to_ms, zone_for
+
+
+def ms(dt: datetime) -> int:
+    return round(dt.timestamp() * 1000)
+
+
+def test_offsets_and_utc_are_exact() -> None:
+    expected = ms(datetime(2026, 3, 2, 20, 5, tzinfo=UTC))
+    assert parse_instant("2026-03-02T14:05:00-06:00") == (expected, True)
+    assert parse_instant("2026-03-02T20:05:00Z") == (expected, True)
+    assert parse_instant("2026-03-02T20:05:00") == (None, False)
+    with pytest.raises(ValueError):
+        parse_instant("02/03/2026 14:05")
+
+
+def test_local_time_resolution_and_flags() -> None:
+    chicago = ZoneInfo("America/Chicago")
+    value, ambiguous = resolve_local("2026-03-02T14:05:00", "America/Chicago", exact_zone=True)
+    assert value == ms(datetime(2026, 3, 2, 14, 5, tzinfo=chicago)) and not ambiguous
+    # a guessed zone is flagged
+    assert resolve_local("2026-03-02T14:05:00", "America/Chicago", exact_zone=False)[1]
+    # no zone: UTC assumed, flagged
+    assert resolve_local("2026-03-02T14:05:00", None, exact_zone=False) == (
+        ms(datetime(2026, 3, 2, 14, 5, tzinfo=UTC)), True)
+    # DST fold (happens twice) and gap (never happens) are flagged
+    assert resolve_local("2026-11-01T01:30:00", "America/New_York", exact_zone=True)[1]
+    assert resolve_local("2026-03-08T02:30:00", "America/New_York", exact_zone=True)[1]
+    assert not resolve_local("2026-03-08T03:30:00", "America/New_York", exact_zone=True)[1]
+
+
+def test_zone_for_places() -> None:
+    assert zone_for("US", "CA") == ("America/Los_Angeles", True)
+    assert zone_for("US", "US-NY") == ("America/New_York", True)
+    assert zone_for("US", "TN") == ("America/Chicago", False)   # two zones, capital's guessed
+    assert zone_for("DE") == ("Europe/Berlin", True)
+    assert zone_for("DEU") == ("Europe/Berlin", True)
+    assert zone_for("US")[1] is False
+    assert zone_for(None) == (None, False)
+    assert zone_for("ZZ") == (None, False)
+
+
+def test_compact_local_time_and_offsets() -> None:
+    assert LocalTime.from_compact("20260302", "140500") == datetime(2026, 3, 2, 14, 5)
+    assert LocalTime.offset("-05:00") == timedelta(hours=-5)
+    assert LocalTime.offset("+0530") == timedelta(hours=5, minutes=30)
+    assert LocalTime.offset("-5") == timedelta(hours=-5)
+    for bad in ("2026032", "2026-03-02"):
+        with pytest.raises(ValueError):
+            LocalTime.from_compact(bad, "000000")
+    with pytest.raises(ValueError):
+        LocalTime.offset("+25:00")
+
+
+@given(st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2099, 12, 31),
+                    timezones=st.just(UTC)),
+       st.integers(-14 * 60, 14 * 60))
+def test_parse_instant_matches_datetime(dt: datetime, offset_minutes: int) -> None:
+    local = dt.astimezone(timezone(timedelta(minutes=offset_minutes)))
+    value, exact = parse_instant(local.isoformat())
+    assert exact
+    assert value == to_ms(dt)
+    assert value == int(dt.timestamp() * 1000) or abs(value - dt.timestamp() * 1000) < 1
