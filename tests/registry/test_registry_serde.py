@@ -1,0 +1,226 @@
+"""Canonical events through the Confluent wire format, against the embedded registry."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import fastavro
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from registry_helpers import make_event
+
+from carrierwatch.core.model import (
+    SCHEMA_SUBJECT,
+    CanonicalEvent,
+    CanonicalReason,
+    CanonicalStatus,
+    Location,
+    ProofOfDelivery,
+)
+from carrierwatch.registry.client import seed_canonical_schemas
+from carrierwatch.registry.schemas import (
+    SchemaVersion,
+    current_parsed_schema,
+    is_valid_record,
+    validation_errors,
+)
+from carrierwatch.registry.serde import (
+    CANONICAL_TOPIC,
+    CanonicalSerde,
+    event_to_record,
+    record_to_event,
+    wire_schema_id,
+)
+
+_MISSING = object()
+
+
+@pytest.fixture
+def seeded(client: SchemaRegistryClient, committed_versions: list[SchemaVersion]
+           ) -> SchemaRegistryClient:
+    seeded_versions = seed_canonical_schemas(client)
+    assert [s.file_version for s in seeded_versions] == [v.version for v in committed_versions]
+    return client
+
+
+@pytest.fixture
+def serde(seeded: SchemaRegistryClient) -> CanonicalSerde:
+    return CanonicalSerde(seeded, auto_register=False)
+
+
+def test_topic_and_subject() -> None:
+    assert CANONICAL_TOPIC == "events.canonical"
+    assert f"{CANONICAL_TOPIC}-value" == SCHEMA_SUBJECT
+
+
+def test_round_trip_of_real_events(serde: CanonicalSerde, seeded: SchemaRegistryClient) -> None:
+    events = [
+        make_event(),
+        make_event(status="in_transit", reason=None, location=None, promised_by=None,
+                   eta_start=None, eta_end=None, attempt_number=None, proof_of_delivery=None,
+                   service_level=None, partner_received_time=None, event_time_local=None,
+                   shipment_id=None, synthetic=False, timezone_ambiguous=False),
+        make_event(status="unknown", confidence=0.0, raw_code="ZZ-NEW",
+                   location=Location(country="DE")),
+        # an instant where float arithmetic (timestamp() * 1000) loses a millisecond
+        make_event(event_time=2_191_250_717_857),
+    ]
+    messages = serde.serialize_many(events)
+    current_id = seeded.get_latest_version(SCHEMA_SUBJECT).schema_id
+    for data in messages:
+        assert data[0] == 0
+        assert struct.unpack(">I", data[1:5])[0] == current_id == wire_schema_id(data)
+    assert serde.deserialize_many(messages) == events
+    assert [serde.deserialize(serde.serialize(e)) for e in events] == events
+    assert serde.schema_id() == current_id
+
+
+def test_body_is_plain_avro_of_the_record(serde: CanonicalSerde) -> None:
+    event = make_event()
+    data = serde.serialize(event)
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, current_parsed_schema(), event.to_record())
+    assert data[5:] == body.getvalue()
+
+
+def test_rules_path_gives_the_same_events(seeded: SchemaRegistryClient) -> None:
+    plain = CanonicalSerde(seeded)
+    with_rules = CanonicalSerde(seeded, rules=True)
+    event = make_event()
+    assert with_rules.deserialize(plain.serialize(event)) == event
+
+
+def test_event_to_record_equals_to_record() -> None:
+    for event in (make_event(), make_event(location=None)):
+        assert event_to_record(event) == event.to_record()
+
+
+def test_record_to_event_converts_datetimes_exactly() -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for millis in (0, 1, 999, 2_191_250_717_857, 1_700_000_000_123, 253_402_300_799_999):
+        record = make_event(event_time=millis).to_record()
+        record["event_time"] = epoch + timedelta(milliseconds=millis)
+        assert record_to_event(record).event_time == millis
+
+
+def test_unknown_schema_id_and_bad_bytes_raise(serde: CanonicalSerde) -> None:
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+    from confluent_kafka.serialization import SerializationError
+
+    data = serde.serialize(make_event())
+    with pytest.raises(SchemaRegistryError):
+        serde.deserialize(b"\x00" + (4242).to_bytes(4, "big") + data[5:])
+    with pytest.raises(SerializationError):
+        serde.deserialize(b"\x00\x00")
+
+
+def _old_record(current: dict[str, Any], old: SchemaVersion) -> dict[str, Any]:
+    names = {f["name"] for f in old.schema_dict["fields"]}
+    return {k: v for k, v in current.items() if k in names}
+
+
+def test_every_committed_version_is_readable_with_the_current_one(
+        serde: CanonicalSerde, seeded: SchemaRegistryClient,
+        committed_versions: list[SchemaVersion]) -> None:
+    current_fields = {f["name"]: f for f in committed_versions[-1].schema_dict["fields"]}
+    full = make_event().to_record()
+    context = SerializationContext(CANONICAL_TOPIC, MessageField.VALUE)
+    checked = 0
+    for old in committed_versions:
+        record = _old_record(full, old)
+        assert validation_errors(record, old) == []
+        old_serializer = AvroSerializer(
+            seeded, old.schema_str,
+            conf={"auto.register.schemas": False, "subject.name.strategy.type": "TOPIC"})
+        data = old_serializer(record, context)
+        assert data is not None
+        assert wire_schema_id(data) == seeded.lookup_schema(
+            SCHEMA_SUBJECT, _schema(old.schema_str)).schema_id
+        event = serde.deserialize(data)
+        read = event.to_record()
+        for name, spec in current_fields.items():
+            if name in record:
+                assert read[name] == record[name], name
+            else:  # added after `old`: the schema default
+                assert read[name] == spec["default"], name
+        checked += 1
+    assert checked == len(committed_versions) >= 2
+    # v1 lacks partner_received_time: reading v1 data fills the default (None)
+    v1_record = _old_record(full, committed_versions[0])
+    assert "partner_received_time" not in v1_record
+    assert full["partner_received_time"] is not None
+
+
+def _schema(text: str) -> Any:
+    from confluent_kafka.schema_registry import Schema
+
+    return Schema(text, "AVRO")
+
+
+def test_validation_helper() -> None:
+    record = make_event().to_record()
+    assert is_valid_record(record)
+    assert validation_errors({**record, "status": "teleported"})[0].startswith(
+        "io.carrierwatch.events.CanonicalEvent.status")
+    assert validation_errors({**record, "depot": "x"}) == ["unknown field 'depot'"]
+    missing = {k: v for k, v in record.items() if k != "raw_code"}
+    assert validation_errors(missing) == ["missing required field 'raw_code'"]
+    optional_missing = {k: v for k, v in record.items() if k != "service_level"}
+    assert is_valid_record(optional_missing)
+
+
+_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=20)
+_maybe_text = st.none() | _text
+_millis = st.integers(min_value=0, max_value=253_402_300_799_999)
+_maybe_millis = st.none() | _millis
+_coordinate = st.none() | st.floats(min_value=-180, max_value=180, allow_nan=False)
+_locations = st.none() | st.builds(Location, _maybe_text, _maybe_text, _maybe_text, _maybe_text,
+                                   _coordinate, _coordinate)
+_events = st.builds(
+    CanonicalEvent,
+    event_id=_text, partner_id=_text, package_id=_text, tracking_number=_text,
+    status=st.sampled_from([s.value for s in CanonicalStatus]),
+    confidence=st.floats(min_value=0, max_value=1),
+    raw_code=_text, event_time=_millis, received_time=_millis,
+    timezone_ambiguous=st.booleans(), event_time_local=_maybe_text, shipment_id=_maybe_text,
+    reason=st.none() | st.sampled_from([r.value for r in CanonicalReason]),
+    location=_locations, promised_by=_maybe_millis, eta_start=_maybe_millis,
+    eta_end=_maybe_millis,
+    attempt_number=st.none() | st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    proof_of_delivery=st.none() | st.sampled_from([p.value for p in ProofOfDelivery]),
+    service_level=_maybe_text, synthetic=st.booleans(), payload_schema_version=_text,
+    partner_received_time=_maybe_millis,
+)
+
+
+@pytest.fixture(scope="module")
+def module_serde(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CanonicalSerde]:
+    from carrierwatch.registry.server import EmbeddedSchemaRegistry
+
+    state = tmp_path_factory.mktemp("hypothesis") / "registry.json"
+    with EmbeddedSchemaRegistry(state) as server, \
+            SchemaRegistryClient({"url": server.url, "max.retries": 0}) as sr_client:
+        seed_canonical_schemas(sr_client)
+        yield CanonicalSerde(sr_client, auto_register=False)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event=_events)
+def test_hypothesis_round_trip(module_serde: CanonicalSerde, event: CanonicalEvent) -> None:
+    assert is_valid_record(event.to_record())
+    assert module_serde.deserialize(module_serde.serialize(event)) == event
+
+
+def test_current_parsed_schema_matches_model() -> None:
+    names = [f["name"] for f in current_parsed_schema()["fields"]]
+    assert names == list(CanonicalEvent.__dataclass_fields__)
+    assert json.dumps(current_parsed_schema()["name"]) == '"io.carrierwatch.events.CanonicalEvent"'
