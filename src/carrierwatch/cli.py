@@ -205,6 +205,8 @@ class _LazyCommand(click.Command):
 
 _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.demo:demo", "demo"),
+    ("carrierwatch.registry.cli:schema_registry", "schema-registry"),
+    ("carrierwatch.anomaly.cli:anomaly", "anomaly"),
 ]
 
 

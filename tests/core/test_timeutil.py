@@ -70,3 +70,15 @@ def test_parse_instant_matches_datetime(dt: datetime, offset_minutes: int) -> No
     assert exact
     assert value == to_ms(dt)
     assert value == int(dt.timestamp() * 1000) or abs(value - dt.timestamp() * 1000) < 1
+
+
+@given(st.integers(0, 4_102_444_800_000))
+def test_from_record_converts_datetimes_exactly(value: int) -> None:
+    from carrierwatch.core.model import CanonicalEvent
+
+    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=value)
+    event = CanonicalEvent.from_record({
+        "event_id": "x", "partner_id": "p", "package_id": "p:1", "tracking_number": "1",
+        "status": "delivered", "confidence": 1.0, "raw_code": "DL", "event_time": dt,
+        "received_time": dt, "location": None})
+    assert event.event_time == value == event.received_time

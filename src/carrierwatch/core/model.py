@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 SCHEMA_SUBJECT = "events.canonical-value"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class CanonicalStatus(StrEnum):
@@ -179,7 +180,7 @@ class CanonicalEvent:
                     "partner_received_time"):
             value = values.get(key)
             if isinstance(value, datetime):
-                values[key] = int(value.timestamp() * 1000)
+                values[key] = (value - _EPOCH) // timedelta(milliseconds=1)
         location = values.get("location")
         if isinstance(location, dict):
             values["location"] = Location(**location)
