@@ -193,7 +193,8 @@ class DeadLetter:
     """A payload (or part of one) that could not be parsed or validated.
 
     ``path`` names the offending field
-    (``output.completeTrackResults[0].trackResults[1].scanEvents[3].date``); ``raw`` keeps the original bytes so the record can be replayed once the cause is fixed.
+    (``output.completeTrackResults[0].trackResults[1].scanEvents[3].date``); ``raw`` keeps the original
+    bytes so the record can be replayed once the cause is fixed.
     """
 
     partner_id: str
