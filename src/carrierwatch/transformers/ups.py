@@ -1,0 +1,396 @@
+"""UPS Track API v1 payload → canonical events.
+
+The payload is ``{trackResponse: {shipment: [{inquiryNumber, package: [...], warnings?}]}}``.
+Each package becomes the events of its ``activity[]`` list, which UPS sends newest first.
+
+How the fields are read:
+
+* Codes: UPS activity type ``I`` means "in transit *or* out for delivery", so the code decides and
+  the type is a fallback. Codebook keys, most specific first: ``<type>/<code>`` (``X/5``,
+  ``I/DS``), ``*/<code>`` (a movement code whatever its type: ``*/OT``), ``<type>`` (``X``).
+  ``raw_code`` is ``<type>/<code>`` (``<type>`` when there is no code), verbatim.
+* Times: ``gmtDate`` + ``gmtTime`` give the exact UTC instant (``gmtOffset`` alone, with the local
+  ``date``/``time``, also gives it). ``event_time_local`` keeps the local ``date`` and ``time``
+  fields joined as ``YYYYMMDDTHHMMSS``. Without GMT fields the local time is resolved in the zone of
+  the activity's address and flagged ``timezone_ambiguous`` when the zone is a guess or the time is
+  in a DST fold or gap.
+* Promise: UPS package dates are in an unknown local zone (UPS-API/api-documentation#187), so
+  ``deliveryDate[]`` dates are resolved in the destination's zone (``packageAddress`` of type
+  DESTINATION; otherwise the newest activity's place, as a guess): ``SDD`` (+ ``deliveryTime``
+  end time for ``CMT`` and the delivery windows, else the end of the day) is ``promised_by`` on
+  every event; the latest ``RDD`` (else ``SDD``) is the ETA (``eta_start`` from a window's start
+  time) on the newest event. When the destination's zone is not known for sure the events carrying
+  those values are flagged ``timezone_ambiguous``.
+* Attempts are numbered in time order over the failed-attempt activities; the delivered activity
+  gets attempts + 1. ``deliveryInformation.signature.image`` → signature proof,
+  ``deliveryPhoto.photo`` → photo proof; ``receivedBy`` (a name) is never read.
+* Identity: tracking number + ship date is not reliable at UPS and the feed has no distinguishing
+  package id, so the discriminator is None; ``shipment_id`` is the shipment's ``inquiryNumber``.
+* Errors: ``{response: {errors: [{code, message}]}}`` is one dead letter naming UPS's code
+  (``151044``); a shipment that only carries ``warnings[]`` is a dead letter for that element; one
+  unreadable activity is a dead letter for that activity only.
+
+Examples
+--------
+>>> from carrierwatch.core.codebook import Codebook
+>>> from carrierwatch.core.partner import PartnerSpec
+>>> book = Codebook.from_yaml("version: 1\\npartner: ups\\ncodes:\\n"
+...                           "  '*/OT': {status: out_for_delivery, confidence: 1.0}\\n")
+>>> ctx = TransformContext(PartnerSpec(id="ups", display_name="UPS", transformer="ups"),
+...                        book, received_time=1_772_712_000_000)
+>>> raw = (b'{"trackResponse": {"shipment": [{"inquiryNumber": "1Z0000000000000001", "package": '
+...        b'[{"trackingNumber": "1Z0000000000000001", "activity": [{"status": {"type": "I", '
+...        b'"code": "OT"}, "date": "20260302", "time": "080500", "gmtDate": "20260302", '
+...        b'"gmtTime": "13:05:00", "gmtOffset": "-05:00"}]}]}]}}')
+>>> event = transform(raw, ctx).events[0]
+>>> event.status, event.raw_code, event.event_time, event.event_time_local
+('out_for_delivery', 'I/OT', 1772456700000, '20260302T080500')
+>>> transform(b'{"response": {"errors": [{"code": "151044", "message": "No tracking"}]}}',
+...           ctx).dead_letters[0].error
+'UPS API error 151044: No tracking'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any, TypeVar
+
+from carrierwatch.core.model import CanonicalStatus, Location, ProofOfDelivery
+from carrierwatch.core.timeutil import LocalTime, resolve_local, to_ms, zone_for
+from carrierwatch.transformers.base import (
+    Emitter,
+    PayloadError,
+    TransformContext,
+    TransformResult,
+    location,
+    opt_dict,
+    opt_list,
+    opt_str,
+    parse_json,
+    req_dict,
+    req_list,
+    req_str,
+)
+
+__all__ = ["activity_keys", "gmt_instant", "transform"]
+
+_ATTEMPTED = CanonicalStatus.DELIVERY_ATTEMPTED.value
+_DELIVERED = CanonicalStatus.DELIVERED.value
+_WINDOWS = frozenset({"EDW", "CDW", "IDW"})  # deliveryTime types that are delivery windows
+_TIMED = _WINDOWS | {"CMT"}  # deliveryTime types whose endTime bounds the day (CMT: commit)
+_END_OF_DAY = "235959"
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class _Activity:
+    time: int
+    ambiguous: bool
+    local: str
+    raw_code: str
+    codes: tuple[str, ...]
+    location: Location | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Promise:
+    promised_by: int | None = None
+    eta_start: int | None = None
+    eta_end: int | None = None
+    ambiguous: bool = False
+
+
+def activity_keys(activity_type: str, code: str | None) -> tuple[str, tuple[str, ...]]:
+    """The raw code and the codebook keys (most specific first) of one UPS activity.
+
+    >>> activity_keys("I", "OT")
+    ('I/OT', ('I/OT', '*/OT', 'I'))
+    >>> activity_keys("x", "5")
+    ('X/5', ('X/5', '*/5', 'X'))
+    >>> activity_keys("D", "")
+    ('D', ('D',))
+    """
+    activity_type = activity_type.strip().upper()
+    code = (code or "").strip().upper()
+    if code:
+        specific = f"{activity_type}/{code}"
+        return specific, (specific, f"*/{code}", activity_type)
+    return activity_type, (activity_type,)
+
+
+def gmt_instant(gmt_date: str, gmt_time: str) -> int:
+    """UTC ms of UPS's ``gmtDate`` (``YYYYMMDD``) and ``gmtTime`` (``HH:MM:SS`` or ``HHMMSS``).
+
+    >>> gmt_instant("20260302", "13:05:00")
+    1772456700000
+    >>> gmt_instant("20260302", "130500")
+    1772456700000
+    """
+    naive = LocalTime.from_compact(gmt_date.strip(), gmt_time.strip().replace(":", ""))
+    return to_ms(naive.replace(tzinfo=UTC))
+
+
+def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
+    """Normalize one UPS Track API response; never raises for bad input."""
+    emitter = Emitter(raw, ctx)
+    with emitter.element("$"):
+        _payload(parse_json(raw), emitter, ctx)
+    return emitter.result
+
+
+def _payload(root: Any, emitter: Emitter, ctx: TransformContext) -> None:
+    if not isinstance(root, dict):
+        raise PayloadError("$", f"expected a JSON object, got {type(root).__name__}")
+    if root.get("trackResponse") is None and isinstance(root.get("response"), dict):
+        raise _api_error(root["response"].get("errors"), "$.response.errors", "UPS API error")
+    response = req_dict(root, "trackResponse", "$")
+    shipments = req_list(response, "shipment", "$.trackResponse")
+    for i, shipment in enumerate(shipments):
+        spath = f"$.trackResponse.shipment[{i}]"
+        with emitter.element(spath):
+            _shipment(shipment, spath, emitter, ctx)
+
+
+def _api_error(errors: Any, path: str, what: str) -> PayloadError:
+    """A PayloadError naming every UPS error code of an error (or warning) list."""
+    items = errors if isinstance(errors, list) else [errors]
+    parts = []
+    for item in items:
+        if isinstance(item, dict):
+            code = str(item.get("code") or "?")
+            message = str(item.get("message") or "").strip()
+            parts.append(f"{code}: {message}" if message else code)
+    if not parts:
+        return PayloadError(path, f"{what} without an error code")
+    first = f"{path}[0].code" if isinstance(errors, list) else f"{path}.code"
+    return PayloadError(first, f"{what} {'; '.join(parts)}")
+
+
+def _guarded(emitter: Emitter, path: str, default: _T, work: Callable[[], _T]) -> _T:
+    """Run ``work``; a bad field becomes a dead letter and ``default`` is used instead."""
+    result = default
+    with emitter.element(path):
+        result = work()
+    return result
+
+
+def _shipment(shipment: Any, spath: str, emitter: Emitter, ctx: TransformContext) -> None:
+    if not isinstance(shipment, dict):
+        raise PayloadError(spath, f"expected an object, got {type(shipment).__name__}")
+    inquiry = opt_str(shipment, "inquiryNumber", spath)
+    packages = opt_list(shipment, "package", spath)
+    if not packages:
+        warnings = opt_list(shipment, "warnings", spath)
+        if warnings:
+            raise _api_error(warnings, f"{spath}.warnings", "UPS warning")
+        raise PayloadError(f"{spath}.package", "missing required field")
+    for j, package in enumerate(packages):
+        ppath = f"{spath}.package[{j}]"
+        with emitter.element(ppath):
+            _package(package, ppath, inquiry, emitter, ctx)
+
+
+def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
+             ctx: TransformContext) -> None:
+    if not isinstance(package, dict):
+        raise PayloadError(ppath, f"expected an object, got {type(package).__name__}")
+    tracking_number = req_str(package, "trackingNumber", ppath).strip()
+    service_level = _guarded(emitter, f"{ppath}.service", None, lambda: opt_str(
+        opt_dict(package, "service", ppath), "code", f"{ppath}.service"))
+    default_country = ctx.partner.default_country
+
+    activities: list[_Activity] = []
+    listed = list(enumerate(opt_list(package, "activity", ppath)))
+    for k, activity in reversed(listed):         # UPS lists newest first
+        apath = f"{ppath}.activity[{k}]"
+        with emitter.element(apath):
+            activities.append(_activity(activity, apath, default_country))
+    activities.sort(key=lambda a: a.time)
+
+    no_zone: tuple[str | None, bool] = (None, False)
+    zone, exact = _guarded(emitter, f"{ppath}.packageAddress", no_zone,
+                           lambda: _destination_zone(package, ppath, default_country, activities))
+    promise = _promise(package, ppath, emitter, zone, exact)
+    proof = _guarded(emitter, f"{ppath}.deliveryInformation", None,
+                     lambda: _proof(package, ppath))
+
+    book = ctx.codebook
+    attempt_of_time: dict[int, int] = {}
+    newest = len(activities) - 1
+    for n, activity in enumerate(activities):
+        mapping = book.lookup(*activity.codes)
+        status = mapping.status if mapping is not None else None
+        attempt: int | None = None
+        activity_proof: str | None = None
+        if status == _ATTEMPTED:
+            attempt = attempt_of_time.setdefault(activity.time, len(attempt_of_time) + 1)
+        elif status == _DELIVERED:
+            attempt = len(attempt_of_time) + 1
+            activity_proof = proof
+        latest = n == newest
+        emitter.event(
+            tracking_number=tracking_number,
+            raw_code=activity.raw_code,
+            event_time=activity.time,
+            codes=activity.codes,
+            discriminator=None,
+            shipment_id=inquiry,
+            timezone_ambiguous=activity.ambiguous or (
+                promise.ambiguous and (promise.promised_by is not None or latest)),
+            event_time_local=activity.local,
+            location=activity.location,
+            promised_by=promise.promised_by,
+            eta_start=promise.eta_start if latest else None,
+            eta_end=promise.eta_end if latest else None,
+            attempt_number=attempt,
+            proof_of_delivery=activity_proof,
+            service_level=service_level,
+        )
+
+
+def _compact(value: str, path: str, *, time: bool = False) -> str:
+    """Check a ``YYYYMMDD`` date or ``HHMMSS`` time field; a PayloadError at ``path`` if bad."""
+    text = value.strip()
+    try:
+        if time:
+            LocalTime.from_compact("20000101", text.replace(":", ""))
+        else:
+            LocalTime.from_compact(text, None)
+    except ValueError as exc:
+        raise PayloadError(path, str(exc)) from None
+    return text.replace(":", "") if time else text
+
+
+def _activity(activity: Any, apath: str, default_country: str | None) -> _Activity:
+    if not isinstance(activity, dict):
+        raise PayloadError(apath, f"expected an object, got {type(activity).__name__}")
+    status = req_dict(activity, "status", apath)
+    raw_code, codes = activity_keys(req_str(status, "type", f"{apath}.status"),
+                                    opt_str(status, "code", f"{apath}.status"))
+    date = _compact(req_str(activity, "date", apath), f"{apath}.date")
+    time_text = opt_str(activity, "time", apath)
+    time = _compact(time_text, f"{apath}.time", time=True) if time_text else None
+    local_naive = LocalTime.from_compact(date, time)
+    local = f"{date}T{time}" if time else date
+
+    address_path = f"{apath}.location.address"
+    address = opt_dict(opt_dict(activity, "location", apath), "address", f"{apath}.location")
+    country = (opt_str(address, "countryCode", address_path)
+               or opt_str(address, "country", address_path)
+               or (default_country if address else None))
+    region = opt_str(address, "stateProvince", address_path)
+
+    gmt_date = opt_str(activity, "gmtDate", apath)
+    gmt_time = opt_str(activity, "gmtTime", apath)
+    gmt_offset = opt_str(activity, "gmtOffset", apath)
+    ambiguous = False
+    if gmt_date and gmt_time:
+        ms = gmt_instant(_compact(gmt_date, f"{apath}.gmtDate"),
+                         _compact(gmt_time, f"{apath}.gmtTime", time=True))
+    elif gmt_offset:
+        try:
+            offset = LocalTime.offset(gmt_offset)
+        except ValueError as exc:
+            raise PayloadError(f"{apath}.gmtOffset", str(exc)) from None
+        ms = to_ms((local_naive - offset).replace(tzinfo=UTC))
+    else:
+        zone, zone_exact = zone_for(country, region)
+        ms, ambiguous = resolve_local(local_naive, zone, exact_zone=zone_exact)
+    return _Activity(
+        time=ms,
+        ambiguous=ambiguous,
+        local=local,
+        raw_code=raw_code,
+        codes=codes,
+        location=location(country, region, opt_str(address, "city", address_path),
+                          opt_str(address, "postalCode", address_path)),
+    )
+
+
+def _destination_zone(package: dict[str, Any], ppath: str, default_country: str | None,
+                      activities: list[_Activity]) -> tuple[str | None, bool]:
+    """The destination's zone for UPS's zone-less package dates, and whether it is sure."""
+    for n, entry in enumerate(opt_list(package, "packageAddress", ppath)):
+        epath = f"{ppath}.packageAddress[{n}]"
+        if str(opt_str(entry, "type", epath) or "").upper() != "DESTINATION":
+            continue
+        address = opt_dict(entry, "address", epath)
+        country = (opt_str(address, "countryCode", f"{epath}.address")
+                   or opt_str(address, "country", f"{epath}.address") or default_country)
+        zone, exact = zone_for(country, opt_str(address, "stateProvince", f"{epath}.address"))
+        if zone is not None:
+            return zone, exact
+    for activity in reversed(activities):
+        if activity.location is not None and activity.location.country:
+            zone, _ = zone_for(activity.location.country, activity.location.region)
+            if zone is not None:
+                return zone, False
+    return None, False
+
+
+def _promise(package: dict[str, Any], ppath: str, emitter: Emitter, zone: str | None,
+             exact: bool) -> _Promise:
+    scheduled: str | None = None
+    rescheduled: str | None = None
+    for n, entry in enumerate(opt_list(package, "deliveryDate", ppath)):
+        dpath = f"{ppath}.deliveryDate[{n}]"
+        with emitter.element(dpath):
+            kind = req_str(entry, "type", dpath).strip().upper()
+            if kind not in {"SDD", "RDD"}:
+                continue
+            date = _compact(req_str(entry, "date", dpath), f"{dpath}.date")
+            if kind == "SDD":
+                scheduled = date
+            elif rescheduled is None or date > rescheduled:
+                rescheduled = date
+    if scheduled is None and rescheduled is None:
+        return _Promise()
+
+    start_time: str | None = None
+    end_time = _END_OF_DAY
+    tpath = f"{ppath}.deliveryTime"
+    with emitter.element(tpath):
+        timing = opt_dict(package, "deliveryTime", ppath)
+        kind = (opt_str(timing, "type", tpath) or "").strip().upper()
+        if kind in _TIMED:
+            end = opt_str(timing, "endTime", tpath)
+            if end:
+                end_time = _compact(end, f"{tpath}.endTime", time=True)
+        if kind in _WINDOWS:
+            start = opt_str(timing, "startTime", tpath)
+            if start:
+                start_time = _compact(start, f"{tpath}.startTime", time=True)
+
+    def at(date: str, time: str) -> tuple[int, bool]:
+        return resolve_local(LocalTime.from_compact(date, time), zone, exact_zone=exact)
+
+    ambiguous = False
+    promised_by: int | None = None
+    if scheduled is not None:
+        promised_by, ambiguous = at(scheduled, end_time)
+    eta_date = rescheduled or scheduled
+    assert eta_date is not None
+    eta_end, eta_ambiguous = at(eta_date, end_time)
+    eta_start: int | None = None
+    if start_time is not None:
+        eta_start, start_ambiguous = at(eta_date, start_time)
+        eta_ambiguous = eta_ambiguous or start_ambiguous
+    return _Promise(promised_by=promised_by, eta_start=eta_start, eta_end=eta_end,
+                    ambiguous=ambiguous or eta_ambiguous)
+
+
+def _proof(package: dict[str, Any], ppath: str) -> str | None:
+    ipath = f"{ppath}.deliveryInformation"
+    info = opt_dict(package, "deliveryInformation", ppath)
+    if info is None:
+        return None
+    signature = opt_dict(info, "signature", ipath)
+    if opt_str(signature, "image", f"{ipath}.signature"):
+        return ProofOfDelivery.SIGNATURE.value
+    photo = opt_dict(info, "deliveryPhoto", ipath)
+    if opt_str(photo, "photo", f"{ipath}.deliveryPhoto"):
+        return ProofOfDelivery.PHOTO.value
+    return None
+
