@@ -1,11 +1,14 @@
 """The transformer contract: raw partner bytes → canonical events + dead letters + codebook gaps.
 
 A transformer is a pure function ``transform(raw: bytes, ctx: TransformContext) -> TransformResult``.
-It never raises: a payload that cannot be parsed or validated becomes a :class:`DeadLetter` whose
-``path`` names the offending field; an element of a payload that is bad (one scan event with an
-unreadable date) becomes a dead letter of its own while the good elements still yield events.
-:func:`run_transform` is the safety net that turns anything a transformer lets escape into a dead
-letter too, so a worker never crashes on partner input.
+Partner input never makes it fail: a payload that cannot be parsed or validated becomes a
+:class:`DeadLetter` whose ``path`` names the offending field; an element of a payload that is bad
+(one scan event with an unreadable date) becomes a dead letter of its own while the good elements
+still yield events. A transformer may signal "this whole payload is bad" by raising
+:class:`PayloadError` (as :func:`parse_json` and the ``req_*`` helpers do); :func:`run_transform`,
+the only way the pipeline calls a transformer, turns it into a dead letter. Any other exception is
+a bug: the conformance and fuzz suites fail on it, and in production :func:`run_transform` still
+contains it as a dead letter so that a worker never crashes on partner input.
 
 Transformers build events through an :class:`Emitter`, which applies the codebook (unknown codes
 become status ``unknown`` with confidence 0, keep the raw code and are counted as gaps), computes
