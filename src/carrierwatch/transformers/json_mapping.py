@@ -1,0 +1,519 @@
+"""A generic JSON transformer configured by field paths: onboard a simple JSON feed with YAML only.
+
+A partner whose feed is plain JSON names this module as its transformer and describes its
+payload in the ``mapping:`` block of ``partners/<id>.yaml``; its codes go in its codebook. No
+Python is written per partner. Paths are `JMESPath <https://jmespath.org>`_ expressions evaluated
+against each event; a path starting with ``$.`` is evaluated against the whole payload instead
+(for envelope fields; ``$[0].x`` and ``$`` work too). Example (a local courier's webhook)::
+
+    transformer: json_mapping
+    mapping:
+      events: updates                 # where the list of events is ("@": the payload is the list)
+      error: error                    # optional: a non-empty value marks the partner's error response
+      error_code: error.code          # optional, named in the dead letter
+      error_message: error.message    # optional
+      tracking_number: parcel
+      discriminator: null             # optional: id that tells reused tracking numbers apart
+      shipment_id: order_ref          # optional
+      code: [state]                   # codebook keys, most specific first (a string is one path)
+      reason_code: why                # optional: the feed's own reason code …
+      reason_prefix: "why/"           # … looked up as <prefix><value>; its `reason` overrides
+      time: {path: at, format: "%Y-%m-%d %H:%M:%S", zone_path: tz}
+      location: {city: hub.city, region: hub.state, postal_code: hub.zip, country: hub.country}
+      attempt: attempt                # optional, an integer
+      proof: {path: proof, values: {photo: photo, signature: signature, pin: pin, none: none}}
+      eta_start: {path: eta_from}     # optional time fields; zone and format default to the
+      eta_end: {path: eta}            # event time's
+      promised_by: {path: promise}
+      service_level: service          # optional
+      partner_received_time: {path: "$.received_at"}   # optional
+
+Time fields: ``format`` is ``iso`` (ISO 8601), ``epoch_s``, ``epoch_ms`` or a ``strptime``
+pattern. A time with an offset is exact. Otherwise its zone comes from ``zone_path`` (an IANA
+name in the payload; exact), else the fixed ``zone`` (exact), else the event location's
+``zone_for(country, region)`` when that is certain, else the partner's ``default_timezone``
+(flagged), else the location's best guess (flagged). DST folds and gaps are flagged too.
+
+The mapping is validated when the partner registry loads it (:func:`check_spec` raises
+:class:`~carrierwatch.core.errors.PartnerLoadError` naming the bad key), and compiled once.
+
+Examples
+--------
+>>> from carrierwatch.core.partner import PartnerSpec
+>>> spec = PartnerSpec(id="demo", display_name="Demo", transformer="json_mapping",
+...                    mapping={"events": "items", "tracking_number": "id", "code": "s",
+...                             "time": {"path": "t"}})
+>>> check_spec(spec)
+>>> bad = spec.model_copy(update={"mapping": {"events": "items[", "tracking_number": "id",
+...                                           "code": "s", "time": {"path": "t"}}})
+>>> try:
+...     check_spec(bad)
+... except Exception as exc:
+...     print(type(exc).__name__)
+PartnerLoadError
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jmespath
+import jmespath.exceptions
+import orjson
+from jmespath.parser import ParsedResult
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from carrierwatch.core.errors import PartnerLoadError
+from carrierwatch.core.partner import PartnerSpec
+from carrierwatch.core.timeutil import resolve_local, to_ms, zone_for
+from carrierwatch.transformers.base import (
+    Emitter,
+    PayloadError,
+    TransformContext,
+    TransformResult,
+    location,
+    parse_json,
+)
+
+__all__ = [
+    "JsonMapping",
+    "LocationPaths",
+    "ProofField",
+    "TimeField",
+    "check_spec",
+    "compile_mapping",
+    "transform",
+]
+
+
+def _split_root(text: str) -> tuple[str, bool]:
+    """The JMESPath of a mapping path and whether it starts at the payload root (``$``)."""
+    if not text.startswith("$"):
+        return text, False
+    rest = text[1:].removeprefix(".")
+    return (rest or "@"), True
+
+
+def _check_path(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        jmespath.compile(_split_root(value)[0])
+    except jmespath.exceptions.JMESPathError as exc:
+        raise ValueError(f"invalid JMESPath {value!r}: {exc}") from None
+    return value
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TimeField(_Frozen):
+    """Where a time is and how to read it."""
+
+    path: str
+    format: str | None = None
+    zone_path: str | None = None
+    zone: str | None = None
+
+    _paths = field_validator("path", "zone_path")(_check_path)
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str | None) -> str | None:
+        if value is not None and value not in {"iso", "epoch_s", "epoch_ms"} and "%" not in value:
+            raise ValueError("format must be iso, epoch_s, epoch_ms or a strptime pattern")
+        return value
+
+    @field_validator("zone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value
+
+
+class LocationPaths(_Frozen):
+    """Paths of the coarse location parts (never a street)."""
+
+    country: str | None = None
+    region: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    latitude: str | None = None
+    longitude: str | None = None
+
+    _paths = field_validator("*")(_check_path)
+
+
+class ProofField(_Frozen):
+    """Where the proof of delivery is and how the feed's values read as canonical kinds."""
+
+    path: str
+    values: dict[str, Literal["signature", "photo", "pin", "none"]]
+
+    _paths = field_validator("path")(_check_path)
+
+
+class JsonMapping(_Frozen):
+    """The ``mapping:`` block of a JSON partner; see the module docstring."""
+
+    events: str = "@"
+    error: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    tracking_number: str
+    discriminator: str | None = None
+    shipment_id: str | None = None
+    code: list[str]
+    reason_code: str | None = None
+    reason_prefix: str = "reason/"
+    time: TimeField
+    location: LocationPaths | None = None
+    attempt: str | None = None
+    proof: ProofField | None = None
+    eta_start: TimeField | None = None
+    eta_end: TimeField | None = None
+    promised_by: TimeField | None = None
+    service_level: str | None = None
+    partner_received_time: TimeField | None = None
+
+    _paths = field_validator("events", "error", "error_code", "error_message",
+                             "tracking_number", "discriminator", "shipment_id",
+                             "reason_code", "attempt", "service_level")(_check_path)
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _codes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not value:
+            raise ValueError("code must be a path or a non-empty list of paths")
+        for item in value:
+            if not isinstance(item, str):
+                raise ValueError(f"code paths must be strings, got {item!r}")
+            _check_path(item)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Path:
+    """A compiled path: the JMESPath, whether it starts at the payload root, and its text."""
+
+    expression: ParsedResult
+    root: bool
+    text: str
+
+    def get(self, event: Any, payload: Any) -> Any:
+        return self.expression.search(payload if self.root else event)
+
+    def where(self, event_path: str) -> str:
+        if self.root:
+            return self.text
+        return f"{event_path}.{self.text}" if event_path else self.text
+
+
+def _compile(text: str | None) -> _Path | None:
+    if text is None:
+        return None
+    expression, root = _split_root(text)
+    return _Path(jmespath.compile(expression), root, text)
+
+
+@dataclass(frozen=True, slots=True)
+class _Time:
+    path: _Path
+    format: str | None
+    zone_path: _Path | None
+    zone: str | None
+
+
+def _time(field: TimeField | None) -> _Time | None:
+    if field is None:
+        return None
+    path = _compile(field.path)
+    assert path is not None
+    return _Time(path, field.format, _compile(field.zone_path), field.zone)
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    mapping: JsonMapping
+    events: _Path
+    paths: dict[str, _Path | None]
+    codes: tuple[_Path, ...]
+    location: dict[str, _Path | None]
+    times: dict[str, _Time | None]
+    proof: _Path | None
+
+
+def check_spec(spec: PartnerSpec) -> None:
+    """Validate a partner's ``mapping:``; raise :class:`PartnerLoadError` with a clear message."""
+    compile_mapping(spec)
+
+
+def compile_mapping(spec: PartnerSpec) -> _Compiled:
+    """The validated, compiled mapping of ``spec`` (cached per partner and mapping)."""
+    if spec.mapping is None:
+        raise PartnerLoadError(f"partner {spec.id!r}: transformer json_mapping needs a "
+                               f"'mapping:' block in partners/{spec.id}.yaml")
+    key = orjson.dumps(spec.mapping, option=orjson.OPT_SORT_KEYS, default=str)
+    return _compiled(spec.id, key)
+
+
+@lru_cache(maxsize=64)
+def _compiled(partner_id: str, key: bytes) -> _Compiled:
+    raw = orjson.loads(key)
+    try:
+        mapping = JsonMapping.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"mapping.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors())
+        raise PartnerLoadError(f"partners/{partner_id}.yaml: invalid mapping: {problems}"
+                               ) from None
+    events = _compile(mapping.events)
+    assert events is not None
+    loc = mapping.location or LocationPaths()
+    return _Compiled(
+        mapping=mapping,
+        events=events,
+        paths={name: _compile(getattr(mapping, name)) for name in (
+            "error", "error_code", "error_message", "tracking_number", "discriminator",
+            "shipment_id", "reason_code", "attempt", "service_level")},
+        codes=tuple(p for p in (_compile(c) for c in mapping.code) if p is not None),
+        location={name: _compile(getattr(loc, name)) for name in (
+            "country", "region", "city", "postal_code", "latitude", "longitude")},
+        times={name: _time(getattr(mapping, name)) for name in (
+            "time", "eta_start", "eta_end", "promised_by", "partner_received_time")},
+        proof=_compile(mapping.proof.path) if mapping.proof else None,
+    )
+
+
+# --- reading values --------------------------------------------------------------------------
+
+
+def _text(path: _Path | None, event: Any, payload: Any, where: str) -> str | None:
+    if path is None:
+        return None
+    value = path.get(event, payload)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise PayloadError(path.where(where), f"expected a string, got {type(value).__name__}")
+    return str(value).strip() or None
+
+
+def _number(path: _Path | None, event: Any, payload: Any, where: str) -> float | None:
+    if path is None:
+        return None
+    value = path.get(event, payload)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise PayloadError(path.where(where), f"expected a number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except ValueError:
+        raise PayloadError(path.where(where), f"expected a number, got {value!r:.40}") from None
+
+
+def _parse_time(spec: _Time, main: _Time | None, value: Any, where: str
+                ) -> tuple[datetime, bool]:
+    """A datetime (aware when the value carries an offset) and whether it did."""
+    fmt = spec.format or (main.format if main else None) or "iso"
+    try:
+        if fmt in {"epoch_s", "epoch_ms"}:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"expected a number, got {value!r:.40}")
+            seconds = value / 1000 if fmt == "epoch_ms" else value
+            return datetime.fromtimestamp(seconds, tz=UTC), True
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {type(value).__name__}")
+        moment = (datetime.fromisoformat(value) if fmt == "iso"
+                  else datetime.strptime(value, fmt))
+    except (ValueError, OverflowError, OSError) as exc:
+        raise PayloadError(where, f"unreadable time {value!r:.60} ({fmt}): {exc}") from None
+    return moment, moment.tzinfo is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Zone:
+    name: str | None
+    exact: bool
+
+
+def _event_zone(spec: _Time, event: Any, payload: Any, where: str,
+                place: tuple[str | None, str | None], default: str | None) -> _Zone:
+    if spec.zone_path is not None:
+        name = _text(spec.zone_path, event, payload, where)
+        if name is not None:
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise PayloadError(spec.zone_path.where(where),
+                                   f"unknown time zone {name!r:.60}") from None
+            return _Zone(name, True)
+    if spec.zone is not None:
+        return _Zone(spec.zone, True)
+    zone, exact = zone_for(*place)
+    if zone is not None and exact:
+        return _Zone(zone, True)
+    return _Zone(default or zone, False)
+
+
+def _resolve(moment: datetime, aware: bool, zone: _Zone) -> tuple[int, bool]:
+    if aware:
+        return to_ms(moment), False
+    return resolve_local(moment, zone.name, exact_zone=zone.exact)
+
+
+def _optional_time(compiled: _Compiled, name: str, event: Any, payload: Any, where: str,
+                   event_zone: _Zone, place: tuple[str | None, str | None],
+                   default: str | None) -> int | None:
+    spec = compiled.times[name]
+    if spec is None:
+        return None
+    value = spec.path.get(event, payload)
+    if value is None or value == "":
+        return None
+    moment, aware = _parse_time(spec, compiled.times["time"], value, spec.path.where(where))
+    zone = event_zone
+    if spec.zone_path is not None or spec.zone is not None:
+        zone = _event_zone(spec, event, payload, where, place, default)
+    return _resolve(moment, aware, zone)[0]
+
+
+def _proof(compiled: _Compiled, event: Any, payload: Any, where: str) -> str | None:
+    value = _text(compiled.proof, event, payload, where)
+    if value is None or compiled.mapping.proof is None:
+        return None
+    return compiled.mapping.proof.values.get(value)
+
+
+def _attempt(compiled: _Compiled, event: Any, payload: Any, where: str) -> int | None:
+    path = compiled.paths["attempt"]
+    number = _number(path, event, payload, where)
+    if number is None:
+        return None
+    if number != int(number) or number < 0:
+        assert path is not None
+        raise PayloadError(path.where(where), f"expected a whole number, got {number}")
+    return int(number)
+
+
+# --- the transformer -------------------------------------------------------------------------
+
+
+def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
+    """Normalize one payload of a partner described by a ``mapping:``; see the module docstring."""
+    emitter = Emitter(raw, ctx)
+    compiled = compile_mapping(ctx.partner)
+    payload = parse_json(raw)
+    paths = compiled.paths
+    if paths["error"] is not None and paths["error"].get(payload, payload) not in (
+            None, False, "", [], {}):
+        code = _error_part(paths["error_code"], payload)
+        message = _error_part(paths["error_message"], payload) or "error response"
+        label = f"{ctx.partner.display_name} error" + (f" {code}" if code else "")
+        emitter.dead_letter("$", f"{label}: {message}")
+        return emitter.result
+
+    events = compiled.events.get(payload, payload)
+    events_where = compiled.events.text if compiled.events.text not in {"@", "$"} else ""
+    if isinstance(events, dict):
+        events = [events]
+    if not isinstance(events, list):
+        emitter.dead_letter(events_where or "$",
+                            f"expected a list of events, got {type(events).__name__}")
+        return emitter.result
+    if not events:
+        emitter.dead_letter(events_where or "$", "no events in the payload")
+    for index, event in enumerate(events):
+        where = f"{events_where}[{index}]"
+        with emitter.element(where):
+            _event(emitter, ctx, compiled, event, payload, where)
+    return emitter.result
+
+
+def _error_part(path: _Path | None, payload: Any) -> str | None:
+    if path is None:
+        return None
+    value = path.get(payload, payload)
+    return None if value is None else str(value)
+
+
+def _event(emitter: Emitter, ctx: TransformContext, compiled: _Compiled, event: Any,
+           payload: Any, where: str) -> None:
+    if not isinstance(event, dict):
+        raise PayloadError(where, f"expected an object, got {type(event).__name__}")
+    paths = compiled.paths
+    tracking_path = paths["tracking_number"]
+    assert tracking_path is not None
+    tracking_number = _text(tracking_path, event, payload, where)
+    if tracking_number is None:
+        raise PayloadError(tracking_path.where(where), "missing tracking number")
+    keys = [_text(path, event, payload, where) for path in compiled.codes]
+    if not any(keys):
+        raise PayloadError(compiled.codes[0].where(where), "missing status code")
+
+    loc = compiled.location
+    country = (_text(loc["country"], event, payload, where) or ctx.partner.default_country)
+    region = _text(loc["region"], event, payload, where)
+    place = location(country, region, _text(loc["city"], event, payload, where),
+                     _text(loc["postal_code"], event, payload, where),
+                     _number(loc["latitude"], event, payload, where),
+                     _number(loc["longitude"], event, payload, where))
+    zone_place = (place.country if place else None, place.region if place else None)
+
+    time_spec = compiled.times["time"]
+    assert time_spec is not None
+    time_where = time_spec.path.where(where)
+    value = time_spec.path.get(event, payload)
+    if value is None or value == "":
+        raise PayloadError(time_where, "missing event time")
+    moment, aware = _parse_time(time_spec, None, value, time_where)
+    default_zone = ctx.partner.default_timezone
+    zone = _event_zone(time_spec, event, payload, where, zone_place, default_zone)
+    event_time, ambiguous = _resolve(moment, aware, zone)
+
+    reason: str | None = None
+    reason_value = _text(paths["reason_code"], event, payload, where)
+    if reason_value is not None:
+        reason_key = f"{compiled.mapping.reason_prefix}{reason_value}"
+        hit = ctx.codebook.lookup(reason_key)
+        if hit is None:
+            emitter.result.gaps.append(reason_key)
+        else:
+            reason = hit.reason
+
+    times = {name: _optional_time(compiled, name, event, payload, where, zone, zone_place,
+                                  default_zone)
+             for name in ("eta_start", "eta_end", "promised_by", "partner_received_time")}
+    emitter.event(
+        tracking_number=tracking_number,
+        raw_code=next(k for k in keys if k),
+        event_time=event_time,
+        codes=tuple(keys),
+        discriminator=_text(paths["discriminator"], event, payload, where),
+        shipment_id=_text(paths["shipment_id"], event, payload, where),
+        timezone_ambiguous=ambiguous,
+        event_time_local=value if isinstance(value, str) else str(value),
+        location=place,
+        promised_by=times["promised_by"],
+        eta_start=times["eta_start"],
+        eta_end=times["eta_end"],
+        attempt_number=_attempt(compiled, event, payload, where),
+        proof_of_delivery=_proof(compiled, event, payload, where),
+        service_level=_text(paths["service_level"], event, payload, where),
+        partner_received_time=times["partner_received_time"],
+        reason=reason,
+    )
+
