@@ -207,6 +207,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.demo:demo", "demo"),
     ("carrierwatch.registry.cli:schema_registry", "schema-registry"),
     ("carrierwatch.anomaly.cli:anomaly", "anomaly"),
+    ("carrierwatch.streams.broker:kafka_cli", "kafka"),
 ]
 
 
