@@ -78,6 +78,55 @@ def normalize(partner_id: str, file: str) -> None:
         sys.exit(EXIT_DEAD_LETTERS)
 
 
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--partner", "partner_id", default=None,
+              help="partner of single payload files (default: their folder's name)")
+@click.option("--batch-events", default=20_000, show_default=True,
+              help="canonical events per pipeline batch")
+@click.option("--wait", "wait_seconds", default=0.0, show_default=True,
+              help="seconds to wait for the embedded store if another process owns it")
+@click.option("--no-progress", is_flag=True, help="no progress bar")
+def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
+           wait_seconds: float, no_progress: bool) -> None:
+    """Run the whole core in-process over raw partner FILES into the store.
+
+    FILES are simulator raw logs (*.rawlog.jsonl), folders holding them, or single payload files
+    (partner from --partner or the parent folder's name).
+    """
+    from carrierwatch.replay import iter_inputs, run_replay
+    from carrierwatch.settings import get_settings
+    from carrierwatch.storage import open_store
+
+    missing = [f for f in files if not f.exists()]
+    if missing:
+        _usage_error(f"no such file: {missing[0]}")
+    registry = _registry()
+    try:
+        records = iter_inputs(list(files), partner=partner_id, registry=registry)
+    except UnknownPartnerError as exc:
+        _usage_error(str(exc))
+    settings = get_settings()
+    with open_store(settings, command="carrierwatch replay", wait=wait_seconds,
+                    migrate=True) as store:
+        from tqdm import tqdm
+
+        with tqdm(unit=" events", unit_scale=True, disable=no_progress, leave=False,
+                  desc="replay") as bar:
+            summary = run_replay(records, store, registry, batch_events=batch_events,
+                                 progress=bar.update)
+    click.echo(
+        f"replayed {summary.payloads:,} payloads → {summary.events:,} canonical events "
+        f"({summary.accepted:,} unique, {summary.duplicates:,} duplicates, "
+        f"{summary.too_late:,} too late) for {len(summary.per_partner)} partners in "
+        f"{summary.seconds:.1f} s ({summary.events_per_second:,.0f} events/s)")
+    click.echo(f"dead letters: {summary.dead_letters:,}; codebook gaps: "
+               f"{sum(summary.gaps.values()):,} events"
+               + (f" ({', '.join(f'{k} ×{v}' for k, v in summary.gaps.most_common(5))})"
+                  if summary.gaps else ""))
+    click.echo(f"rows written: {summary.rows_written:,}; store: {store!r}")
+
+
 @cli.group()
 def partners() -> None:
     """List and scaffold partners."""

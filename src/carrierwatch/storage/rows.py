@@ -275,6 +275,9 @@ def arrow_type(clickhouse_type: str) -> tuple[pa.DataType, bool]:
         return pa.map_(arrow_type(arguments[0])[0], arrow_type(arguments[1])[0]), nullable
     if head == "Decimal" and len(arguments) == 2:
         return pa.decimal128(int(arguments[0]), int(arguments[1])), nullable
+    if text in {"Int128", "UInt128"}:
+        # Arrow has no 128-bit integer; a scale-0 decimal of 38 digits carries it exactly
+        return pa.decimal128(38, 0), nullable
     raise ValueError(f"no Arrow insert path for ClickHouse type {clickhouse_type!r}")
 
 

@@ -1,0 +1,141 @@
+"""From what the core produces to what the store keeps: one adapter for every driver.
+
+The replay driver and the Faust worker both turn a :class:`~carrierwatch.core.pipeline.PipelineOutput`
+(plus dead letters and raw payloads) into :class:`SinkBatch` — rows per table — and write it with
+:func:`write_batch`. Every table is keyed deterministically (ReplacingMergeTree), so writing the same
+batch twice changes no query result: that is what makes at-least-once delivery safe.
+
+A batch also travels between processes (the worker's sink topic) as JSON: :meth:`SinkBatch.to_json`
+and :meth:`SinkBatch.from_json` keep it lossless (times as epoch milliseconds, bytes as base64).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from carrierwatch.core.model import CanonicalEvent, DeadLetter
+
+if TYPE_CHECKING:
+    from carrierwatch.core.pipeline import PipelineOutput
+    from carrierwatch.storage.base import Store
+
+__all__ = ["TABLE_ORDER", "SinkBatch", "write_batch"]
+
+# Written in this order: facts first, derived rows last, so a crash between tables never leaves
+# metrics that point at events the store does not have.
+TABLE_ORDER = ("raw_events", "dead_letters", "canonical_events", "package_outcomes",
+               "metric_windows", "anomalies", "alerts", "heartbeats")
+
+
+@dataclass
+class SinkBatch:
+    """Rows to write, per table. Events and dead letters stay typed until they are written."""
+
+    events: list[CanonicalEvent] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.dead_letters) + sum(map(len, self.rows.values()))
+
+    def add_output(self, output: PipelineOutput) -> None:
+        """Add what one pipeline call produced (accepted and too-late events are both kept)."""
+        self.events.extend(output.events)
+        self.events.extend(record.event for record in output.too_late)
+        if output.outcomes:
+            self.rows.setdefault("package_outcomes", []).extend(o.to_row() for o in output.outcomes)
+        if output.windows:
+            self.rows.setdefault("metric_windows", []).extend(w.to_row() for w in output.windows)
+
+    def add_rows(self, table: str, rows: Iterable[dict[str, Any]]) -> None:
+        self.rows.setdefault(table, []).extend(rows)
+
+    def extend(self, other: SinkBatch) -> None:
+        self.events.extend(other.events)
+        self.dead_letters.extend(other.dead_letters)
+        for table, rows in other.rows.items():
+            self.rows.setdefault(table, []).extend(rows)
+
+    def to_json(self) -> bytes:
+        from carrierwatch.registry.serde import event_to_record
+
+        return orjson.dumps({
+            "events": [event_to_record(e) for e in self.events],
+            "dead_letters": [_dead_letter_record(d) for d in self.dead_letters],
+            "rows": {t: [_jsonable(r) for r in rows] for t, rows in self.rows.items()},
+        })
+
+    @classmethod
+    def from_json(cls, data: bytes) -> SinkBatch:
+        from carrierwatch.registry.serde import record_to_event
+
+        doc = orjson.loads(data)
+        return cls(
+            events=[record_to_event(r) for r in doc["events"]],
+            dead_letters=[DeadLetter(d["partner_id"], d["received_time"], d["error"], d["path"],
+                                     base64.b64decode(d["raw"])) for d in doc["dead_letters"]],
+            rows={t: [_restore(r) for r in rows] for t, rows in doc["rows"].items()},
+        )
+
+
+def write_batch(store: Store, batch: SinkBatch) -> int:
+    """Write a batch (idempotent); the number of rows written."""
+    written = 0
+    for table in TABLE_ORDER:
+        if table == "dead_letters" and batch.dead_letters:
+            written += store.insert_dead_letters(batch.dead_letters)
+        elif table == "canonical_events" and batch.events:
+            written += store.insert_events(batch.events)
+        elif batch.rows.get(table):
+            written += store.insert(table, batch.rows[table])
+    for table in batch.rows.keys() - set(TABLE_ORDER):
+        written += store.insert(table, batch.rows[table])
+    return written
+
+
+def _dead_letter_record(dead: DeadLetter) -> dict[str, Any]:
+    return {"partner_id": dead.partner_id, "received_time": dead.received_time,
+            "error": dead.error, "path": dead.path, "raw": base64.b64encode(dead.raw).decode()}
+
+
+_DATETIME_TAG = "__datetime_ms__"
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    from datetime import datetime
+
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, datetime):
+            from carrierwatch.core.timeutil import to_ms
+
+            out[key] = {_DATETIME_TAG: to_ms(value)}
+        else:
+            out[key] = value
+    return out
+
+
+def _restore(row: dict[str, Any]) -> dict[str, Any]:
+    from datetime import UTC, datetime, timedelta
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict) and _DATETIME_TAG in value:
+            out[key] = epoch + timedelta(milliseconds=value[_DATETIME_TAG])
+        else:
+            out[key] = value
+    return out
+
+
+def batches(items: Sequence[SinkBatch]) -> SinkBatch:
+    """Merge several batches into one."""
+    merged = SinkBatch()
+    for item in items:
+        merged.extend(item)
+    return merged
