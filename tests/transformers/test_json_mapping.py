@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from carrierwatch.core.codebook import Codebook
 from carrierwatch.core.errors import PartnerLoadError
@@ -261,3 +263,27 @@ def test_render_transform_round_trip_over_several_packages() -> None:
     assert got == want
     assert result.gaps == ["SCANNED_AT_LOCKER_BANK"] * 4
     assert renderer.render(items, 5) == renderer.render(items, 5)
+
+
+@given(st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2999, 12, 31)),
+       st.sampled_from(["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]))
+def test_fast_time_path_equals_strptime(moment: datetime, fmt: str) -> None:
+    from carrierwatch.transformers.json_mapping import _strptime
+
+    text = moment.replace(microsecond=0).strftime(fmt)
+    assert _strptime(text, fmt) == datetime.strptime(text, fmt)
+
+
+@pytest.mark.parametrize("text", ["2026-03-02 14:05", "2026-3-02 14:05:00", "2026-03-02 1405:00",
+                                  "２０２６-03-02 14:05:00", "2026-03-02 14:05:0x",
+                                  "2026-02-30 10:00:00", "2026-03-02 24:00:00"])
+def test_fast_time_path_agrees_with_strptime_on_odd_input(text: str) -> None:
+    from carrierwatch.transformers.json_mapping import _strptime
+
+    def outcome(parse: Any) -> object:
+        try:
+            return parse(text, "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            return ValueError
+
+    assert outcome(_strptime) == outcome(datetime.strptime)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, NoReturn, Protocol
 
 import orjson
@@ -301,6 +302,24 @@ def location(country: str | None = None, region: str | None = None, city: str | 
     >>> location("us", "tn", "Memphis", "38118")
     Location(country='US', region='US-TN', city='Memphis', postal_prefix='381', latitude=None, longitude=None)
     """
+    if latitude is None and longitude is None:
+        try:
+            return _coarse_location(country, region, city, postal_code)
+        except TypeError:  # an unhashable value from a malformed payload: no caching
+            pass
+    return _build_location(country, region, city, postal_code, latitude, longitude)
+
+
+@lru_cache(maxsize=8192)
+def _coarse_location(country: str | None, region: str | None, city: str | None,
+                     postal_code: str | None) -> Location | None:
+    # Locations repeat (hubs, cities): the frozen result is shared, built once per place.
+    return _build_location(country, region, city, postal_code, None, None)
+
+
+def _build_location(country: str | None, region: str | None, city: str | None,
+                    postal_code: str | None, latitude: float | None,
+                    longitude: float | None) -> Location | None:
     country = country.strip().upper() if isinstance(country, str) and country.strip() else None
     if country and len(country) == 3:
         from carrierwatch.core.timeutil import _ALPHA3

@@ -55,6 +55,7 @@ PartnerLoadError
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -203,16 +204,49 @@ class JsonMapping(_Frozen):
         return value
 
 
+_ISO_LIKE = {"%Y-%m-%d %H:%M:%S": " ", "%Y-%m-%dT%H:%M:%S": "T"}
+
+
+def _strptime(value: str, fmt: str) -> datetime:
+    """``datetime.strptime``, with a fast path for the two ISO-shaped patterns.
+
+    A 19-character ``YYYY-MM-DD HH:MM:SS`` string (digits where the pattern has fields) reads the
+    same with :meth:`datetime.fromisoformat`, at a tenth of the cost; anything else takes
+    ``strptime``.
+    """
+    separator = _ISO_LIKE.get(fmt)
+    if (separator is not None and len(value) == 19 and value.isascii() and value[10] == separator
+            and value[4] == value[7] == "-" and value[13] == value[16] == ":"
+            and (value[:4] + value[5:7] + value[8:10] + value[11:13] + value[14:16]
+                 + value[17:]).isdigit()):
+        return datetime.fromisoformat(value)
+    return datetime.strptime(value, fmt)
+
+
 @dataclass(frozen=True, slots=True)
 class _Path:
-    """A compiled path: the JMESPath, whether it starts at the payload root, and its text."""
+    """A compiled path: the JMESPath, whether it starts at the payload root, and its text.
+
+    Plain dotted field paths (``hub.city``), most of what a mapping holds, are read by walking
+    the dicts directly, with JMESPath's semantics (a missing key or a non-object gives None);
+    anything richer (indexes, filters, functions) goes through JMESPath.
+    """
 
     expression: ParsedResult
     root: bool
     text: str
+    fields: tuple[str, ...] | None = None
 
     def get(self, event: Any, payload: Any) -> Any:
-        return self.expression.search(payload if self.root else event)
+        value = payload if self.root else event
+        fields = self.fields
+        if fields is None:
+            return self.expression.search(value)
+        for name in fields:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(name)
+        return value
 
     def where(self, event_path: str) -> str:
         if self.root:
@@ -224,7 +258,11 @@ def _compile(text: str | None) -> _Path | None:
     if text is None:
         return None
     expression, root = _split_root(text)
-    return _Path(jmespath.compile(expression), root, text)
+    fields = tuple(expression.split(".")) if _FIELD_PATH.fullmatch(expression) else None
+    return _Path(jmespath.compile(expression), root, text, fields)
+
+
+_FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,7 +376,7 @@ def _parse_time(spec: _Time, main: _Time | None, value: Any, where: str
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {type(value).__name__}")
         moment = (datetime.fromisoformat(value) if fmt == "iso"
-                  else datetime.strptime(value, fmt))
+                  else _strptime(value, fmt))
     except (ValueError, OverflowError, OSError) as exc:
         raise PayloadError(where, f"unreadable time {value!r:.60} ({fmt}): {exc}") from None
     return moment, moment.tzinfo is not None
