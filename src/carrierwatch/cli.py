@@ -257,6 +257,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.registry.cli:schema_registry", "schema-registry"),
     ("carrierwatch.anomaly.cli:anomaly", "anomaly"),
     ("carrierwatch.streams.broker:kafka_cli", "kafka"),
+    ("carrierwatch.synthetic.simulator:simulate_cli", "simulate"),
 ]
 
 
