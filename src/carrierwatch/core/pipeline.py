@@ -1,0 +1,695 @@
+"""The pure pipeline core: canonical events in; package outcomes and SLA window rows out.
+
+Both drivers (the in-process replay and the Faust worker) call the same object::
+
+    pipeline = Pipeline(contracts, granularities=("5m", "1h", "1d"),
+                        allowed_lateness_ms=2 * DAY_MS, shard=partition)
+    out = pipeline.process(batch)          # PipelineOutput
+    out = pipeline.advance_watermark(ms)   # e.g. from processing time when a partition is idle
+    out = pipeline.flush()                 # end of input: decide what the data allows, emit
+
+**Watermark.** ``watermark = max(event_time seen) - allowed_lateness``, updated after every
+accepted event (so the result depends on the arrival order of the partition, never on how it is
+cut into batches), and moved further by :meth:`Pipeline.advance_watermark`. An event whose
+``event_time`` is below the watermark when it arrives is *too late*: it is not applied, it is
+returned as a :class:`TooLateRecord` and counted (``too_late_events`` of its window). The order of
+checks is: too late, then duplicate (same package and event id), then applied.
+
+**Corrections.** A package's contributions to the windows are a function of its event set and of
+the *decision watermark* (the watermark at the end of the previous call). When an event changes a
+package, its old facts are retracted and its new facts added; at the end of every call each
+window that changed is re-emitted with its full totals and a higher version
+(:class:`~carrierwatch.core.windows.MetricWindowRow`), and each package that changed gets a new
+:class:`PackageOutcomeRow`. Deltas are collected per 5-minute window during a call and added to
+every configured granularity at its end, so coarse rows equal the rollup of fine rows exactly.
+
+**Shards.** Each Kafka partition owns a disjoint set of packages and runs its own pipeline with
+its partition number as ``shard``; rows carry the shard in their key and queries sum over shards.
+
+**Retention.** A package is forgotten ``package_retention_ms`` of event time after its last event
+and deadlines passed the decision watermark; later events for it are too late
+(``package_closed``). Window aggregates are kept until ``window_retention_ms`` after their end;
+a correction to a window already dropped is counted in ``stats["dropped_corrections"]`` instead.
+
+Examples
+--------
+>>> from carrierwatch.core.model import CanonicalEvent, event_id
+>>> from carrierwatch.core.partner import SlaContract
+>>> def ev(status, t, pkg="p1"):
+...     return CanonicalEvent(event_id("demo", pkg, status, t), "demo", pkg, "1", status, 1.0,
+...                           "x", t, t + 60_000, promised_by=1_772_452_800_000)
+>>> pipe = Pipeline({"demo": SlaContract(required_milestones=())}, granularities=("1h",))
+>>> noon = 1_772_452_800_000
+>>> out = pipe.process([ev("picked_up", noon - 3_600_000), ev("delivered", noon - 60_000),
+...                     ev("delivered", noon - 60_000)])
+>>> len(out.events), pipe.stats["duplicates"], out.outcomes[0].on_time
+(2, 1, True)
+>>> [(r.window_start == noon - 3_600_000, r.events, r.packages_on_time) for r in out.windows]
+[(True, 2, 1)]
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import pickle
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from carrierwatch.core.metrics import (
+    C_CLAG_N,
+    C_CLAG_SUM,
+    C_EVENTS,
+    C_GAPS,
+    C_ILAG_N,
+    C_ILAG_SUM,
+    C_LAT_N,
+    C_LAT_SUM,
+    C_SYNTHETIC,
+    C_TOO_LATE,
+    FACT_ON_TIME,
+    FACT_PICKUP,
+    H_CARRIER_LAG,
+    H_INGEST_LAG,
+    H_LATENCY,
+    Fact,
+    apply_fact,
+    package_facts,
+)
+from carrierwatch.core.model import CanonicalEvent
+from carrierwatch.core.partner import SlaContract
+from carrierwatch.core.sketch import GAMMA, MAX_BUCKET, bucket_of
+from carrierwatch.core.state import (
+    I_DELIV_KEY,
+    I_EXC_OPEN,
+    I_FA_KEY,
+    I_PICKUP,
+    I_PICKUP_DUE,
+    I_PROMISED_BY,
+    N_FIELDS,
+    NONE,
+    RANK_STATUS,
+    STATUS_RANK,
+    ContractRules,
+    PackageState,
+    key_rank,
+    key_time,
+)
+from carrierwatch.core.windows import (
+    GRANULARITY_MS,
+    MetricWindowRow,
+    WindowAgg,
+    WindowKey,
+    window_start,
+)
+
+__all__ = [
+    "DAY_MS",
+    "HOUR_MS",
+    "FlaggedTransition",
+    "PackageOutcomeRow",
+    "Pipeline",
+    "PipelineOutput",
+    "TooLateRecord",
+]
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+_MIN_WATERMARK = -(1 << 63)
+_UNKNOWN_RANK = STATUS_RANK["unknown"]
+_DELIVERED_RANK = STATUS_RANK["delivered"]
+_FIVE_MIN = GRANULARITY_MS["5m"]
+_MINUTE = 60_000
+_MAX_TIME = (1 << 43) - 1
+_LOG_GAMMA = math.log(GAMMA)
+
+
+def _utc(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TooLateRecord:
+    """An event that was not applied: older than the watermark, for a closed package, or with an
+    event time outside the representable range. The side output of the pipeline."""
+
+    event: CanonicalEvent
+    watermark: int
+    reason: str  # "beyond_allowed_lateness" | "package_closed" | "invalid_time"
+
+
+@dataclass(frozen=True, slots=True)
+class FlaggedTransition:
+    """An illegal or backward transition, kept (not dropped) and reported.
+
+    ``kind`` is ``after_terminal`` (anything after delivered/returned/cancelled) or ``backward``
+    (``info_received`` after pickup, ``picked_up`` after the package moved on). Reported when the
+    event that forms the pair arrives; the authoritative count is ``PackageOutcomeRow.flags``.
+    """
+
+    partner_id: str
+    package_id: str
+    from_status: str | None
+    from_time: int | None
+    to_status: str
+    to_time: int
+    kind: str
+
+
+@dataclass(slots=True)
+class PackageOutcomeRow:
+    """One package's outcome: the ``package_outcomes`` row (latest version wins)."""
+
+    partner_id: str
+    package_id: str
+    shard: int
+    version: int
+    region: str
+    service_level: str
+    synthetic: bool
+    status: str
+    events: int
+    first_event_time: int | None
+    last_event_time: int | None
+    promised_by: int | None
+    promise_source: str | None
+    pickup_due: int | None
+    picked_up_at: int | None
+    pickup_on_time: bool | None
+    delivered_at: int | None
+    proof_of_delivery: str | None
+    on_time: bool | None
+    decided_at: int | None
+    attempts: int
+    first_attempt_success: bool | None
+    first_attempt_reason: str | None
+    exceptions: int
+    open_exception_since: int | None
+    flags: int
+    last_eta: int | None
+
+    def to_row(self) -> dict[str, Any]:
+        """The ClickHouse row: keys are the ``package_outcomes`` column names; times are aware
+        UTC datetimes (``DateTime64(3, 'UTC')``) or None."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("first_event_time", "last_event_time", "promised_by", "pickup_due",
+                     "picked_up_at", "delivered_at", "decided_at", "open_exception_since",
+                     "last_eta"):
+            row[name] = _utc(row[name])
+        return row
+
+
+@dataclass(slots=True)
+class PipelineOutput:
+    """What one call produced.
+
+    ``events``: newly accepted unique events (for the canonical events table); ``outcomes``: one
+    replacement row per package that changed; ``windows``: full replacement rows of every window
+    that changed; ``too_late``: the side output; ``flagged``: transitions flagged by this call's
+    events; ``watermark``: the decision watermark after the call.
+    """
+
+    events: list[CanonicalEvent] = field(default_factory=list)
+    outcomes: list[PackageOutcomeRow] = field(default_factory=list)
+    windows: list[MetricWindowRow] = field(default_factory=list)
+    too_late: list[TooLateRecord] = field(default_factory=list)
+    flagged: list[FlaggedTransition] = field(default_factory=list)
+    watermark: int = _MIN_WATERMARK
+
+
+class Pipeline:
+    """Package state machine + windowed SLA metrics for one shard (see module docstring).
+
+    Parameters
+    ----------
+    contracts
+        SLA contract per partner id; partners not listed use ``default_contract``.
+    granularities
+        Window granularities to maintain and emit (``"5m"``, ``"1h"``, ``"1d"``, ``"1w"``).
+    allowed_lateness_ms
+        How far behind the newest event time an event may be and still be applied.
+    shard
+        This pipeline's shard (Kafka partition); part of every row key.
+    eta_tolerance_ms
+        ETA accuracy tolerance around the ETA window (default 2 hours).
+    package_retention_ms, window_retention_ms, tombstone_retention_ms
+        How long finished packages, window aggregates and the ids of forgotten packages are
+        kept (event time).
+    sweep_interval_ms
+        How often (in watermark time) the retention sweep runs; every ``flush`` sweeps too.
+    version_base
+        Added to every row version (a replay into a store that holds rows of an earlier run
+        passes e.g. its start time in ms × 1000 so its rows supersede the old ones).
+    """
+
+    def __init__(self, contracts: Mapping[str, SlaContract], *,
+                 granularities: Iterable[str] = ("5m", "1h", "1d"),
+                 allowed_lateness_ms: int = 2 * DAY_MS, shard: int = 0,
+                 eta_tolerance_ms: int = 2 * HOUR_MS,
+                 package_retention_ms: int = 7 * DAY_MS,
+                 window_retention_ms: int = 35 * DAY_MS,
+                 tombstone_retention_ms: int = 30 * DAY_MS,
+                 sweep_interval_ms: int = 6 * HOUR_MS,
+                 default_contract: SlaContract | None = None,
+                 version_base: int = 0) -> None:
+        self.granularities = tuple(granularities)
+        for granularity in self.granularities:
+            if granularity not in GRANULARITY_MS:
+                raise ValueError(f"unknown granularity {granularity!r}")
+        if allowed_lateness_ms < 0:
+            raise ValueError("allowed_lateness_ms must be >= 0")
+        self.contracts = dict(contracts)
+        self.default_contract = default_contract or SlaContract()
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self.shard = shard
+        self.eta_tolerance_ms = eta_tolerance_ms
+        self.package_retention_ms = package_retention_ms
+        self.window_retention_ms = window_retention_ms
+        self.tombstone_retention_ms = tombstone_retention_ms
+        self.sweep_interval_ms = sweep_interval_ms
+        self.version_base = version_base
+        self.packages: dict[str, PackageState] = {}
+        self.windows: dict[WindowKey, WindowAgg] = {}
+        self.tombstones: dict[str, int] = {}
+        self._rules: dict[str, ContractRules] = {}
+        self._default_rules = ContractRules.from_contract(self.default_contract)
+        self._watermark = _MIN_WATERMARK
+        self._decision_watermark = _MIN_WATERMARK
+        self._max_event_time = _MIN_WATERMARK
+        self._closed_before = _MIN_WATERMARK
+        self._last_sweep = _MIN_WATERMARK
+        # deadlines (promise + grace, pickup due) per minute bucket: bucket -> package ids
+        self._deadline_buckets: dict[int, list[str]] = {}
+        self._bucket_heap: list[int] = []
+        self._seq = 0
+        self.stats: dict[str, int] = {
+            "received": 0, "accepted": 0, "duplicates": 0, "too_late": 0,
+            "package_closed": 0, "invalid_time": 0, "flagged": 0, "evicted_packages": 0,
+            "dropped_corrections": 0,
+        }
+        self._reset_call()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def watermark(self) -> int:
+        """The current watermark (ms)."""
+        return self._watermark
+
+    def process(self, events: Iterable[CanonicalEvent]) -> PipelineOutput:
+        """Apply a batch of canonical events (in arrival order) and emit what changed."""
+        out = self._out
+        packages = self.packages
+        stats = self.stats
+        deltas = self._deltas
+        touched = self._touched
+        lateness = self.allowed_lateness_ms
+        watermark = self._watermark
+        decision_wm = self._decision_watermark
+        tolerance = self.eta_tolerance_ms
+        max_time = self._max_event_time
+        status_rank = STATUS_RANK
+        log = math.log
+        received = accepted = duplicates = 0
+        for event in events:
+            received += 1
+            etime = event.event_time
+            if etime < watermark:
+                self._too_late(event, watermark, "beyond_allowed_lateness")
+                continue
+            package_id = event.package_id
+            state = packages.get(package_id)
+            if state is None:
+                if package_id in self.tombstones:
+                    self._too_late(event, watermark, "package_closed")
+                    continue
+                state = packages[package_id] = PackageState(event.partner_id, package_id)
+            if etime > _MAX_TIME or etime < 0:
+                self._too_late(event, watermark, "invalid_time")
+                if not state.n:
+                    del packages[package_id]
+                continue
+            event_id_ = event.event_id
+            try:
+                low = int(event_id_[:4], 16)
+            except ValueError:
+                low = zlib.crc32(event_id_.encode()) & 0xFFFF
+            key = etime << 20 | status_rank.get(event.status, _UNKNOWN_RANK) << 16 | low
+            rules = self._rules_for(state.partner_id)
+            fields_ = state.fields
+            region, level, synthetic = state.region, state.service_level, state.synthetic
+            promised, due = fields_[I_PROMISED_BY], fields_[I_PICKUP_DUE]
+            flagged = state.add(event, rules, key)
+            if flagged is None:
+                duplicates += 1
+                continue
+            accepted += 1
+            out.events.append(event)
+            touched[package_id] = state
+            if flagged:
+                self._report_flags(state, flagged)
+            # event contributions
+            partner = event.partner_id
+            location = event.location
+            event_region = location.region if location is not None and location.region \
+                else "unknown"
+            event_level = event.service_level or rules.default_service_level
+            dkey = (partner, event_region, event_level, etime - etime % _FIVE_MIN)
+            delta = deltas.get(dkey)
+            if delta is None:
+                delta = deltas[dkey] = WindowAgg()
+            counts = delta.counts
+            if event.synthetic:
+                counts[C_SYNTHETIC] += 1
+            else:
+                counts[C_EVENTS] += 1
+                by_status = delta.by_status
+                status = event.status
+                if (key >> 16) & 0xF == _UNKNOWN_RANK:
+                    counts[C_GAPS] += 1
+                    status = "unknown"
+                by_status[status] = by_status.get(status, 0) + 1
+                latency = event.received_time - etime
+                counts[C_LAT_N] += 1
+                counts[C_LAT_SUM] += latency
+                hist = delta.hists[H_LATENCY]
+                # inline sketch.bucket_of (same expression, so the same bucket)
+                bucket = 0 if latency < 1000 else \
+                    min(int(log(latency / 1000) / _LOG_GAMMA) + 1, MAX_BUCKET)
+                hist[bucket] = hist.get(bucket, 0) + 1
+                partner_received = event.partner_received_time
+                if partner_received is not None:
+                    lag = partner_received - etime
+                    counts[C_CLAG_N] += 1
+                    counts[C_CLAG_SUM] += lag
+                    hist = delta.hists[H_CARRIER_LAG]
+                    bucket = bucket_of(lag)
+                    hist[bucket] = hist.get(bucket, 0) + 1
+                    lag = event.received_time - partner_received
+                    counts[C_ILAG_N] += 1
+                    counts[C_ILAG_SUM] += lag
+                    hist = delta.hists[H_INGEST_LAG]
+                    bucket = bucket_of(lag)
+                    hist[bucket] = hist.get(bucket, 0) + 1
+            # package facts (only when something they depend on may have changed)
+            if state.changed:
+                new_facts = package_facts(state, rules, decision_wm, tolerance)
+                if new_facts != state.facts or region != state.region \
+                        or level != state.service_level or synthetic != state.synthetic:
+                    self._apply_facts(state, (region, level, synthetic), new_facts)
+            if fields_[I_PROMISED_BY] != promised or fields_[I_PICKUP_DUE] != due:
+                self._push_deadlines(state, rules)
+            if etime > max_time:
+                max_time = etime
+                if etime - lateness > watermark:
+                    watermark = etime - lateness
+        self._max_event_time = max_time
+        self._watermark = watermark
+        stats["received"] += received
+        stats["accepted"] += accepted
+        stats["duplicates"] += duplicates
+        return self._finish()
+
+    def advance_watermark(self, watermark_ms: int) -> PipelineOutput:
+        """Move the watermark forward (never back) and emit the decisions it causes."""
+        if watermark_ms > self._watermark:
+            self._watermark = watermark_ms
+        return self._finish()
+
+    def flush(self) -> PipelineOutput:
+        """End of input: the watermark moves to the newest event time seen (no more events will
+        come, so the lateness allowance is over), deadlines up to it are decided, and every
+        changed row is emitted."""
+        if self._max_event_time > self._watermark:
+            self._watermark = self._max_event_time
+        return self._finish(sweep=True)
+
+    def window_rows(self) -> list[MetricWindowRow]:
+        """Current full totals of every window held in memory (sorted by key)."""
+        return [agg.to_row(key, self.shard, self.version_base + agg.version)
+                for key, agg in sorted(self.windows.items())]
+
+    def outcome(self, package_id: str) -> PackageOutcomeRow | None:
+        """The current outcome row of a package held in memory."""
+        state = self.packages.get(package_id)
+        if state is None:
+            return None
+        return self._outcome_row(state, self.version_base + self._seq)
+
+    def to_bytes(self) -> bytes:
+        """Serialise the whole state (pickle, protocol 5). Call between ``process`` calls."""
+        return pickle.dumps(self, protocol=5)
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Pipeline:
+        """Restore a pipeline serialised by :meth:`to_bytes`."""
+        pipeline = pickle.loads(data)
+        if not isinstance(pipeline, Pipeline):
+            raise TypeError("not a Pipeline")
+        return pipeline
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for transient in ("_out", "_deltas", "_touched", "_rules"):
+            state.pop(transient, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._rules = {}
+        self._reset_call()
+
+    # ------------------------------------------------------------------ internals
+    def _reset_call(self) -> None:
+        self._out = PipelineOutput()
+        self._deltas: dict[tuple[str, str, str, int], WindowAgg] = {}
+        self._touched: dict[str, PackageState] = {}
+
+    def _rules_for(self, partner_id: str) -> ContractRules:
+        rules = self._rules.get(partner_id)
+        if rules is None:
+            contract = self.contracts.get(partner_id)
+            rules = self._default_rules if contract is None \
+                else ContractRules.from_contract(contract)
+            self._rules[partner_id] = rules
+        return rules
+
+    def _too_late(self, event: CanonicalEvent, watermark: int, reason: str) -> None:
+        self._out.too_late.append(TooLateRecord(event, watermark, reason))
+        self.stats["too_late" if reason == "beyond_allowed_lateness" else reason] += 1
+        if reason == "invalid_time":
+            return
+        etime = event.event_time
+        location = event.location
+        region = location.region if location is not None and location.region else "unknown"
+        level = event.service_level or self._rules_for(event.partner_id).default_service_level
+        dkey = (event.partner_id, region, level, etime - etime % _FIVE_MIN)
+        delta = self._deltas.get(dkey)
+        if delta is None:
+            delta = self._deltas[dkey] = WindowAgg()
+        delta.counts[C_TOO_LATE] += 1
+
+    def _report_flags(self, state: PackageState, flagged: list[tuple[int, int, str]]) -> None:
+        for before, after, kind in flagged:
+            self._out.flagged.append(FlaggedTransition(
+                state.partner_id, state.package_id,
+                RANK_STATUS[key_rank(before)] if before >= 0 else None,
+                key_time(before) if before >= 0 else None,
+                RANK_STATUS[key_rank(after)], key_time(after), kind))
+        self.stats["flagged"] += len(flagged)
+
+    def _apply_facts(self, state: PackageState,
+                     old_key: tuple[str | None, str | None, bool],
+                     new_facts: tuple[Fact, ...]) -> None:
+        """Retract the package's previous facts and add the new ones (synthetic packages keep
+        their facts for the outcome row but contribute nothing to the windows)."""
+        old_facts = () if old_key[2] else state.facts
+        state.facts = new_facts
+        if state.synthetic:
+            new_facts = ()
+        rules_level = self._rules_for(state.partner_id).default_service_level
+        old_region = old_key[0] or "unknown"
+        old_level = old_key[1] or rules_level
+        new_region = state.region or "unknown"
+        new_level = state.service_level or rules_level
+        partner = state.partner_id
+        if old_region == new_region and old_level == new_level:
+            remaining = list(new_facts)
+            for fact in old_facts:
+                if fact in remaining:
+                    remaining.remove(fact)
+                else:
+                    self._delta_fact(partner, old_region, old_level, fact, -1)
+            for fact in remaining:
+                self._delta_fact(partner, new_region, new_level, fact, 1)
+        else:
+            for fact in old_facts:
+                self._delta_fact(partner, old_region, old_level, fact, -1)
+            for fact in new_facts:
+                self._delta_fact(partner, new_region, new_level, fact, 1)
+
+    def _delta_fact(self, partner: str, region: str, level: str, fact: Fact, sign: int) -> None:
+        when = fact[1]
+        dkey = (partner, region, level, when - when % _FIVE_MIN)
+        delta = self._deltas.get(dkey)
+        if delta is None:
+            delta = self._deltas[dkey] = WindowAgg()
+        apply_fact(delta, fact, sign)
+
+    def _push_deadlines(self, state: PackageState, rules: ContractRules) -> None:
+        fields_ = state.fields
+        decided = self._decision_watermark
+        promised = fields_[I_PROMISED_BY]
+        due = fields_[I_PICKUP_DUE]
+        for deadline in (promised + rules.grace_ms if promised != NONE else NONE, due):
+            if deadline != NONE and deadline > decided:
+                bucket = deadline // _MINUTE
+                ids = self._deadline_buckets.get(bucket)
+                if ids is None:
+                    ids = self._deadline_buckets[bucket] = []
+                    heapq.heappush(self._bucket_heap, bucket)
+                ids.append(state.package_id)
+
+    def _pending_in(self, state: PackageState, bucket: int, watermark: int) -> bool:
+        fields_ = state.fields
+        promised = fields_[I_PROMISED_BY]
+        due = fields_[I_PICKUP_DUE]
+        grace = self._rules_for(state.partner_id).grace_ms
+        for deadline in (promised + grace if promised != NONE else NONE, due):
+            if deadline != NONE and deadline // _MINUTE == bucket and deadline > watermark:
+                return True
+        return False
+
+    def _decide_deadlines(self, watermark: int) -> None:
+        """Re-evaluate the packages whose deadlines the watermark reached."""
+        heap = self._bucket_heap
+        buckets = self._deadline_buckets
+        while heap and heap[0] * _MINUTE <= watermark:
+            bucket = heap[0]
+            complete = (bucket + 1) * _MINUTE - 1 <= watermark
+            keep: list[str] = []
+            for package_id in buckets[bucket]:
+                state = self.packages.get(package_id)
+                if state is None:
+                    continue
+                rules = self._rules_for(state.partner_id)
+                facts = package_facts(state, rules, watermark, self.eta_tolerance_ms)
+                if facts != state.facts:
+                    self._apply_facts(state, (state.region, state.service_level,
+                                              state.synthetic), facts)
+                    self._touched[package_id] = state
+                if not complete and self._pending_in(state, bucket, watermark):
+                    keep.append(package_id)
+            if complete or not keep:
+                heapq.heappop(heap)
+                del buckets[bucket]
+            else:
+                buckets[bucket] = keep
+            if not complete:
+                break
+
+    def _finish(self, *, sweep: bool = False) -> PipelineOutput:
+        out = self._out
+        new_wm = self._watermark
+        if new_wm > self._decision_watermark:
+            self._decision_watermark = new_wm
+            self._decide_deadlines(new_wm)
+        windows = self.windows
+        dirty: dict[WindowKey, WindowAgg] = {}
+        closed_before = self._closed_before
+        for (partner, region, level, start5), delta in self._deltas.items():
+            for granularity in self.granularities:
+                start = window_start(start5, granularity)
+                if start + GRANULARITY_MS[granularity] <= closed_before:
+                    self.stats["dropped_corrections"] += 1
+                    continue
+                wkey = (partner, region, level, granularity, start)
+                agg = windows.get(wkey)
+                if agg is None:
+                    agg = windows[wkey] = WindowAgg()
+                agg.add(delta)
+                dirty[wkey] = agg
+        for wkey, agg in dirty.items():
+            self._seq += 1
+            agg.version = self._seq
+            out.windows.append(agg.to_row(wkey, self.shard, self.version_base + self._seq))
+        for state in self._touched.values():
+            self._seq += 1
+            out.outcomes.append(self._outcome_row(state, self.version_base + self._seq))
+        out.watermark = self._decision_watermark
+        if sweep or self._decision_watermark - self._last_sweep >= self.sweep_interval_ms:
+            self._sweep()
+        self._reset_call()
+        return out
+
+    def _sweep(self) -> None:
+        """Forget finished packages, old windows and old tombstones (event-time retention)."""
+        watermark = self._decision_watermark
+        self._last_sweep = watermark
+        if watermark == _MIN_WATERMARK:
+            return
+        limit = watermark - self.package_retention_ms
+        evict = []
+        graces: dict[str, int] = {}
+        for package_id, state in self.packages.items():
+            fields_ = state.fields
+            if not state.n:
+                continue
+            newest = fields_[N_FIELDS + state.n - 1] >> 20
+            if newest > limit:
+                continue
+            grace = graces.get(state.partner_id)
+            if grace is None:
+                grace = graces[state.partner_id] = self._rules_for(state.partner_id).grace_ms
+            promised = fields_[I_PROMISED_BY]
+            if promised != NONE and promised + grace > limit:
+                continue
+            due = fields_[I_PICKUP_DUE]
+            if due != NONE and due > limit:
+                continue
+            evict.append(package_id)
+        for package_id in evict:
+            del self.packages[package_id]
+            self.tombstones[package_id] = watermark
+        self.stats["evicted_packages"] += len(evict)
+        tomb_limit = watermark - self.tombstone_retention_ms
+        for package_id in [p for p, t in self.tombstones.items() if t <= tomb_limit]:
+            del self.tombstones[package_id]
+        horizon = watermark - self.window_retention_ms
+        if horizon > self._closed_before:
+            self._closed_before = horizon
+            for wkey in [k for k in self.windows
+                         if k[4] + GRANULARITY_MS[k[3]] <= horizon]:
+                del self.windows[wkey]
+
+    def _outcome_row(self, state: PackageState, version: int) -> PackageOutcomeRow:
+        on_time: bool | None = None
+        decided_at: int | None = None
+        pickup_on_time: bool | None = None
+        for fact in state.facts:
+            if fact[0] == FACT_ON_TIME:
+                on_time, decided_at = fact[2] == 1, fact[1]
+            elif fact[0] == FACT_PICKUP:
+                pickup_on_time = fact[2] == 1
+        f = state.fields
+        n = state.n
+        first_key = f[I_FA_KEY]
+        deliv_key = f[I_DELIV_KEY]
+        exc_open = f[I_EXC_OPEN]
+        eta = state.last_eta() if len(f) > N_FIELDS + n else None
+        return PackageOutcomeRow(
+            state.partner_id, state.package_id, self.shard, version, state.region or "unknown",
+            state.service_level or self._rules_for(state.partner_id).default_service_level,
+            state.synthetic, state.status, n,
+            f[N_FIELDS] >> 20 if n else None, f[N_FIELDS + n - 1] >> 20 if n else None,
+            None if f[I_PROMISED_BY] == NONE else f[I_PROMISED_BY], state.promise_source,
+            None if f[I_PICKUP_DUE] == NONE else f[I_PICKUP_DUE],
+            None if f[I_PICKUP] == NONE else f[I_PICKUP], pickup_on_time,
+            None if deliv_key == NONE else deliv_key >> 20, state.proof, on_time, decided_at,
+            state.attempts,
+            None if first_key == NONE else (first_key >> 16) & 0xF == _DELIVERED_RANK,
+            None if first_key == NONE else state.fa_reason,
+            state.exc_count, None if exc_open == NONE else exc_open, state.flags,
+            None if eta is None else eta[1])
