@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -13,11 +14,26 @@ from click.testing import CliRunner
 from carrierwatch.anomaly import make_detector
 from carrierwatch.anomaly.cli import anomaly
 from carrierwatch.anomaly.nab import load_corpus, read_series, run_detector
+from carrierwatch.testing import missing_component
 
-NAB = Path("/work/shared/nab")
+
+def _nab_dir() -> Path:
+    """The shared NAB subset: CARRIERWATCH_NAB_DIR, else ``shared/nab`` beside the checkout."""
+    configured = os.environ.get("CARRIERWATCH_NAB_DIR")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[3] / "shared" / "nab"
+
+
+NAB = _nab_dir()
 NAME = "realTraffic/speed_7578.csv"
 
-pytestmark = pytest.mark.skipif(not (NAB / "data" / NAME).is_file(), reason="no NAB subset")
+
+
+@pytest.fixture(autouse=True)
+def _nab_subset() -> None:
+    if not (NAB / "data" / NAME).is_file():
+        missing_component("nab-subset", f"no NAB subset at {NAB} (set CARRIERWATCH_NAB_DIR)")
 
 
 @pytest.fixture()
