@@ -54,7 +54,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from carrierwatch.core.model import CanonicalStatus, Location, ProofOfDelivery
@@ -263,16 +263,30 @@ def _compact(value: str, path: str, *, time: bool = False) -> str:
     return text.replace(":", "") if time else text
 
 
+def _local_datetime(date: str, time: str | None, date_path: str, time_path: str) -> datetime:
+    """Parse a ``YYYYMMDD`` date and optional ``HHMMSS``/``HH:MM:SS`` time once; a PayloadError
+    names the bad field."""
+    date = date.strip()
+    compact_time = time.strip().replace(":", "") if time else None
+    try:
+        return LocalTime.from_compact(date, compact_time)
+    except ValueError:
+        _compact(date, date_path)
+        if compact_time is not None:
+            _compact(compact_time, time_path, time=True)
+        raise PayloadError(date_path, f"invalid date and time {date!r} {time!r}") from None
+
+
 def _activity(activity: Any, apath: str, default_country: str | None) -> _Activity:
     if not isinstance(activity, dict):
         raise PayloadError(apath, f"expected an object, got {type(activity).__name__}")
     status = req_dict(activity, "status", apath)
     raw_code, codes = activity_keys(req_str(status, "type", f"{apath}.status"),
                                     opt_str(status, "code", f"{apath}.status"))
-    date = _compact(req_str(activity, "date", apath), f"{apath}.date")
+    date = req_str(activity, "date", apath).strip()
     time_text = opt_str(activity, "time", apath)
-    time = _compact(time_text, f"{apath}.time", time=True) if time_text else None
-    local_naive = LocalTime.from_compact(date, time)
+    local_naive = _local_datetime(date, time_text, f"{apath}.date", f"{apath}.time")
+    time = time_text.strip().replace(":", "") if time_text else None
     local = f"{date}T{time}" if time else date
 
     address_path = f"{apath}.location.address"
@@ -287,8 +301,8 @@ def _activity(activity: Any, apath: str, default_country: str | None) -> _Activi
     gmt_offset = opt_str(activity, "gmtOffset", apath)
     ambiguous = False
     if gmt_date and gmt_time:
-        ms = gmt_instant(_compact(gmt_date, f"{apath}.gmtDate"),
-                         _compact(gmt_time, f"{apath}.gmtTime", time=True))
+        ms = to_ms(_local_datetime(gmt_date, gmt_time, f"{apath}.gmtDate",
+                                   f"{apath}.gmtTime").replace(tzinfo=UTC))
     elif gmt_offset:
         try:
             offset = LocalTime.offset(gmt_offset)
