@@ -12,6 +12,7 @@ all inputs are merged in received-time order, which is the order a live system w
 
 from __future__ import annotations
 
+import gc
 import heapq
 import time
 from collections import Counter
@@ -36,7 +37,12 @@ RAWLOG_SUFFIX = ".rawlog.jsonl"
 
 @dataclass
 class ReplaySummary:
-    """What a replay did."""
+    """What a replay did.
+
+    ``transform_seconds``, ``pipeline_seconds`` and ``store_seconds`` split ``seconds``: partner
+    transforms; the core pipeline (``process`` and the final ``flush``); rows built for the store
+    and written to it. The rest is the driver itself (reading input, batching).
+    """
 
     payloads: int = 0
     events: int = 0
@@ -48,6 +54,9 @@ class ReplaySummary:
     packages: int = 0
     rows_written: int = 0
     seconds: float = 0.0
+    transform_seconds: float = 0.0
+    pipeline_seconds: float = 0.0
+    store_seconds: float = 0.0
     per_partner: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -105,6 +114,11 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
     Events are handed to the pipeline in arrival order in batches of about ``batch_events``; each
     batch's rows are written before the next batch starts, and a final flush decides what the
     data allows (outcomes whose promise passed, windows that closed).
+
+    The cyclic garbage collector is paused while the replay runs and collects the young
+    generations after every batch instead: the state the pipeline builds up is long-lived and
+    acyclic, and automatic full collections that rescan it again and again would otherwise cost
+    a large share of the run.
     """
     started = time.perf_counter()
     pipe = pipeline if pipeline is not None else pipeline_for(registry)
@@ -113,41 +127,57 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
     pending: list[CanonicalEvent] = []
     sink = SinkBatch()
 
+    clock = time.perf_counter
+
     def drain(final: bool = False) -> None:
+        start = clock()
         output = pipe.process(pending)
         pending.clear()
+        flushed = pipe.flush() if final else None
+        middle = clock()
         sink.add_output(output)
-        if final:
-            sink.add_output(pipe.flush())
+        if flushed is not None:
+            sink.add_output(flushed)
         summary.rows_written += write_batch(store, sink)
         sink.events.clear()
         sink.dead_letters.clear()
         sink.rows.clear()
+        gc.collect(1)
+        summary.pipeline_seconds += middle - start
+        summary.store_seconds += clock() - middle
 
-    for record in records:
-        partner = partners.get(record.partner)
-        summary.payloads += 1
-        if partner is None:
-            from carrierwatch.core.model import DeadLetter
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for record in records:
+            partner = partners.get(record.partner)
+            summary.payloads += 1
+            if partner is None:
+                from carrierwatch.core.model import DeadLetter
 
-            sink.dead_letters.append(DeadLetter(record.partner, record.received_time,
-                                                f"unknown partner {record.partner!r}", "$",
-                                                record.body))
-            summary.dead_letters += 1
-            continue
-        result = partner.transform(record.body, record.received_time, record.headers)
-        pending.extend(result.events)
-        sink.dead_letters.extend(result.dead_letters)
-        summary.events += len(result.events)
-        summary.dead_letters += len(result.dead_letters)
-        summary.per_partner[record.partner] += len(result.events)
-        if result.gaps:
-            summary.gaps.update(f"{record.partner}:{code}" for code in result.gaps)
-        if progress is not None:
-            progress(len(result.events))
-        if len(pending) >= batch_events:
-            drain()
-    drain(final=True)
+                sink.dead_letters.append(DeadLetter(record.partner, record.received_time,
+                                                    f"unknown partner {record.partner!r}", "$",
+                                                    record.body))
+                summary.dead_letters += 1
+                continue
+            start = clock()
+            result = partner.transform(record.body, record.received_time, record.headers)
+            summary.transform_seconds += clock() - start
+            pending.extend(result.events)
+            sink.dead_letters.extend(result.dead_letters)
+            summary.events += len(result.events)
+            summary.dead_letters += len(result.dead_letters)
+            summary.per_partner[record.partner] += len(result.events)
+            if result.gaps:
+                summary.gaps.update(f"{record.partner}:{code}" for code in result.gaps)
+            if progress is not None:
+                progress(len(result.events))
+            if len(pending) >= batch_events:
+                drain()
+        drain(final=True)
+    finally:
+        if enabled:
+            gc.enable()
     stats = pipe.stats
     summary.accepted = stats["accepted"]
     summary.duplicates = stats["duplicates"]

@@ -50,6 +50,7 @@ Examples
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import pickle
@@ -57,6 +58,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from carrierwatch.core.metrics import (
@@ -127,10 +129,6 @@ _MAX_TIME = (1 << 43) - 1
 _LOG_GAMMA = math.log(GAMMA)
 
 
-def _utc(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 @dataclass(frozen=True, slots=True)
 class TooLateRecord:
     """An event that was not applied: older than the watermark, for a closed package, or with an
@@ -194,12 +192,20 @@ class PackageOutcomeRow:
     def to_row(self) -> dict[str, Any]:
         """The ClickHouse row: keys are the ``package_outcomes`` column names; times are aware
         UTC datetimes (``DateTime64(3, 'UTC')``) or None."""
-        row = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name in ("first_event_time", "last_event_time", "promised_by", "pickup_due",
-                     "picked_up_at", "delivered_at", "decided_at", "open_exception_since",
-                     "last_eta"):
-            row[name] = _utc(row[name])
+        row = dict(zip(_OUTCOME_NAMES, _outcome_values(self), strict=True))
+        for name in _OUTCOME_TIMES:
+            value = row[name]
+            if value is not None:
+                row[name] = _fromtimestamp(value / 1000, UTC)
         return row
+
+
+_OUTCOME_NAMES = tuple(f.name for f in fields(PackageOutcomeRow))
+_outcome_values = attrgetter(*_OUTCOME_NAMES)
+_OUTCOME_TIMES = ("first_event_time", "last_event_time", "promised_by", "pickup_due",
+                  "picked_up_at", "delivered_at", "decided_at", "open_exception_since",
+                  "last_eta")
+_fromtimestamp = datetime.fromtimestamp
 
 
 @dataclass(slots=True)
@@ -299,7 +305,23 @@ class Pipeline:
         return self._watermark
 
     def process(self, events: Iterable[CanonicalEvent]) -> PipelineOutput:
-        """Apply a batch of canonical events (in arrival order) and emit what changed."""
+        """Apply a batch of canonical events (in arrival order) and emit what changed.
+
+        The cyclic garbage collector is paused during the call: the pipeline allocates many
+        long-lived, acyclic objects (package states, window aggregates, rows), which would
+        otherwise trigger collections that rescan the whole state again and again (about 40 %
+        of the call's time on a large state). Reference counting still frees everything the
+        call drops; cycles made elsewhere are collected once the collector runs again.
+        """
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._process(events)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _process(self, events: Iterable[CanonicalEvent]) -> PipelineOutput:
         out = self._out
         packages = self.packages
         stats = self.stats
@@ -424,7 +446,13 @@ class Pipeline:
         changed row is emitted."""
         if self._max_event_time > self._watermark:
             self._watermark = self._max_event_time
-        return self._finish(sweep=True)
+        enabled = gc.isenabled()
+        gc.disable()  # as in process
+        try:
+            return self._finish(sweep=True)
+        finally:
+            if enabled:
+                gc.enable()
 
     def window_rows(self) -> list[MetricWindowRow]:
         """Current full totals of every window held in memory (sorted by key)."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
+from operator import add, attrgetter, sub
 from typing import Any
 
 from carrierwatch.core.model import ms_to_iso
@@ -109,10 +110,8 @@ class WindowAgg:
 
     def add(self, other: WindowAgg, sign: int = 1) -> None:
         """Add ``sign * other`` into this aggregate (exact)."""
-        if sign == 1:
-            self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
-        else:
-            self.counts = [a - b for a, b in zip(self.counts, other.counts, strict=True)]
+        # map over two equal-length lists (N_COUNTERS each): C-level, no per-item bytecode
+        self.counts = list(map(add if sign == 1 else sub, self.counts, other.counts))
         for status, count in other.by_status.items():
             total = self.by_status.get(status, 0) + sign * count
             if total:
@@ -209,13 +208,14 @@ class MetricWindowRow:
     def to_row(self) -> dict[str, Any]:
         """The ClickHouse row: keys are the ``metric_windows`` column names, the window start
         an aware UTC datetime (``DateTime64(3, 'UTC')``)."""
-        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        row = dict(zip(_FIELD_NAMES, _row_values(self), strict=True))
         row["window_start"] = _utc(self.window_start)
         return row
 
 
-_FIELD_NAMES = [f.name for f in fields(MetricWindowRow)]
-if _FIELD_NAMES[7:] != [*COUNTER_COLUMNS, "events_by_status", *HISTOGRAM_COLUMNS]:
+_FIELD_NAMES = tuple(f.name for f in fields(MetricWindowRow))
+_row_values = attrgetter(*_FIELD_NAMES)
+if list(_FIELD_NAMES[7:]) != [*COUNTER_COLUMNS, "events_by_status", *HISTOGRAM_COLUMNS]:
     raise RuntimeError("MetricWindowRow fields are out of step with COUNTER_COLUMNS")
 
 

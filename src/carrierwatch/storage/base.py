@@ -111,6 +111,12 @@ class Store(ABC):
         """
         if not rows_:
             return 0
+        first = list(rows_[0])
+        if all(list(row) == first for row in rows_):
+            # the common case (rows built by one function): transpose at C speed
+            return self.insert_columns(table, dict(zip(
+                first, map(list, zip(*[row.values() for row in rows_], strict=True)),
+                strict=True)))
         names: dict[str, None] = {}
         for row in rows_:
             names.update(dict.fromkeys(row))

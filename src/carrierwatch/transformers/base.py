@@ -17,10 +17,10 @@ the deterministic event id and package identity, and collects dead letters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import TracebackType
 from typing import Any, NoReturn, Protocol
 
 import orjson
@@ -121,18 +121,14 @@ class Emitter:
         self._result.dead_letters.append(
             DeadLetter(self._partner_id, self._ctx.received_time, error, path, self._raw))
 
-    @contextmanager
-    def element(self, path: str) -> Iterator[None]:
+    def element(self, path: str) -> _Element:
         """Run one element's work; a :class:`PayloadError` or bad value becomes a dead letter.
 
         Errors of the element are contained: the rest of the payload is still processed.
+        Use as ``with emitter.element(path): ...`` (a plain context manager object rather than a
+        generator, as it runs once per element of every payload).
         """
-        try:
-            yield
-        except PayloadError as exc:
-            self.dead_letter(exc.path, exc.message)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-            self.dead_letter(path, f"{type(exc).__name__}: {exc}")
+        return _Element(self, path)
 
     def event(
         self,
@@ -201,6 +197,34 @@ class Emitter:
         )
         self._result.events.append(event)
         return event
+
+
+class _Element:
+    """The context manager of :meth:`Emitter.element`."""
+
+    __slots__ = ("emitter", "path")
+
+    def __init__(self, emitter: Emitter, path: str) -> None:
+        self.emitter = emitter
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> bool:
+        if exc is None:
+            return False
+        if isinstance(exc, PayloadError):
+            self.emitter.dead_letter(exc.path, exc.message)
+            return True
+        if isinstance(exc, _CONTAINED):
+            self.emitter.dead_letter(self.path, f"{type(exc).__name__}: {exc}")
+            return True
+        return False
+
+
+_CONTAINED = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
 
 
 def run_transform(transform: Callable[[bytes, TransformContext], TransformResult],
@@ -284,6 +308,8 @@ def opt_list(obj: Any, key: str, path: str) -> list[Any]:
 
 def opt_str(obj: Any, key: str, path: str) -> str | None:
     value = obj.get(key) if isinstance(obj, dict) else None
+    if value.__class__ is str:  # the common case first
+        return value if value else None
     if value is None or value == "":
         return None
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):

@@ -1,0 +1,335 @@
+"""Benchmark: whole-pipeline replay throughput into chDB on one core, and state per package.
+
+One run, one input, one core (``os.sched_setaffinity``):
+
+1. **input**: a seeded simulator run (``carrierwatch.synthetic.simulator.simulate``) of several
+   partners over a few days, generated into a temporary folder and read into memory (reading the
+   raw-log files is not timed by any figure below);
+2. **normalize only** (the reference): every record through its partner's transform, no
+   pipeline, no store — canonical events per second;
+3. **end to end**: :func:`carrierwatch.replay.run_replay` of the same records into a fresh chDB
+   store (``open_store(Settings(data_dir=tmp), migrate=True)``) — canonical events per second,
+   the ratio to the reference, and the shares of transform / pipeline / store in the wall time
+   (from the replay's own timers, :class:`~carrierwatch.replay.ReplaySummary`);
+4. **pipeline only**: the core pipeline over the already-normalized events (same batches, no
+   store) — events per second;
+5. **state per package** on the pipeline left by the replay (nothing is evicted in a run shorter
+   than the retention, so the end state is the largest): the deep size of each in-flight
+   package's state (in-flight = neither delivered, returned nor cancelled), and the tracemalloc
+   size of the whole pipeline state (restored from its own serialisation while tracing) divided
+   by the packages it holds;
+6. **profile**: cProfile of a replay of the first part of the input into another fresh store —
+   internal time grouped by area, and the top functions.
+
+The last line printed is one JSON object with every figure. Goals (issue item 9): at least
+100,000 canonical events/s end to end and under 1 KiB of state per in-flight package.
+
+Usage: ``.venv/bin/python bench/replay.py [--days 2] [--packages-per-day 1600] [--seed 7]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import os
+import pstats
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from carrierwatch.core.model import CanonicalEvent
+from carrierwatch.core.pipeline import Pipeline
+from carrierwatch.core.state import PackageState
+from carrierwatch.replay import ReplaySummary, iter_inputs, pipeline_for, run_replay
+from carrierwatch.settings import Settings
+from carrierwatch.storage import open_store
+from carrierwatch.synthetic.rawlog import RawRecord
+from carrierwatch.synthetic.simulator import simulate
+from carrierwatch.transformers.registry import PartnerRegistry, load_registry
+
+__all__ = ["area_of", "in_flight", "main", "state_bytes"]
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL_EVENTS_PER_S = 100_000
+GOAL_BYTES_PER_PACKAGE = 1024
+VERSION_BASE = 1_000_000  # fixed, so that runs do not depend on the clock
+_TERMINAL = frozenset({"delivered", "returned", "cancelled"})
+
+# Profile areas: the cumulative time of the entry points of each stage (disjoint call trees).
+_ENTRY_POINTS = (
+    ("transform", "/transformers/registry.py", "transform"),
+    ("pipeline", "/core/pipeline.py", "process"),
+    ("pipeline", "/core/pipeline.py", "flush"),
+    ("store", "/sink.py", "add_output"),
+    ("store", "/sink.py", "write_batch"),
+    ("replay", "/replay.py", "run_replay"),
+)
+
+
+def area_of(filename: str, function: str) -> str | None:
+    """The stage whose entry point a profiled function is, if any.
+
+    >>> area_of("/src/carrierwatch/sink.py", "write_batch"), area_of("/x.py", "f")
+    ('store', None)
+    """
+    for area, suffix, name in _ENTRY_POINTS:
+        if function == name and filename.endswith(suffix):
+            return area
+    return None
+
+
+def in_flight(state: PackageState) -> bool:
+    """Not yet delivered, returned or cancelled."""
+    return state.status not in _TERMINAL
+
+
+def state_bytes(state: PackageState) -> int:
+    """Deep size of one package's own state: the object, its arrays and tuples, its id string
+    and its share of the package table (shared interned strings are not counted)."""
+    size = sys.getsizeof(state) + sys.getsizeof(state.fields) + sys.getsizeof(state.package_id)
+    size += sys.getsizeof(state.facts) + sum(sys.getsizeof(f) for f in state.facts)
+    if state.exc_done:
+        size += sys.getsizeof(state.exc_done) + sum(sys.getsizeof(e) for e in state.exc_done)
+    return size
+
+
+def _pin_one_core() -> int | None:
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    core = sorted(os.sched_getaffinity(0))[-1]
+    os.sched_setaffinity(0, {core})
+    return core
+
+
+def _normalize(records: list[RawRecord], registry: PartnerRegistry
+               ) -> tuple[float, float, int]:
+    """Wall and CPU seconds to transform every record, and the canonical events (not kept)."""
+    partners = {p.id: p for p in registry}
+    count = 0
+    gc.collect()
+    start, cpu = time.perf_counter(), time.process_time()
+    for record in records:
+        count += len(partners[record.partner].transform(record.body, record.received_time,
+                                                        record.headers).events)
+    return time.perf_counter() - start, time.process_time() - cpu, count
+
+
+def _events(records: list[RawRecord], registry: PartnerRegistry) -> list[CanonicalEvent]:
+    partners = {p.id: p for p in registry}
+    return [event for record in records for event in partners[record.partner].transform(
+        record.body, record.received_time, record.headers).events]
+
+
+def _batches(events: list[CanonicalEvent], size: int) -> Iterator[list[CanonicalEvent]]:
+    for i in range(0, len(events), size):
+        yield events[i:i + size]
+
+
+def _pipeline_only(registry: PartnerRegistry, events: list[CanonicalEvent], batch: int
+                   ) -> tuple[float, float]:
+    pipe = pipeline_for(registry, version_base=VERSION_BASE)
+    chunks = list(_batches(events, batch))
+    gc.collect()
+    start, cpu = time.perf_counter(), time.process_time()
+    for chunk in chunks:
+        pipe.process(chunk)
+    pipe.flush()
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def _replay(records: Iterable[RawRecord], registry: PartnerRegistry, data_dir: Path,
+            batch: int, profile: cProfile.Profile | None = None
+            ) -> tuple[ReplaySummary, Pipeline, int, float]:
+    pipe = pipeline_for(registry, version_base=VERSION_BASE)
+    with open_store(Settings(data_dir=data_dir), migrate=True) as store:
+        gc.collect()
+        if profile is not None:
+            profile.enable()
+        cpu = time.process_time()
+        summary = run_replay(records, store, registry, pipeline=pipe, batch_events=batch)
+        cpu = time.process_time() - cpu
+        if profile is not None:
+            profile.disable()
+        stored = int(store.query("SELECT count() FROM canonical_events")[0][0])
+    return summary, pipe, stored, cpu
+
+
+def _traced_state_bytes(pipe: Pipeline) -> int:
+    """tracemalloc size of the whole pipeline state, rebuilt from its serialisation."""
+    data = pipe.to_bytes()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        copy = Pipeline.from_bytes(data)
+        size, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del copy
+    return size
+
+
+def _profile_summary(profile: cProfile.Profile, top: int) -> tuple[dict[str, float],
+                                                                    list[dict[str, Any]]]:
+    """Shares of the replay's profiled time per stage, and the top functions by own time."""
+    stats = pstats.Stats(profile)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    areas: dict[str, float] = {}
+    rows: list[tuple[float, float, int, str]] = []
+    for (filename, line, name), (_, calls, tottime, cumtime, _) in raw.items():
+        area = area_of(filename, name)
+        if area is not None:
+            areas[area] = areas.get(area, 0.0) + cumtime
+        rows.append((tottime, cumtime, calls, f"{filename}:{line}({name})" if filename != "~"
+                     else name))
+    rows.sort(reverse=True)
+    total = areas.pop("replay", 0.0)
+    shares: dict[str, float] = {}
+    if total:
+        shares = {area: round(seconds / total, 3) for area, seconds in areas.items()}
+        shares["driver"] = round(max(0.0, 1.0 - sum(shares.values())), 3)
+    short = str(ROOT / "src") + "/"
+    top_rows = [{"function": where.replace(short, "").replace(sys.prefix, "<venv>"),
+                 "calls": calls, "tottime_s": round(tottime, 3), "cumtime_s": round(cumtime, 3)}
+                for tottime, cumtime, calls, where in rows[:top]]
+    return shares, top_rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--partners", type=int, default=5, help="number of simulated partners")
+    parser.add_argument("--days", type=int, default=2, help="simulated days")
+    parser.add_argument("--packages-per-day", type=float, default=1600.0,
+                        help="simulated packages per partner and day")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--batch-events", type=int, default=20_000,
+                        help="replay batch size (run_replay's default)")
+    parser.add_argument("--profile-fraction", type=float, default=0.3,
+                        help="share of the input replayed under cProfile (0: no profile)")
+    parser.add_argument("--top", type=int, default=20, help="profile rows to print")
+    parser.add_argument("--sim-dir", type=Path, default=None,
+                        help="use (or create) this simulation folder instead of a temporary one")
+    args = parser.parse_args(argv)
+    core = _pin_one_core()
+
+    registry = load_registry(ROOT)
+    with tempfile.TemporaryDirectory(prefix="cw-bench-replay-") as tmp_text:
+        tmp = Path(tmp_text)
+        sim_dir = args.sim_dir or tmp / "simulation"
+        started = time.perf_counter()
+        if not (sim_dir / "manifest.json").exists():
+            simulate(args.partners, args.days, args.seed, out_dir=sim_dir,
+                     packages_per_day=args.packages_per_day, home=ROOT)
+        simulate_seconds = time.perf_counter() - started
+        records = list(iter_inputs([sim_dir], registry=registry))
+        payload_bytes = sum(len(r.body) for r in records)
+        print(f"input: {len(records):,} payloads ({payload_bytes / 1e6:.1f} MB) from "
+              f"{sim_dir} (simulated in {simulate_seconds:.1f} s), core {core}")
+
+        normalize_seconds, normalize_cpu, event_count = _normalize(records, registry)
+        normalize_rate = event_count / normalize_seconds
+        normalize_cpu_rate = event_count / normalize_cpu
+        print(f"normalize only:  {event_count:,} canonical events in {normalize_seconds:.2f} s "
+              f"= {normalize_rate:,.0f} events/s ({normalize_cpu_rate:,.0f} per CPU-second)")
+
+        events = _events(records, registry)
+        pipeline_seconds, pipeline_cpu = _pipeline_only(registry, events, args.batch_events)
+        pipeline_rate = len(events) / pipeline_seconds
+        pipeline_cpu_rate = len(events) / pipeline_cpu
+        del events
+        print(f"pipeline only:   {pipeline_rate:,.0f} events/s ({pipeline_cpu_rate:,.0f} per "
+              f"CPU-second; the same events, in batches of {args.batch_events:,}, no store)")
+
+        summary, pipe, stored, replay_cpu = _replay(records, registry, tmp / "store",
+                                                    args.batch_events)
+        if summary.events != event_count:
+            raise SystemExit(f"replay saw {summary.events} events, normalize {event_count}")
+        end_to_end = summary.events / summary.seconds
+        end_to_end_cpu = summary.events / replay_cpu
+        # getattr: the bench also runs against older trees, whose summary has no timers
+        stage_seconds = {stage: float(getattr(summary, f"{stage}_seconds", 0.0)) or 1e-9
+                         for stage in ("transform", "pipeline", "store")}
+        shares = {stage: seconds / summary.seconds for stage, seconds in stage_seconds.items()}
+        shares["driver"] = max(0.0, 1.0 - sum(shares.values()))
+        print(f"end to end:      {summary.events:,} canonical events in {summary.seconds:.2f} s "
+              f"= {end_to_end:,.0f} events/s ({end_to_end_cpu:,.0f} per CPU-second; "
+              f"{end_to_end / normalize_rate:.2f} × normalize only, "
+              f"{end_to_end_cpu / normalize_cpu_rate:.2f} in CPU time); "
+              f"{summary.accepted:,} accepted, {summary.duplicates:,} duplicates, "
+              f"{stored:,} event rows and {summary.rows_written:,} rows in all written")
+        if not hasattr(summary, "transform_seconds"):
+            print("  time shares:   n/a (this tree's replay has no stage timers)")
+        else:
+            print("  time shares:   " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items())
+                  + f"  (pipeline {summary.events / stage_seconds['pipeline']:,.0f} events/s, "
+                  f"store {summary.rows_written / stage_seconds['store']:,.0f} rows/s of its time)")
+
+        states = list(pipe.packages.values())
+        flying = [s for s in states if in_flight(s)]
+        flying_bytes = sum(map(state_bytes, flying)) / len(flying) if flying else 0.0
+        all_bytes = sum(map(state_bytes, states)) / len(states) if states else 0.0
+        traced = _traced_state_bytes(pipe)
+        traced_per_package = traced / len(states) if states else 0.0
+        print(f"state:           {len(states):,} packages held, {len(flying):,} in flight; "
+              f"{flying_bytes:,.0f} B per in-flight package ({all_bytes:,.0f} B per package "
+              f"held); whole pipeline state {traced / 1e6:,.1f} MB traced = "
+              f"{traced_per_package:,.0f} B per package held (windows included)")
+
+        profile_shares: dict[str, float] = {}
+        top_rows: list[dict[str, Any]] = []
+        if args.profile_fraction > 0:
+            part = records[:max(1, int(len(records) * args.profile_fraction))]
+            profile = cProfile.Profile()
+            _replay(part, registry, tmp / "profile-store", args.batch_events, profile)
+            profile_shares, top_rows = _profile_summary(profile, args.top)
+            print(f"profile of the first {len(part):,} payloads (time by stage): "
+                  + ", ".join(f"{k} {v:.0%}" for k, v in profile_shares.items()))
+            print(f"  {'tottime s':>9} {'cumtime s':>9} {'calls':>9}  function")
+            for row in top_rows:
+                print(f"  {row['tottime_s']:9.3f} {row['cumtime_s']:9.3f} {row['calls']:9}  "
+                      f"{row['function']}")
+
+    goal_rate = end_to_end >= GOAL_EVENTS_PER_S
+    goal_memory = flying_bytes < GOAL_BYTES_PER_PACKAGE
+    print(f"goal ≥ {GOAL_EVENTS_PER_S:,} events/s end to end: "
+          f"{'met' if goal_rate else 'NOT met'}; goal < {GOAL_BYTES_PER_PACKAGE} B per in-flight "
+          f"package: {'met' if goal_memory else 'NOT met'}")
+    print(json.dumps({
+        "benchmark": "replay",
+        "input": {"partners": args.partners, "days": args.days,
+                  "packages_per_day": args.packages_per_day, "seed": args.seed,
+                  "payloads": len(records), "payload_bytes": payload_bytes,
+                  "canonical_events": event_count, "accepted": summary.accepted,
+                  "duplicates": summary.duplicates, "batch_events": args.batch_events},
+        "end_to_end_events_per_s": round(end_to_end),
+        "normalize_only_events_per_s": round(normalize_rate),
+        "ratio_end_to_end_to_normalize": round(end_to_end / normalize_rate, 3),
+        "end_to_end_events_per_cpu_s": round(end_to_end_cpu),
+        "normalize_only_events_per_cpu_s": round(normalize_cpu_rate),
+        "ratio_end_to_end_to_normalize_cpu": round(end_to_end_cpu / normalize_cpu_rate, 3),
+        "pipeline_only_events_per_s": round(pipeline_rate),
+        "pipeline_only_events_per_cpu_s": round(pipeline_cpu_rate),
+        "end_to_end_seconds": round(summary.seconds, 3),
+        "end_to_end_cpu_seconds": round(replay_cpu, 3),
+        "time_shares": {k: round(v, 3) for k, v in shares.items()},
+        "rows_written": summary.rows_written,
+        "packages_held": len(states), "packages_in_flight": len(flying),
+        "bytes_per_in_flight_package": round(flying_bytes),
+        "bytes_per_package_held": round(all_bytes),
+        "traced_state_bytes": traced,
+        "traced_bytes_per_package_held": round(traced_per_package),
+        "profile_area_shares": profile_shares,
+        "profile_top": top_rows[:10],
+        "goal_events_per_s": GOAL_EVENTS_PER_S, "goal_events_met": goal_rate,
+        "goal_bytes_per_package": GOAL_BYTES_PER_PACKAGE, "goal_memory_met": goal_memory,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
