@@ -132,6 +132,9 @@ def compute(batches: Sequence[tuple[Sequence[CanonicalEvent], int | None]],
             region = event.location.region if event.location and event.location.region \
                 else "unknown"
             level = event.service_level or contract.default_service_level
+            if event.event_time < watermark and event.event_id in seen:
+                result.duplicates += 1     # a repeated copy of an applied event: not late
+                continue
             if event.event_time < watermark:
                 result.too_late += 1
                 add(event.partner_id, region, level, event.event_time, "too_late_events", 1)

@@ -12,8 +12,10 @@ Both drivers (the in-process replay and the Faust worker) call the same object::
 accepted event (so the result depends on the arrival order of the partition, never on how it is
 cut into batches), and moved further by :meth:`Pipeline.advance_watermark`. An event whose
 ``event_time`` is below the watermark when it arrives is *too late*: it is not applied, it is
-returned as a :class:`TooLateRecord` and counted (``too_late_events`` of its window). The order of
-checks is: too late, then duplicate (same package and event id), then applied.
+returned as a :class:`TooLateRecord` and counted (``too_late_events`` of its window) — unless it
+is a copy of an event already applied to a package still held, which is a duplicate (webhooks
+repeat a package's whole history). The order of checks is: duplicate of an applied event below
+the watermark, too late, package closed, duplicate, applied.
 
 **Corrections.** A package's contributions to the windows are a function of its event set and of
 the *decision watermark* (the watermark at the end of the previous call). When an event changes a
@@ -97,6 +99,7 @@ from carrierwatch.core.state import (
     STATUS_RANK,
     ContractRules,
     PackageState,
+    event_key,
     key_rank,
     key_time,
 )
@@ -339,6 +342,13 @@ class Pipeline:
             received += 1
             etime = event.event_time
             if etime < watermark:
+                # a copy of an event applied already (a webhook repeating history) is a
+                # duplicate, not a late arrival: it changes nothing, so it is not "too late"
+                held = packages.get(event.package_id)
+                if held is not None and 0 <= etime <= _MAX_TIME and held.has(
+                        event_key(etime, event.status, event.event_id)):
+                    duplicates += 1
+                    continue
                 self._too_late(event, watermark, "beyond_allowed_lateness")
                 continue
             package_id = event.package_id

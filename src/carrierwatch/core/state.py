@@ -283,6 +283,13 @@ class PackageState:
         self.changed = False
 
     # ---------------------------------------------------------------- folding in one event
+    def has(self, key: int) -> bool:
+        """Whether an event with this packed key was applied to the package already."""
+        f = self.fields
+        end = _N_FIELDS + self.n
+        index = bisect_left(f, key, _N_FIELDS, end)
+        return index < end and f[index] == key
+
     def add(self, event: CanonicalEvent, rules: ContractRules, key: int | None = None
             ) -> list[tuple[int, int, str]] | None:
         """Fold in one event. ``None`` if it is a duplicate, else the flagged transitions
