@@ -1,0 +1,559 @@
+"""The anomaly monitor: per partner and metric stream, online, on 5-minute windows (pure).
+
+:class:`AnomalyMonitor` is what both drivers (replay and the Faust worker) call. It takes what
+the core pipeline emits, never touches Kafka, ClickHouse or Prometheus, and returns rows::
+
+    monitor = AnomalyMonitor()                                   # or AnomalyMonitor.from_bytes(b)
+    result = monitor.observe(output.windows, dead_letters)       # after every pipeline call
+    sink.add_rows("anomalies", result.anomalies)                 # rows of the anomalies table
+    sink.add_rows("alerts", result.alerts)                       # rows of the alerts table
+    exporter.update(result)                                      # Prometheus (outputs/prometheus)
+    state = monitor.to_bytes()                                   # checkpoint with the pipeline
+
+**Input.** ``observe`` takes :class:`~carrierwatch.core.windows.MetricWindowRow` objects of any
+granularity and shard (only ``5m`` rows are used) and the dead letters of the same batch
+(:class:`~carrierwatch.core.model.DeadLetter` or ``(partner_id, received_time_ms)`` pairs).
+Rows are *replacement* rows: per key ``(partner, region, service level, window, shard)`` the row
+with the highest ``version`` wins, whatever order rows arrive in, so re-emissions and corrections
+never double count; a partner's window is the sum of its latest rows over regions, service levels
+and shards. Dead letters have no event time: they count in the 5-minute window of their received
+time.
+
+**When a window is scored.** Event time drives everything (no wall clock, so a replay and a live
+run agree). A partner's *clock* is the start of the newest 5-minute window in which it had an
+event; the *global clock* is the newest partner clock (or ``now_ms`` when a driver passes one,
+e.g. an idle worker). Partner ``p``'s window ``[s, s + 5 min)`` is scored once
+
+* ``clock(p) >= s + 5 min + scoring_delay_ms`` (default 15 min of event time: the feed has moved
+  on, the window is final enough; the 2-day lateness watermark is far too slow for detection),
+* or ``global clock >= s + 5 min + silence_delay(p)``: the others moved on and ``p`` stayed
+  silent. ``silence_delay(p)`` is ``max(silence_floor_ms, silence_factor × q90)`` of the gaps
+  after which ``p``'s data used to arrive (learned per partner, at most ``silence_cap_ms``), so a
+  partner polled every 2 hours is not declared silent every 2 hours.
+
+Every window from the partner's first one on is scored, in order, exactly once: a window without
+rows scores as **zero volume** (a silent feed looks anomalous). Rows that arrive for a window
+already scored are counted (``stats["late_rows"]``) and do not change the verdict.
+
+**Streams** (:data:`METRICS`); rates with a denominator below ``min_support`` pool the preceding
+windows (up to ``pool_windows`` of them) so that a quiet night does not read 1 exception in 2
+events as a 50 % exception rate; a stream with no support at all is not scored for that window.
+
+==================  ====================================================================
+metric              value of the window (summed over regions, service levels, shards)
+==================  ====================================================================
+``volume``          partner events (synthetic excluded); 0 when nothing arrived
+``exception_rate``  events with canonical status ``exception`` / events
+``latency_p95``     event latency (received − event time) p95 in minutes, merged histogram
+``on_time_rate``    packages decided on time / packages decided in the window
+``dead_letter_rate`` dead letters / (dead letters + events)
+``unmapped_rate``   codebook-gap events (unmapped partner codes) / events
+==================  ====================================================================
+
+Heartbeat latency (synthetic deliveries, end to end) is designed in but not fed yet: heartbeats
+do not exist. It plugs in as one more :class:`MetricSpec` over a heartbeat histogram added to the
+window totals by an ``observe_heartbeats`` call.
+
+**Detectors.** Each ``(partner, metric)`` stream has its own detector (``detector``, default
+``ensemble``), seeded from ``seed`` and the stream name, built with ``flag_threshold = threshold``
+so it never learns from a point the monitor flags (a run of flagged points is re-learned as a
+level shift by the detector, see :mod:`carrierwatch.anomaly.base`).
+
+**Alerts.** Per stream: the first anomalous window fires ``PartnerMetricAnomalous``
+(``starts_at`` = that window's start); ``resolve_after`` consecutive *recovered* windows resolve
+it (``ends_at`` = end of the last anomalous window). A window is recovered when it scores normal
+and its value is back at least halfway from the last anomalous value to the last normal one:
+detectors damp their scores after an alarm (one incident, one alarm), and a feed that stays
+silent must keep its alert firing. Row times are event times, so a replay writes
+identical rows (``updated_at`` is the end of the window that caused the state).
+
+Examples
+--------
+A partner with a steady 100 events per window that suddenly sends 400:
+
+>>> from carrierwatch.core.windows import MetricWindowRow
+>>> monitor = AnomalyMonitor(metrics=("volume",), detector="ew_zscore")
+>>> base = 1_772_409_600_000
+>>> def row(i, events):
+...     return MetricWindowRow("demo", "US", "ground", "5m", base + i * 300_000, 0, i + 1,
+...                            events=events)
+>>> out = monitor.observe([row(i, 100 + i % 3) for i in range(60)])
+>>> out = monitor.observe([row(60, 400)] + [row(i, 100) for i in range(61, 66)])
+>>> [(r["window_start"].minute, r["value"]) for r in out.anomalies if r["is_anomaly"]]
+[(0, 400.0)]
+>>> out.alerts[0]["name"], out.alerts[0]["state"], out.alerts[0]["labels"]["metric"]
+('PartnerMetricAnomalous', 'firing', 'volume')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from carrierwatch.anomaly.base import Detector, make_detector
+from carrierwatch.anomaly.detectors import DEFAULT_DETECTOR
+from carrierwatch.core.errors import ConfigurationError
+from carrierwatch.core.model import DeadLetter
+from carrierwatch.core.sketch import add_into, quantile
+from carrierwatch.core.windows import MetricWindowRow
+
+__all__ = [
+    "ALERT_NAME",
+    "METRICS",
+    "RUNBOOK_URL",
+    "AnomalyMonitor",
+    "MetricSpec",
+    "MonitorOutput",
+    "ScoredPoint",
+    "WindowTotals",
+]
+
+WINDOW_MS = 300_000
+MINUTE_MS = 60_000
+ALERT_NAME = "PartnerMetricAnomalous"
+RUNBOOK_URL = "runbooks/anomaly.md"
+_FORMAT = b"carrierwatch-monitor/1\n"
+DETECTOR_OFFSET = 1.0
+"""Added to every value before the detector sees it (rows keep the true value): river's
+Holt-Winters initialises its season as ``y / level`` and divides by zero on a stream whose first
+day is all zeros (a dead-letter or unmapped-code rate); the calibrated detectors are
+shift-invariant, so the offset changes nothing else."""
+
+
+@dataclass(slots=True)
+class WindowTotals:
+    """One partner's 5-minute window summed over regions, service levels and shards."""
+
+    events: int = 0
+    exception_events: int = 0
+    codebook_gap_events: int = 0
+    packages_decided: int = 0
+    packages_on_time: int = 0
+    dead_letters: int = 0
+    latency_hist: dict[int, int] = field(default_factory=dict)
+
+    def add(self, other: WindowTotals) -> None:
+        """Add ``other`` into these totals (exact)."""
+        self.events += other.events
+        self.exception_events += other.exception_events
+        self.codebook_gap_events += other.codebook_gap_events
+        self.packages_decided += other.packages_decided
+        self.packages_on_time += other.packages_on_time
+        self.dead_letters += other.dead_letters
+        add_into(self.latency_hist, other.latency_hist)
+
+    @classmethod
+    def of_row(cls, row: MetricWindowRow) -> WindowTotals:
+        """The part of a metric row the monitor reads."""
+        return cls(row.events, row.events_by_status.get("exception", 0), row.codebook_gap_events,
+                   row.packages_decided, row.packages_on_time, 0, dict(row.latency_hist))
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _latency_p95_minutes(totals: WindowTotals) -> float | None:
+    value = quantile(totals.latency_hist, 0.95)
+    return None if value is None else value / MINUTE_MS
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric stream: how to read its value from window totals.
+
+    ``support`` gives the window's denominator (``None``: no pooling, always scored);
+    ``value`` returns ``None`` when the metric is undefined for the totals.
+    """
+
+    name: str
+    value: Callable[[WindowTotals], float | None]
+    support: Callable[[WindowTotals], int] | None = None
+
+
+METRIC_SPECS: Mapping[str, MetricSpec] = {
+    spec.name: spec for spec in (
+        MetricSpec("volume", lambda t: float(t.events)),
+        MetricSpec("exception_rate", lambda t: _ratio(t.exception_events, t.events),
+                   lambda t: t.events),
+        MetricSpec("latency_p95", _latency_p95_minutes, lambda t: sum(t.latency_hist.values())),
+        MetricSpec("on_time_rate", lambda t: _ratio(t.packages_on_time, t.packages_decided),
+                   lambda t: t.packages_decided),
+        MetricSpec("dead_letter_rate",
+                   lambda t: _ratio(t.dead_letters, t.dead_letters + t.events),
+                   lambda t: t.dead_letters + t.events),
+        MetricSpec("unmapped_rate", lambda t: _ratio(t.codebook_gap_events, t.events),
+                   lambda t: t.events),
+    )
+}
+METRICS: tuple[str, ...] = tuple(METRIC_SPECS)
+"""The metric streams scored per partner, in output order."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredPoint:
+    """One scored window of one stream (also what the Prometheus exporter reads)."""
+
+    partner_id: str
+    metric: str
+    window_start: int
+    value: float
+    score: float
+    is_anomaly: bool
+    active: bool  # the stream's alert is firing after this point
+
+
+@dataclass(slots=True)
+class MonitorOutput:
+    """What one :meth:`AnomalyMonitor.observe` call produced.
+
+    ``anomalies`` and ``alerts`` are rows for the ``anomalies`` and ``alerts`` tables (column
+    names of ``0002_monitoring.sql``); ``points`` are the scored windows in scoring order.
+    """
+
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    points: list[ScoredPoint] = field(default_factory=list)
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _stream_seed(seed: int, partner: str, metric: str) -> int:
+    return (seed + zlib.crc32(f"{partner}/{metric}".encode())) % (1 << 31)
+
+
+@dataclass(slots=True)
+class _Alert:
+    firing: bool = False
+    starts_at: int = 0
+    last_anomalous_end: int = 0
+    normal_run: int = 0
+    peak_score: float = 0.0
+    last_value: float = 0.0
+    normal_value: float | None = None  # the last value scored normal before the alert fired
+    last_normal: float | None = None
+
+
+class _Partner:
+    """Pending windows and scoring position of one partner."""
+
+    __slots__ = ("arrival_gaps", "clock", "dead_letters", "next_window", "pending", "recent",
+                 "scoring")
+
+    def __init__(self, first_window: int) -> None:
+        self.next_window = first_window
+        self.scoring = False  # until the first window is scored, earlier rows move the start
+        self.clock = first_window
+        # window start -> {(region, service level, shard): (version, totals)}
+        self.pending: dict[int, dict[tuple[str, str, int], tuple[int, WindowTotals]]] = {}
+        self.dead_letters: dict[int, int] = {}
+        self.recent: deque[WindowTotals] = deque()
+        self.arrival_gaps: deque[int] = deque(maxlen=64)
+
+
+class AnomalyMonitor:
+    """Online anomaly detection over a pipeline's 5-minute windows (see the module docs).
+
+    Parameters
+    ----------
+    detector, detector_params
+        Registered detector name (default ``ensemble``) and extra keyword parameters.
+    seed
+        Base seed; each stream's detector gets ``seed`` + a hash of ``partner/metric``.
+    threshold
+        Scores at or above it are anomalies (and are not learned).
+    metrics
+        The streams to score (a subset of :data:`METRICS`).
+    scoring_delay_ms
+        Event time a partner's clock must pass a window's end by before the window is scored.
+    silence_floor_ms, silence_factor, silence_cap_ms
+        The silence rule: see the module docs.
+    min_support, pool_windows
+        Rates with fewer than ``min_support`` in their denominator pool up to ``pool_windows``
+        preceding windows.
+    resolve_after
+        Consecutive normal windows that resolve a firing alert.
+    emit_normal
+        Also write an ``anomalies`` row (``is_anomaly = false``) for every normal window.
+    partners
+        Partners to score from ``start_ms`` on even if they never send anything (a partner
+        otherwise starts being monitored at its first row).
+    start_ms
+        First window of the ``partners`` given (default: the first window the monitor sees).
+    """
+
+    def __init__(self, *, detector: str = DEFAULT_DETECTOR,
+                 detector_params: Mapping[str, Any] | None = None, seed: int = 0,
+                 threshold: float = 0.5, metrics: Sequence[str] = METRICS,
+                 scoring_delay_ms: int = 15 * MINUTE_MS, silence_floor_ms: int = 30 * MINUTE_MS,
+                 silence_factor: float = 1.5, silence_cap_ms: int = 6 * 60 * MINUTE_MS,
+                 min_support: int = 20, pool_windows: int = 6, resolve_after: int = 3,
+                 emit_normal: bool = True, partners: Sequence[str] = (),
+                 start_ms: int | None = None) -> None:
+        unknown = [m for m in metrics if m not in METRIC_SPECS]
+        if unknown:
+            raise ConfigurationError(f"unknown metric streams {unknown}; known: {list(METRICS)}")
+        if not 0.0 < threshold <= 1.0:
+            raise ConfigurationError(f"threshold must be in (0, 1], got {threshold}")
+        if scoring_delay_ms < 0 or silence_floor_ms < 0:
+            raise ConfigurationError("delays must be >= 0")
+        self.detector = detector
+        self.detector_params = dict(detector_params or {})
+        self.seed = seed
+        self.threshold = threshold
+        make_detector(detector, seed=seed, **self._params())  # fail early on bad names/params
+        self.metrics = tuple(metrics)
+        self.scoring_delay_ms = scoring_delay_ms
+        self.silence_floor_ms = silence_floor_ms
+        self.silence_factor = silence_factor
+        self.silence_cap_ms = silence_cap_ms
+        self.min_support = min_support
+        self.pool_windows = pool_windows
+        self.resolve_after = resolve_after
+        self.emit_normal = emit_normal
+        self.global_clock: int | None = None
+        self._partners: dict[str, _Partner] = {}
+        self._detectors: dict[tuple[str, str], Detector] = {}
+        self._alerts: dict[tuple[str, str], _Alert] = {}
+        self.stats: dict[str, int] = {"rows": 0, "stale_rows": 0, "late_rows": 0,
+                                      "late_dead_letters": 0, "windows_scored": 0,
+                                      "points_scored": 0, "anomalies": 0}
+        # partners named up front: from start_ms, else from the first global clock
+        self._expected: tuple[str, ...] = ()
+        if start_ms is not None:
+            first = start_ms - start_ms % WINDOW_MS
+            for partner_id in partners:
+                self._partners[partner_id] = _Partner(first)
+        else:
+            self._expected = tuple(partners)
+
+    def _params(self) -> dict[str, Any]:
+        return {"flag_threshold": self.threshold, **self.detector_params}
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def partners(self) -> list[str]:
+        """Partners being monitored (sorted)."""
+        return sorted(self._partners)
+
+    def active_alerts(self) -> list[tuple[str, str]]:
+        """``(partner, metric)`` of every firing alert (sorted)."""
+        return sorted(key for key, alert in self._alerts.items() if alert.firing)
+
+    def silence_delay_ms(self, partner_id: str) -> int:
+        """The silence delay currently applied to a partner (see the module docs)."""
+        state = self._partners.get(partner_id)
+        gaps = sorted(state.arrival_gaps) if state is not None else []
+        learned = 0.0
+        if len(gaps) >= 5:
+            learned = self.silence_factor * gaps[min(len(gaps) - 1, int(0.9 * len(gaps)))]
+        delay = max(float(self.silence_floor_ms), learned)
+        return int(min(delay, float(max(self.silence_cap_ms, self.silence_floor_ms))))
+
+    def observe(self, rows: Iterable[MetricWindowRow],
+                dead_letters: Iterable[DeadLetter | tuple[str, int]] = (), *,
+                now_ms: int | None = None) -> MonitorOutput:
+        """Take one batch of pipeline rows and dead letters; score every window now final.
+
+        ``now_ms`` (optional) moves the global event-time clock forward, e.g. from processing
+        time when the input is idle, so that a world where every feed is silent is scored too.
+        """
+        before = self.global_clock
+        advanced: dict[str, int] = {}
+        for row in rows:
+            if row.granularity != "5m":
+                continue
+            self.stats["rows"] += 1
+            state = self._partner(row.partner_id, row.window_start)
+            start = row.window_start
+            if start < state.next_window:
+                if state.scoring:
+                    self.stats["late_rows"] += 1
+                    continue
+                state.next_window = start
+            window = state.pending.setdefault(start, {})
+            key = (row.region, row.service_level, row.shard)
+            held = window.get(key)
+            if held is not None and held[0] >= row.version:
+                self.stats["stale_rows"] += 1
+                continue
+            window[key] = (row.version, WindowTotals.of_row(row))
+            if (row.events or row.synthetic_events) and start > state.clock:
+                advanced[row.partner_id] = max(advanced.get(row.partner_id, start), start)
+        for item in dead_letters:
+            partner_id, received = ((item.partner_id, item.received_time)
+                                    if isinstance(item, DeadLetter) else item)
+            start = received - received % WINDOW_MS
+            state = self._partner(partner_id, start)
+            if start < state.next_window:
+                if state.scoring:
+                    self.stats["late_dead_letters"] += 1
+                    continue
+                state.next_window = start
+            state.dead_letters[start] = state.dead_letters.get(start, 0) + 1
+        for partner_id, clock in advanced.items():
+            state = self._partners[partner_id]
+            reference = before if before is not None else state.clock
+            state.arrival_gaps.append(max(0, reference - state.clock))
+            state.clock = clock
+        clocks = [s.clock for s in self._partners.values()]
+        if now_ms is not None:
+            clocks.append(now_ms - now_ms % WINDOW_MS)
+        if clocks:
+            newest = max(clocks)
+            self.global_clock = newest if before is None else max(before, newest)
+        return self._score_ready()
+
+    def to_bytes(self) -> bytes:
+        """The whole state (detectors included), to restore with :meth:`from_bytes`."""
+        return _FORMAT + pickle.dumps(self, protocol=5)
+
+    @staticmethod
+    def from_bytes(data: bytes) -> AnomalyMonitor:
+        """Restore a monitor saved by :meth:`to_bytes` (it continues exactly where it stopped)."""
+        if not data.startswith(_FORMAT):
+            raise ConfigurationError("not a carrierwatch anomaly monitor state")
+        monitor = pickle.loads(data[len(_FORMAT):])
+        if not isinstance(monitor, AnomalyMonitor):
+            raise ConfigurationError("not a carrierwatch anomaly monitor state")
+        return monitor
+
+    # ------------------------------------------------------------------ internals
+    def _partner(self, partner_id: str, window: int) -> _Partner:
+        state = self._partners.get(partner_id)
+        if state is None:
+            state = self._partners[partner_id] = _Partner(window)
+        return state
+
+    def _score_ready(self) -> MonitorOutput:
+        out = MonitorOutput()
+        if self.global_clock is None:
+            return out
+        for expected in self._expected:  # partners named up front but never seen: start now
+            if expected not in self._partners:
+                self._partners[expected] = _Partner(self.global_clock)
+        self._expected = ()
+        for partner_id in sorted(self._partners):
+            state = self._partners[partner_id]
+            own_limit = state.clock - self.scoring_delay_ms
+            silent_limit = self.global_clock - self.silence_delay_ms(partner_id)
+            limit = max(own_limit, silent_limit)  # score windows whose end <= limit
+            while state.next_window + WINDOW_MS <= limit:
+                self._score_window(partner_id, state, state.next_window, out)
+                state.next_window += WINDOW_MS
+        return out
+
+    def _score_window(self, partner_id: str, state: _Partner, start: int,
+                      out: MonitorOutput) -> None:
+        totals = WindowTotals()
+        for _, part in (state.pending.pop(start, None) or {}).values():
+            totals.add(part)
+        totals.dead_letters = state.dead_letters.pop(start, 0)
+        state.scoring = True
+        self.stats["windows_scored"] += 1
+        for metric in self.metrics:
+            spec = METRIC_SPECS[metric]
+            view = totals
+            if spec.support is not None and spec.support(totals) < self.min_support:
+                view = WindowTotals()
+                view.add(totals)
+                for previous in reversed(state.recent):
+                    if spec.support(view) >= self.min_support:
+                        break
+                    view.add(previous)
+            value = spec.value(view)
+            if value is None:
+                continue
+            self._score_point(partner_id, metric, start, value, out)
+        state.recent.append(totals)
+        while len(state.recent) > self.pool_windows:
+            state.recent.popleft()
+
+    def _score_point(self, partner_id: str, metric: str, start: int, value: float,
+                     out: MonitorOutput) -> None:
+        key = (partner_id, metric)
+        detector = self._detectors.get(key)
+        if detector is None:
+            detector = self._detectors[key] = make_detector(
+                self.detector, seed=_stream_seed(self.seed, partner_id, metric), **self._params())
+        point = (start / 1000.0, value + DETECTOR_OFFSET)
+        score = detector.score_one(point)
+        detector.learn_one(point)
+        anomalous = score >= self.threshold
+        self.stats["points_scored"] += 1
+        alert = self._alerts.get(key)
+        if alert is None:
+            alert = self._alerts[key] = _Alert()
+        end = start + WINDOW_MS
+        if anomalous:
+            self.stats["anomalies"] += 1
+            alert.normal_run = 0
+            alert.last_anomalous_end = end
+            alert.last_value = value
+            if not alert.firing:
+                alert.firing = True
+                alert.normal_value = alert.last_normal
+                alert.starts_at = start
+                alert.peak_score = score
+                out.alerts.append(self._alert_row(partner_id, metric, alert, end, value, score))
+            else:
+                alert.peak_score = max(alert.peak_score, score)
+        elif alert.firing:
+            if self._recovered(alert, value):
+                alert.normal_run += 1
+            else:
+                alert.normal_run = 0
+            if alert.normal_run >= self.resolve_after:
+                alert.firing = False
+                out.alerts.append(self._alert_row(partner_id, metric, alert, end,
+                                                  alert.last_value, alert.peak_score))
+        if not anomalous and not alert.firing:
+            alert.last_normal = value
+        if anomalous or self.emit_normal:
+            out.anomalies.append({
+                "partner_id": partner_id, "metric": metric, "window_start": _utc(start),
+                "detector": self.detector, "value": value, "score": score,
+                "threshold": self.threshold, "is_anomaly": anomalous,
+                "detected_at": _utc(max(self.global_clock or end, end)),
+            })
+        out.points.append(ScoredPoint(partner_id, metric, start, value, score, anomalous,
+                                      alert.firing))
+
+    @staticmethod
+    def _recovered(alert: _Alert, value: float) -> bool:
+        """A normal score counts toward resolving only once the value is back at least halfway
+        from the anomalous value to the last normal one: detectors damp their scores after an
+        alarm, and a feed that stays silent must keep its alert firing."""
+        if alert.normal_value is None:
+            return True
+        return abs(value - alert.normal_value) < abs(alert.last_value - alert.normal_value) / 2
+
+    def _alert_row(self, partner_id: str, metric: str, alert: _Alert, updated: int,
+                   value: float, score: float) -> dict[str, Any]:
+        labels = {"alertname": ALERT_NAME, "partner": partner_id, "metric": metric,
+                  "detector": self.detector}
+        fingerprint = hashlib.sha256(
+            "\x1f".join(f"{k}={labels[k]}" for k in sorted(labels)).encode()).hexdigest()[:16]
+        silent = metric == "volume" and value == 0.0
+        severity = "critical" if silent else "warning"
+        what = "no events (silent feed)" if silent else f"value {value:.4g}"
+        summary = (f"{partner_id}: {metric} anomalous since {_utc(alert.starts_at):%Y-%m-%d %H:%M} "
+                   f"UTC ({what}, score {score:.2f} >= {self.threshold:g})")
+        return {
+            "partner_id": partner_id, "name": ALERT_NAME, "fingerprint": fingerprint,
+            "starts_at": _utc(alert.starts_at),
+            "ends_at": None if alert.firing else _utc(alert.last_anomalous_end),
+            "severity": severity, "state": "firing" if alert.firing else "resolved",
+            "labels": {"metric": metric, "detector": self.detector},
+            "annotations": {"summary": summary, "runbook_url": RUNBOOK_URL},
+            "updated_at": _utc(updated),
+        }
+

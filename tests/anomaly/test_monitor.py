@@ -1,0 +1,251 @@
+"""AnomalyMonitor: scoring rule, replacement rows, shards, silence, alerts, restart, row schema."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from carrierwatch.anomaly.monitor import (
+    ALERT_NAME,
+    RUNBOOK_URL,
+    AnomalyMonitor,
+    MonitorOutput,
+    ScoredPoint,
+)
+from carrierwatch.core.errors import ConfigurationError
+from carrierwatch.core.model import DeadLetter
+from carrierwatch.core.sketch import histogram_of, quantile
+from carrierwatch.core.windows import MetricWindowRow
+
+BASE = 1_772_409_600_000  # 2026-03-02T00:00Z
+W = 300_000
+MIGRATION = (Path(__file__).resolve().parents[2] / "src" / "carrierwatch" / "storage"
+             / "migrations" / "0002_monitoring.sql")
+
+
+def volume(i: int) -> int:
+    """A steady, slightly noisy volume (deterministic)."""
+    return 100 + (i * 7919) % 11
+
+
+def row(partner: str, i: int, events: int, *, version: int = 1, shard: int = 0,
+        region: str = "US-TN", **counters: Any) -> MetricWindowRow:
+    return MetricWindowRow(partner, region, "ground", "5m", BASE + i * W, shard, version,
+                           events=events, **counters)
+
+
+def run(monitor: AnomalyMonitor, batches: Iterable[Sequence[MetricWindowRow]]) -> list[ScoredPoint]:
+    points: list[ScoredPoint] = []
+    for batch in batches:
+        points.extend(monitor.observe(batch).points)
+    return points
+
+
+def in_batches(rows: Sequence[MetricWindowRow], size: int) -> list[list[MetricWindowRow]]:
+    return [list(rows[k:k + size]) for k in range(0, len(rows), size)]
+
+
+def by_window(points: Iterable[ScoredPoint], partner: str, metric: str) -> dict[int, ScoredPoint]:
+    return {(p.window_start - BASE) // W: p for p in points
+            if p.partner_id == partner and p.metric == metric}
+
+
+def test_spike_is_flagged_at_its_window_and_nowhere_else() -> None:
+    rows = [row("acme", i, 400 if i == 300 else volume(i)) for i in range(420)]
+    monitor = AnomalyMonitor(metrics=("volume",))
+    points = by_window(run(monitor, in_batches(rows, 7)), "acme", "volume")
+    # the scoring delay (15 min) keeps the last windows pending: 420 - 4 scored
+    assert sorted(points) == list(range(416))
+    assert [i for i, p in points.items() if p.is_anomaly] == [300]
+    assert points[300].value == 400.0 and points[300].score >= 0.5
+    assert max(p.score for i, p in points.items() if i != 300) < 0.5
+    assert monitor.stats["anomalies"] == 1
+
+
+def test_a_silent_partner_is_scored_as_zero_volume_and_flagged() -> None:
+    rows = [row(partner, i, volume(i)) for i in range(400) for partner in ("busy", "quiet")
+            if not (partner == "quiet" and i >= 330)]  # quiet sends nothing from window 330
+    monitor = AnomalyMonitor(metrics=("volume",))
+    out = MonitorOutput()
+    for batch in in_batches(rows, 6):
+        step = monitor.observe(batch)
+        out.points.extend(step.points)
+        out.alerts.extend(step.alerts)
+    quiet = by_window(out.points, "quiet", "volume")
+    # silence rule: the busy partner's clock (window 399) minus the 30-minute floor
+    assert max(quiet) == 399 - 6 - 1
+    assert all(quiet[i].value == 0.0 for i in range(330, max(quiet) + 1))
+    assert quiet[330].is_anomaly
+    assert not any(p.is_anomaly for i, p in quiet.items() if i < 330)
+    assert not any(p.is_anomaly for p in by_window(out.points, "busy", "volume").values())
+    firing = [a for a in out.alerts if a["partner_id"] == "quiet"]
+    assert firing[0]["state"] == "firing" and firing[0]["severity"] == "critical"
+    assert firing[0]["starts_at"].timestamp() * 1000 == BASE + 330 * W
+    assert "silent feed" in firing[0]["annotations"]["summary"]
+    assert ("quiet", "volume") in monitor.active_alerts()
+
+
+def test_replacement_rows_and_duplicates_do_not_double_count() -> None:
+    rows: list[MetricWindowRow] = []
+    for i in range(200):
+        # three versions per window: a partial one, its exact duplicate, the corrected total
+        partial = row("acme", i, volume(i) // 2, version=3 * i + 1, exceptions_opened=0)
+        rows += [partial, partial,
+                 row("acme", i, volume(i), version=3 * i + 2,
+                     events_by_status={"exception": 3, "in_transit": volume(i) - 3})]
+    final = [r for r in rows if r.version % 3 == 2]
+    seen = run(AnomalyMonitor(metrics=("volume", "exception_rate")), in_batches(rows, 9))
+    reference = run(AnomalyMonitor(metrics=("volume", "exception_rate")), in_batches(final, 3))
+    assert seen == reference
+    volumes = by_window(seen, "acme", "volume")
+    assert [volumes[i].value for i in range(5)] == [float(volume(i)) for i in range(5)]
+    rates = by_window(seen, "acme", "exception_rate")
+    assert rates[7].value == pytest.approx(3 / volume(7))
+
+
+def test_out_of_order_shard_rows_sum_the_latest_version_of_each_shard() -> None:
+    rows: list[MetricWindowRow] = []
+    for i in range(120):
+        for shard in (0, 1, 2):
+            rows.append(row("acme", i, 10 * shard, version=1, shard=shard))
+            rows.append(row("acme", i, 10 * shard + i % 4 + 1, version=5, shard=shard))
+    rng = random.Random(4)
+    # shuffle inside batches that each hold whole windows: stale versions may come last
+    batches = [rows[k:k + 24] for k in range(0, len(rows), 24)]
+    for batch in batches:
+        rng.shuffle(batch)
+    monitor = AnomalyMonitor(metrics=("volume",))
+    points = by_window(run(monitor, batches), "acme", "volume")
+    assert [points[i].value for i in range(6)] == [float(30 + 3 * (i % 4 + 1)) for i in range(6)]
+    assert monitor.stats["stale_rows"] > 0
+    # a row for a window already scored is counted, not applied
+    out = monitor.observe([row("acme", 3, 999, version=9)])
+    assert out.points == [] and monitor.stats["late_rows"] == 1
+
+
+def test_rates_dead_letters_latency_and_support_pooling() -> None:
+    hist = histogram_of([60_000] * 90 + [3_600_000] * 10)
+    rows = [row("acme", i, 100, codebook_gap_events=4, packages_decided=50,
+                packages_on_time=45, latency_hist=hist,
+                events_by_status={"exception": 2, "in_transit": 98}) for i in range(30)]
+    rows.append(row("acme", 30, 5, events_by_status={"exception": 5}))  # below min_support
+    rows += [row("acme", i, 100) for i in range(31, 46)]
+    dead = [DeadLetter("acme", BASE + 2 * W + 1_000 * k, "bad json", "$", b"{") for k in range(5)]
+    monitor = AnomalyMonitor()
+    first = monitor.observe(rows[:20], dead)
+    rest = monitor.observe(rows[20:])
+    points = first.points + rest.points
+    value = {m: by_window(points, "acme", m) for m in monitor.metrics}
+    assert value["volume"][2].value == 100.0
+    assert value["exception_rate"][2].value == 0.02
+    assert value["unmapped_rate"][2].value == 0.04
+    assert value["on_time_rate"][2].value == 0.9
+    assert value["dead_letter_rate"][2].value == 5 / 105
+    assert value["dead_letter_rate"][3].value == 0.0
+    p95 = quantile(hist, 0.95)
+    assert p95 is not None and value["latency_p95"][2].value == p95 / 60_000
+    # 5 events < 20: pooled with the previous window (105 events, 7 exceptions)
+    assert value["exception_rate"][30].value == pytest.approx(7 / 105)
+    # no decided package in 31..: pooled with earlier windows while they are among the last 6
+    assert value["on_time_rate"][31].value == 0.9 and value["on_time_rate"][35].value == 0.9
+    assert 37 not in value["on_time_rate"] and 37 in value["volume"]
+
+
+def test_alert_fires_then_resolves_with_the_alerts_table_columns() -> None:
+    rows = [row("acme", i, 900 if 300 <= i < 303 else volume(i)) for i in range(330)]
+    monitor = AnomalyMonitor(metrics=("volume",), resolve_after=3)
+    alerts: list[dict[str, object]] = []
+    anomalies: list[dict[str, object]] = []
+    for batch in in_batches(rows, 5):
+        out = monitor.observe(batch)
+        alerts += out.alerts
+        anomalies += out.anomalies
+    assert [a["state"] for a in alerts] == ["firing", "resolved"]
+    firing, resolved = alerts
+    assert firing["name"] == resolved["name"] == ALERT_NAME
+    assert firing["fingerprint"] == resolved["fingerprint"]
+    assert firing["starts_at"] == resolved["starts_at"]
+    assert firing["ends_at"] is None and firing["severity"] == "warning"
+    flagged = [int(a["window_start"].timestamp() * 1000 - BASE) // W  # type: ignore[attr-defined]
+               for a in anomalies if a["is_anomaly"]]
+    assert flagged[0] == 300
+    assert resolved["ends_at"].timestamp() * 1000 == BASE + (flagged[-1] + 1) * W  # type: ignore[attr-defined]
+    assert resolved["updated_at"] > firing["updated_at"]  # type: ignore[operator]
+    assert firing["labels"] == {"metric": "volume", "detector": "ensemble"}
+    assert firing["annotations"]["runbook_url"] == RUNBOOK_URL  # type: ignore[index]
+    assert monitor.active_alerts() == []
+    assert len(anomalies) == 326  # one verdict per scored window (emit_normal)
+
+
+def _columns(table: str) -> set[str]:
+    sql = MIGRATION.read_text()
+    body = re.search(rf"CREATE TABLE IF NOT EXISTS {table}\s*\((.*?)\n\)\nENGINE", sql, re.S)
+    assert body is not None
+    return {line.split()[0] for line in body.group(1).splitlines() if line.strip()}
+
+
+def test_rows_have_exactly_the_columns_of_the_monitoring_migration() -> None:
+    rows = [row("acme", i, 900 if i == 300 else volume(i)) for i in range(320)]
+    out = MonitorOutput()
+    monitor = AnomalyMonitor(metrics=("volume",))
+    for batch in in_batches(rows, 10):
+        step = monitor.observe(batch)
+        out.anomalies += step.anomalies
+        out.alerts += step.alerts
+    assert out.alerts and out.anomalies
+    assert _columns("anomalies") == {"partner_id", "metric", "window_start", "detector", "value",
+                                     "score", "threshold", "is_anomaly", "detected_at"}
+    assert all(set(r) == _columns("anomalies") for r in out.anomalies)
+    assert all(set(r) == _columns("alerts") for r in out.alerts)
+
+
+def test_restart_mid_stream_gives_exactly_the_scores_of_an_uninterrupted_run() -> None:
+    rng = random.Random(11)
+    rows = [row(partner, i, 400 if (partner, i) == ("b", 280) else volume(i) + rng.randrange(9),
+                events_by_status={"exception": rng.randrange(4)}, packages_decided=30,
+                packages_on_time=27 + rng.randrange(3))
+            for i in range(360) for partner in ("a", "b")]
+    dead = [("a", BASE + 100 * W + 5)]
+    batches = in_batches(rows, 8)
+    uninterrupted = AnomalyMonitor()
+    expected = run(uninterrupted, batches[:40]) + uninterrupted.observe([], dead).points \
+        + run(uninterrupted, batches[40:])
+    first = AnomalyMonitor()
+    got = run(first, batches[:40])
+    restored = AnomalyMonitor.from_bytes(first.to_bytes())
+    del first
+    got += restored.observe([], dead).points + run(restored, batches[40:])
+    assert got == expected
+    assert len(got) > 3000 and any(p.is_anomaly for p in got)
+    assert restored.stats == uninterrupted.stats
+    assert restored.active_alerts() == uninterrupted.active_alerts()
+
+
+def test_configuration_errors() -> None:
+    with pytest.raises(ConfigurationError, match="unknown metric"):
+        AnomalyMonitor(metrics=("volume", "heartbeat_latency"))
+    with pytest.raises(ConfigurationError):
+        AnomalyMonitor(threshold=0.0)
+    with pytest.raises(ConfigurationError):
+        AnomalyMonitor.from_bytes(b"not a state")
+
+
+def test_partners_named_up_front_are_scored_from_the_start() -> None:
+    monitor = AnomalyMonitor(metrics=("volume",), partners=["never"], start_ms=BASE)
+    points = run(monitor, in_batches([row("busy", i, volume(i)) for i in range(60)], 6))
+    never = by_window(points, "never", "volume")
+    assert sorted(never)[0] == 0 and all(p.value == 0.0 for p in never.values())
+
+
+def test_module_examples_run() -> None:
+    import doctest
+
+    from carrierwatch.anomaly import monitor
+
+    failures, attempted = doctest.testmod(monitor)
+    assert failures == 0 and attempted > 0
