@@ -87,8 +87,9 @@ def normalize(partner_id: str, file: str) -> None:
 @click.option("--wait", "wait_seconds", default=0.0, show_default=True,
               help="seconds to wait for the embedded store if another process owns it")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
+@click.option("--no-anomalies", is_flag=True, help="do not run the online anomaly monitor")
 def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
-           wait_seconds: float, no_progress: bool) -> None:
+           wait_seconds: float, no_progress: bool, no_anomalies: bool) -> None:
     """Run the whole core in-process over raw partner FILES into the store.
 
     FILES are simulator raw logs (*.rawlog.jsonl), folders holding them, or single payload files
@@ -113,8 +114,11 @@ def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
 
         with tqdm(unit=" events", unit_scale=True, disable=no_progress, leave=False,
                   desc="replay") as bar:
+            from carrierwatch.anomaly.monitor import AnomalyMonitor
+
             summary = run_replay(records, store, registry, batch_events=batch_events,
-                                 progress=bar.update)
+                                 progress=bar.update,
+                                 monitor=None if no_anomalies else AnomalyMonitor())
     click.echo(
         f"replayed {summary.payloads:,} payloads → {summary.events:,} canonical events "
         f"({summary.accepted:,} unique, {summary.duplicates:,} duplicates, "
@@ -124,7 +128,8 @@ def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
                f"{sum(summary.gaps.values()):,} events"
                + (f" ({', '.join(f'{k} ×{v}' for k, v in summary.gaps.most_common(5))})"
                   if summary.gaps else ""))
-    click.echo(f"rows written: {summary.rows_written:,}; store: {store!r}")
+    click.echo(f"anomalous windows: {summary.anomalies:,}; rows written: "
+               f"{summary.rows_written:,}; store: {store!r}")
 
 
 @cli.group()

@@ -28,6 +28,7 @@ from carrierwatch.synthetic.rawlog import RawRecord, iter_rawlog
 from carrierwatch.transformers.registry import PartnerRegistry
 
 if TYPE_CHECKING:
+    from carrierwatch.anomaly.monitor import AnomalyMonitor
     from carrierwatch.storage.base import Store
 
 __all__ = ["ReplaySummary", "iter_inputs", "pipeline_for", "result_snapshot", "run_replay"]
@@ -53,6 +54,7 @@ class ReplaySummary:
     gaps: Counter[str] = field(default_factory=Counter)
     packages: int = 0
     rows_written: int = 0
+    anomalies: int = 0
     seconds: float = 0.0
     transform_seconds: float = 0.0
     pipeline_seconds: float = 0.0
@@ -108,7 +110,8 @@ def iter_inputs(paths: Sequence[Path], *, partner: str | None = None,
 
 def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegistry, *,
                pipeline: Pipeline | None = None, batch_events: int = 20_000,
-               progress: Callable[[int], object] | None = None) -> ReplaySummary:
+               progress: Callable[[int], object] | None = None,
+               monitor: AnomalyMonitor | None = None) -> ReplaySummary:
     """Run the core over ``records`` and write everything to ``store``; return a summary.
 
     Events are handed to the pipeline in arrival order in batches of about ``batch_events``; each
@@ -138,6 +141,13 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
         sink.add_output(output)
         if flushed is not None:
             sink.add_output(flushed)
+        if monitor is not None:
+            # the last windows stay pending (as in a live worker): no monitor flush at the end
+            windows = output.windows + (flushed.windows if flushed is not None else [])
+            verdicts = monitor.observe(windows, sink.dead_letters)
+            sink.add_rows("anomalies", verdicts.anomalies)
+            sink.add_rows("alerts", verdicts.alerts)
+            summary.anomalies += sum(1 for row in verdicts.anomalies if row.get("is_anomaly"))
         summary.rows_written += write_batch(store, sink)
         sink.events.clear()
         sink.dead_letters.clear()
