@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import TracebackType
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import orjson
 
@@ -47,6 +47,7 @@ __all__ = [
     "opt_list",
     "opt_str",
     "parse_json",
+    "provider_error",
     "req",
     "req_dict",
     "req_list",
@@ -55,6 +56,7 @@ __all__ = [
 ]
 
 SYNTHETIC_HEADER = "x-carrierwatch-synthetic"
+_T = TypeVar("_T")
 _UNKNOWN = CanonicalStatus.UNKNOWN.value
 
 
@@ -129,6 +131,14 @@ class Emitter:
         generator, as it runs once per element of every payload).
         """
         return _Element(self, path)
+
+    def guarded(self, path: str, default: _T, work: Callable[[], _T]) -> _T:
+        """Run ``work``; if a field it reads is bad, record a dead letter for ``path`` and
+        return ``default`` instead (an optional part of a payload must not sink the rest)."""
+        result = default
+        with self.element(path):
+            result = work()
+        return result
 
     def event(
         self,
@@ -225,6 +235,29 @@ class _Element:
 
 
 _CONTAINED = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
+
+
+def provider_error(errors: Any, path: str, what: str) -> PayloadError:
+    """A PayloadError naming every code of a provider's error list (or single error object).
+
+    For the ``[{"code": ..., "message": ...}]`` error shape most carrier APIs share (FedEx
+    ``errors``, UPS ``response.errors`` and ``warnings``); the path points at the first code.
+
+    >>> provider_error([{"code": "151044", "message": "No tracking information"}],
+    ...                "$.response.errors", "UPS API error").args[0]
+    '$.response.errors[0].code: UPS API error 151044: No tracking information'
+    """
+    items = errors if isinstance(errors, list) else [errors]
+    parts = []
+    for item in items:
+        if isinstance(item, dict):
+            code = str(item.get("code") or "?")
+            message = str(item.get("message") or "").strip()
+            parts.append(f"{code}: {message}" if message else code)
+    if not parts:
+        return PayloadError(path, f"{what} without an error code")
+    first = f"{path}[0].code" if isinstance(errors, list) else f"{path}.code"
+    return PayloadError(first, f"{what} {'; '.join(parts)}")
 
 
 def run_transform(transform: Callable[[bytes, TransformContext], TransformResult],

@@ -52,9 +52,8 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from carrierwatch.core.model import CanonicalStatus, Location, ProofOfDelivery
 from carrierwatch.core.timeutil import parse_instant, parse_naive, resolve_local, zone_for
@@ -68,6 +67,7 @@ from carrierwatch.transformers.base import (
     opt_list,
     opt_str,
     parse_json,
+    provider_error,
     req_dict,
     req_list,
     req_str,
@@ -78,7 +78,6 @@ __all__ = ["proof_of_delivery", "scan_keys", "transform"]
 _ATTEMPTED = CanonicalStatus.DELIVERY_ATTEMPTED.value
 _DELIVERED = CanonicalStatus.DELIVERED.value
 _SIGNATURE_IMAGE = "SIGNATURE_PROOF_OF_DELIVERY"
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +149,7 @@ def _payload(root: Any, emitter: Emitter, ctx: TransformContext) -> None:
     if not isinstance(root, dict):
         raise PayloadError("$", f"expected a JSON object, got {type(root).__name__}")
     if root.get("errors") is not None and root.get("output") is None:
-        raise _api_error(root["errors"], "$.errors", "FedEx API error")
+        raise provider_error(root["errors"], "$.errors", "FedEx API error")
     output = req_dict(root, "output", "$")
     results = req_list(output, "completeTrackResults", "$.output")
     for i, complete in enumerate(results):
@@ -162,39 +161,18 @@ def _payload(root: Any, emitter: Emitter, ctx: TransformContext) -> None:
                     _track_result(track_result, tpath, emitter, ctx)
 
 
-def _api_error(errors: Any, path: str, what: str) -> PayloadError:
-    """A PayloadError naming every FedEx error code of an error list (or object)."""
-    items = errors if isinstance(errors, list) else [errors]
-    parts = []
-    for item in items:
-        if isinstance(item, dict):
-            code = str(item.get("code") or "?")
-            message = str(item.get("message") or "").strip()
-            parts.append(f"{code}: {message}" if message else code)
-    if not parts:
-        return PayloadError(path, f"{what} without an error code")
-    first = f"{path}[0].code" if isinstance(errors, list) else f"{path}.code"
-    return PayloadError(first, f"{what} {'; '.join(parts)}")
-
-
-def _guarded(emitter: Emitter, path: str, default: _T, work: Callable[[], _T]) -> _T:
-    """Run ``work``; a bad field becomes a dead letter and ``default`` is used instead."""
-    result = default
-    with emitter.element(path):
-        result = work()
-    return result
 
 
 def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: TransformContext) -> None:
     if not isinstance(track_result, dict):
         raise PayloadError(tpath, f"expected an object, got {type(track_result).__name__}")
     if track_result.get("error") is not None:
-        raise _api_error(track_result["error"], f"{tpath}.error", "FedEx track error")
+        raise provider_error(track_result["error"], f"{tpath}.error", "FedEx track error")
     ipath = f"{tpath}.trackingNumberInfo"
     info = req_dict(track_result, "trackingNumberInfo", tpath)
     tracking_number = req_str(info, "trackingNumber", ipath).strip()
     unique_id = opt_str(info, "trackingNumberUniqueId", ipath)
-    service_level = _guarded(emitter, f"{tpath}.serviceDetail", None, lambda: opt_str(
+    service_level = emitter.guarded(f"{tpath}.serviceDetail", None, lambda: opt_str(
         opt_dict(track_result, "serviceDetail", tpath), "type", f"{tpath}.serviceDetail"))
     default_country = ctx.partner.default_country
 
@@ -207,9 +185,9 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
 
     zone, exact = _destination_zone(track_result, tpath, default_country, scans)
     promise = _promise(track_result, tpath, emitter, zone, exact)
-    reported_attempts = _guarded(emitter, f"{tpath}.deliveryDetails", None,
+    reported_attempts = emitter.guarded(f"{tpath}.deliveryDetails", None,
                                  lambda: _reported_attempts(track_result, tpath))
-    proof = _guarded(emitter, f"{tpath}.availableImages", None,
+    proof = emitter.guarded(f"{tpath}.availableImages", None,
                      lambda: _proof(track_result, tpath))
 
     book = ctx.codebook

@@ -52,10 +52,9 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from carrierwatch.core.model import CanonicalStatus, Location, ProofOfDelivery
 from carrierwatch.core.timeutil import LocalTime, resolve_local, to_ms, zone_for
@@ -69,6 +68,7 @@ from carrierwatch.transformers.base import (
     opt_list,
     opt_str,
     parse_json,
+    provider_error,
     req_dict,
     req_list,
     req_str,
@@ -81,7 +81,6 @@ _DELIVERED = CanonicalStatus.DELIVERED.value
 _WINDOWS = frozenset({"EDW", "CDW", "IDW"})  # deliveryTime types that are delivery windows
 _TIMED = _WINDOWS | {"CMT"}  # deliveryTime types whose endTime bounds the day (CMT: commit)
 _END_OF_DAY = "235959"
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +143,7 @@ def _payload(root: Any, emitter: Emitter, ctx: TransformContext) -> None:
     if not isinstance(root, dict):
         raise PayloadError("$", f"expected a JSON object, got {type(root).__name__}")
     if root.get("trackResponse") is None and isinstance(root.get("response"), dict):
-        raise _api_error(root["response"].get("errors"), "$.response.errors", "UPS API error")
+        raise provider_error(root["response"].get("errors"), "$.response.errors", "UPS API error")
     response = req_dict(root, "trackResponse", "$")
     shipments = req_list(response, "shipment", "$.trackResponse")
     for i, shipment in enumerate(shipments):
@@ -153,27 +152,6 @@ def _payload(root: Any, emitter: Emitter, ctx: TransformContext) -> None:
             _shipment(shipment, spath, emitter, ctx)
 
 
-def _api_error(errors: Any, path: str, what: str) -> PayloadError:
-    """A PayloadError naming every UPS error code of an error (or warning) list."""
-    items = errors if isinstance(errors, list) else [errors]
-    parts = []
-    for item in items:
-        if isinstance(item, dict):
-            code = str(item.get("code") or "?")
-            message = str(item.get("message") or "").strip()
-            parts.append(f"{code}: {message}" if message else code)
-    if not parts:
-        return PayloadError(path, f"{what} without an error code")
-    first = f"{path}[0].code" if isinstance(errors, list) else f"{path}.code"
-    return PayloadError(first, f"{what} {'; '.join(parts)}")
-
-
-def _guarded(emitter: Emitter, path: str, default: _T, work: Callable[[], _T]) -> _T:
-    """Run ``work``; a bad field becomes a dead letter and ``default`` is used instead."""
-    result = default
-    with emitter.element(path):
-        result = work()
-    return result
 
 
 def _shipment(shipment: Any, spath: str, emitter: Emitter, ctx: TransformContext) -> None:
@@ -184,7 +162,7 @@ def _shipment(shipment: Any, spath: str, emitter: Emitter, ctx: TransformContext
     if not packages:
         warnings = opt_list(shipment, "warnings", spath)
         if warnings:
-            raise _api_error(warnings, f"{spath}.warnings", "UPS warning")
+            raise provider_error(warnings, f"{spath}.warnings", "UPS warning")
         raise PayloadError(f"{spath}.package", "missing required field")
     for j, package in enumerate(packages):
         ppath = f"{spath}.package[{j}]"
@@ -197,7 +175,7 @@ def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
     if not isinstance(package, dict):
         raise PayloadError(ppath, f"expected an object, got {type(package).__name__}")
     tracking_number = req_str(package, "trackingNumber", ppath).strip()
-    service_level = _guarded(emitter, f"{ppath}.service", None, lambda: opt_str(
+    service_level = emitter.guarded(f"{ppath}.service", None, lambda: opt_str(
         opt_dict(package, "service", ppath), "code", f"{ppath}.service"))
     default_country = ctx.partner.default_country
 
@@ -210,10 +188,10 @@ def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
     activities.sort(key=lambda a: a.time)
 
     no_zone: tuple[str | None, bool] = (None, False)
-    zone, exact = _guarded(emitter, f"{ppath}.packageAddress", no_zone,
+    zone, exact = emitter.guarded(f"{ppath}.packageAddress", no_zone,
                            lambda: _destination_zone(package, ppath, default_country, activities))
     promise = _promise(package, ppath, emitter, zone, exact)
-    proof = _guarded(emitter, f"{ppath}.deliveryInformation", None,
+    proof = emitter.guarded(f"{ppath}.deliveryInformation", None,
                      lambda: _proof(package, ppath))
 
     book = ctx.codebook
