@@ -45,6 +45,9 @@ def test_zone_for_places() -> None:
     assert zone_for("DE") == ("Europe/Berlin", True)
     assert zone_for("DEU") == ("Europe/Berlin", True)
     assert zone_for("US")[1] is False
+    assert zone_for("CA", "AB") == ("America/Edmonton", True)
+    assert zone_for("CAN", "CA-ON") == ("America/Toronto", False)  # north-west Ontario differs
+    assert zone_for("CA")[1] is False
     assert zone_for(None) == (None, False)
     assert zone_for("ZZ") == (None, False)
 

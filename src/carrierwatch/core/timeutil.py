@@ -92,8 +92,8 @@ def zone_for(country: str | None, region: str | None = None) -> tuple[str | None
     """The IANA zone of a place and whether it is certain.
 
     ``region`` is a state/province code within ``country`` (``TN``) or an ISO 3166-2 code
-    (``US-TN``). US states come from the ``us`` package's zone lists, other countries from the
-    tz database's ``zone.tab`` as ``pytz`` ships it. A place with several zones gives its capital's
+    (``US-TN``). US states come from the ``us`` package's zone lists, Canadian provinces from a
+    table here, other countries from the tz database's ``zone.tab`` as ``pytz`` ships it. A place with several zones gives its capital's
     (US) or its first listed zone, marked uncertain.
     """
     if not country:
@@ -111,6 +111,10 @@ def zone_for(country: str | None, region: str | None = None) -> tuple[str | None
             if len(zones) == 1:
                 return zones[0], True
             return (state.capital_tz or zones[0]), False
+    if country == "CA" and region:
+        province = _CANADA.get(region.split("-")[-1].strip().upper())
+        if province is not None:
+            return province
     import pytz
 
     country_zones: list[str] | None = pytz.country_timezones.get(country)
@@ -134,6 +138,19 @@ def _same_rules(zones: tuple[str, ...]) -> bool:
     return all([i.astimezone(_zone(z)).utcoffset() for i in instants] == reference
                for z in zones[1:])
 
+
+# Canadian provinces and territories: the tz database lists Canada's zones without provinces (its
+# first is Newfoundland's), so they are named here. Exact where the whole province keeps one
+# clock; a guess where part of it does not (north-west Ontario, eastern Quebec, north-east BC…).
+_CANADA: dict[str, tuple[str, bool]] = {
+    "AB": ("America/Edmonton", True), "BC": ("America/Vancouver", False),
+    "MB": ("America/Winnipeg", True), "NB": ("America/Moncton", True),
+    "NL": ("America/St_Johns", False), "NS": ("America/Halifax", True),
+    "NT": ("America/Yellowknife", True), "NU": ("America/Iqaluit", False),
+    "ON": ("America/Toronto", False), "PE": ("America/Halifax", True),
+    "QC": ("America/Toronto", False), "SK": ("America/Regina", True),
+    "YT": ("America/Whitehorse", True),
+}
 
 # Alpha-3 codes seen in aggregator feeds (AfterShip's country_iso3) for the countries we serve.
 _ALPHA3 = {

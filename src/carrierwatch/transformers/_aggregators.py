@@ -87,23 +87,7 @@ def place_zone(country: str | None, region: str | None) -> tuple[str | None, boo
     if not country or not country.strip():
         return None, False
     region = region.strip().upper().split("-")[-1] if region and region.strip() else None
-    if country.strip().upper() in {"CA", "CAN"} and region in _CANADA:
-        return _CANADA[region]
     return zone_for(country.strip(), region)
-
-
-# ``zone_for`` reads provinces only for the US (elsewhere it gives the country's first zone, which
-# for Canada is Newfoundland's): the aggregators serve Canada, so its provinces are listed here.
-# Exact where the whole province keeps one zone; a guess where part of it does not.
-_CANADA: dict[str, tuple[str, bool]] = {
-    "AB": ("America/Edmonton", True), "BC": ("America/Vancouver", False),
-    "MB": ("America/Winnipeg", True), "NB": ("America/Moncton", True),
-    "NL": ("America/St_Johns", False), "NS": ("America/Halifax", True),
-    "NT": ("America/Yellowknife", True), "NU": ("America/Iqaluit", False),
-    "ON": ("America/Toronto", False), "PE": ("America/Halifax", True),
-    "QC": ("America/Toronto", False), "SK": ("America/Regina", True),
-    "YT": ("America/Whitehorse", True),
-}
 
 
 def fallback_zone(ctx: TransformContext) -> str:
