@@ -93,8 +93,8 @@ def zone_for(country: str | None, region: str | None = None) -> tuple[str | None
 
     ``region`` is a state/province code within ``country`` (``TN``) or an ISO 3166-2 code
     (``US-TN``). US states come from the ``us`` package's zone lists, Canadian provinces from a
-    table here, other countries from the tz database's ``zone.tab`` as ``pytz`` ships it. A place with several zones gives its capital's
-    (US) or its first listed zone, marked uncertain.
+    table here, other countries from the tz database's ``zone.tab`` as ``pytz`` ships it. A place
+    with several zones gives its capital's (US) or its first listed zone, marked uncertain.
     """
     if not country:
         return None, False
