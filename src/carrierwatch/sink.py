@@ -104,17 +104,26 @@ def _dead_letter_record(dead: DeadLetter) -> dict[str, Any]:
 
 
 _DATETIME_TAG = "__datetime_ms__"
+_PAIRS_TAG = "__pairs__"
+_BIGINT_TAG = "__bigint__"
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """A row JSON can carry losslessly: datetimes as epoch ms, maps whose keys are not strings
+    (histograms, ``Map(UInt16, Int64)``) as key/value pairs, integers beyond 64 bits (``Int128``
+    sums of squares) as decimal strings."""
     from datetime import datetime
+
+    from carrierwatch.core.timeutil import to_ms
 
     out: dict[str, Any] = {}
     for key, value in row.items():
         if isinstance(value, datetime):
-            from carrierwatch.core.timeutil import to_ms
-
             out[key] = {_DATETIME_TAG: to_ms(value)}
+        elif isinstance(value, dict) and any(not isinstance(k, str) for k in value):
+            out[key] = {_PAIRS_TAG: [[k, v] for k, v in value.items()]}
+        elif isinstance(value, int) and not -(2**63) <= value < 2**64:
+            out[key] = {_BIGINT_TAG: str(value)}
         else:
             out[key] = value
     return out
@@ -128,6 +137,10 @@ def _restore(row: dict[str, Any]) -> dict[str, Any]:
     for key, value in row.items():
         if isinstance(value, dict) and _DATETIME_TAG in value:
             out[key] = epoch + timedelta(milliseconds=value[_DATETIME_TAG])
+        elif isinstance(value, dict) and _PAIRS_TAG in value:
+            out[key] = {k: v for k, v in value[_PAIRS_TAG]}
+        elif isinstance(value, dict) and _BIGINT_TAG in value:
+            out[key] = int(value[_BIGINT_TAG])
         else:
             out[key] = value
     return out
