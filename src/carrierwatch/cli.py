@@ -263,6 +263,9 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.anomaly.cli:anomaly", "anomaly"),
     ("carrierwatch.streams.broker:kafka_cli", "kafka"),
     ("carrierwatch.synthetic.simulator:simulate_cli", "simulate"),
+    ("carrierwatch.streams.cli:worker", "worker"),
+    ("carrierwatch.streams.cli:sink", "sink"),
+    ("carrierwatch.streams.cli:topics", "topics"),
 ]
 
 

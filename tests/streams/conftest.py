@@ -73,3 +73,29 @@ def topic_factory(kafka_broker: KafkaBroker,
                 future.result(timeout=15)
             except Exception as exc:  # cleanup only: the test's own outcome stands
                 warnings.warn(f"could not delete test topic {name}: {exc}", stacklevel=1)
+
+
+# --- stream driver fixtures (workers and the sink as real processes) -------------------------
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> Iterator[str]:
+    """An embedded Confluent-compatible schema registry shared by the session's workers."""
+    from carrierwatch.registry.server import EmbeddedSchemaRegistry
+
+    with EmbeddedSchemaRegistry(None) as registry:
+        yield registry.url
+
+
+@pytest.fixture
+def stream_harness(kafka_broker: KafkaBroker, schema_registry_url: str,
+                   tmp_path: Any) -> Iterator[Any]:
+    """A :class:`streamkit.StreamHarness` with a unique namespace; every process it
+    started is stopped (SIGTERM, by PID) after the test."""
+    from streamkit import StreamHarness
+
+    harness = StreamHarness(kafka_broker.bootstrap, schema_registry_url, tmp_path)
+    try:
+        yield harness
+    finally:
+        harness.stop_all()

@@ -1,0 +1,278 @@
+"""Benchmark: the stream driver against its baselines, in one run on one broker and one topic set.
+
+A Kafka broker is started from the project's jars in a temporary folder; a simulated feed (JSON
+partners) is produced once to the ``raw.<partner>`` topics. Then, over the same messages:
+
+- **(a) ceiling**: a bare confluent-kafka loop, ``consume(1000)`` + ``json.loads`` of each payload;
+- **(b) bare Faust**: a Faust agent (``stream.take(1000)``) that only iterates and counts
+  (a separate process, like a worker);
+- **(c) carrierwatch**: ``carrierwatch worker`` + ``carrierwatch sink`` processes end to end —
+  transform, Avro, ``events.canonical``, the core pipelines with checkpoints, ``cw.sink``, chDB —
+  timed from the worker's partition assignment until the sink committed its last write.
+
+Throughput is counted in canonical events (the payloads carry several each): messages/s × events
+per payload for (a) and (b). Then **freshness**: a second feed is produced live at half of (c)'s
+rate, each payload stamped with its produce time as receive time; the sink's
+``carrierwatch_sink_event_freshness_seconds`` histogram (receive → written to chDB, i.e.
+queryable) gives p50/p99 (interpolated within buckets, as Prometheus' ``histogram_quantile``).
+
+The last line printed is one JSON object with all figures.
+
+Usage: ``.venv/bin/python bench/stream.py [--days 2] [--packages-per-day 1500] [--partners 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+JSON_PARTNERS = ("easypost", "fedex", "ups", "aftership", "metro_courier", "dhl", "shippo", "usps")
+
+
+def _faust_bare(topics: list[str], expected: int, bootstrap: str, out: str) -> None:
+    """Role (b): count messages with a bare Faust agent; write the timing to ``out``; exit."""
+    import faust
+
+    app = faust.App(f"bench-bare-{os.getpid()}", broker=f"kafka://{bootstrap}",
+                    topic_allow_declare=False, topic_disable_leader=True, web_enabled=False,
+                    value_serializer="raw", consumer_auto_offset_reset="earliest",
+                    broker_max_poll_records=1000, stream_buffer_maxsize=4000)
+    topic = app.topic(*topics, value_serializer="raw")
+    state = {"count": 0, "first": 0.0}
+
+    @app.agent(topic)
+    async def count(stream: Any) -> None:
+        async for batch in stream.take(1000, within=0.2):
+            if not state["count"]:
+                state["first"] = time.perf_counter()
+            state["count"] += len(batch)
+            if state["count"] >= expected:
+                elapsed = time.perf_counter() - state["first"]
+                Path(out).write_text(json.dumps({"messages": state["count"], "seconds": elapsed}))
+                os._exit(0)
+
+    faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
+
+
+def _ceiling(topics: list[str], expected: int, bootstrap: str) -> tuple[int, float]:
+    """Role (a): consume(1000) + json.loads; (messages, seconds from first to last)."""
+    from confluent_kafka import Consumer
+
+    consumer: Any = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ceiling-{os.getpid()}",
+                              "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe(topics)
+    count = 0
+    first = 0.0
+    loads = json.loads
+    deadline = time.monotonic() + 300
+    try:
+        while count < expected and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is None:
+                    if not count:
+                        first = time.perf_counter()
+                    loads(message.value())
+                    count += 1
+        return count, time.perf_counter() - first
+    finally:
+        consumer.close()
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """Prometheus ``histogram_quantile`` over cumulative ``(upper bound, count)`` buckets."""
+    total = buckets[-1][1]
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in buckets:
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = cumulative - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 0.0)
+        lower, below = bound, cumulative
+    return lower
+
+
+def _scrape_freshness(port: int) -> tuple[list[tuple[float, float]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    buckets = []
+    count = 0.0
+    for line in text.splitlines():
+        if line.startswith("carrierwatch_sink_event_freshness_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+        elif line.startswith("carrierwatch_sink_event_freshness_seconds_count"):
+            count = float(line.rsplit(" ", 1)[1])
+    return sorted(buckets), count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--days", type=int, default=2)
+    parser.add_argument("--packages-per-day", type=float, default=1500)
+    parser.add_argument("--partners", type=int, default=5)
+    parser.add_argument("--freshness-seconds", type=float, default=20.0)
+    parser.add_argument("--role", choices=["bench", "faust-bare"], default="bench",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--topics", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "faust-bare":
+        _faust_bare(args.topics.split(","), args.expect, args.bootstrap, args.out)
+        return
+
+    from carrierwatch.replay import iter_inputs
+    from carrierwatch.streams.broker import KafkaBroker, find_free_ports
+    from carrierwatch.streams.kafka import OutputProducer, produce_raw, wait_caught_up
+    from carrierwatch.streams.records import RECEIVED_TIME_HEADER
+    from carrierwatch.streams.topology import StreamConfig, Topology, ensure_topics
+    from carrierwatch.synthetic.simulator import simulate
+    from carrierwatch.transformers.registry import load_registry
+
+    work = Path(tempfile.mkdtemp(prefix="cw-bench-stream-"))
+    registry = load_registry()
+    partners = [p for p in JSON_PARTNERS if p in registry][:args.partners]
+    simulate(partners, days=args.days, seed=1, out_dir=work / "sim",
+             packages_per_day=args.packages_per_day)
+    records = list(iter_inputs([work / "sim"]))
+    events = sum(len(registry.get(r.partner).transform(r.body, r.received_time, r.headers).events)
+                 for r in records)
+    per_payload = events / len(records)
+    print(f"feed: {len(records)} payloads, {events} canonical events "
+          f"({per_payload:.2f} per payload), partners {partners}", flush=True)
+
+    broker = KafkaBroker(work / "kafka", heap="1g")
+    broker.start(timeout=120)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        bootstrap = broker.bootstrap
+        topology = Topology(StreamConfig(namespace="bench"), registry.ids())
+        ensure_topics(bootstrap, topology.specs())
+        produce_raw(bootstrap, {p: topology.raw(p) for p in registry.ids()}, records)
+        raw_topics = [topology.raw(p) for p in partners]
+
+        # (a) ceiling
+        count, seconds = _ceiling(raw_topics, len(records), bootstrap)
+        ceiling = count / seconds * per_payload
+        print(f"(a) confluent-kafka consume+json.loads: {count / seconds:,.0f} msg/s = "
+              f"{ceiling:,.0f} events/s", flush=True)
+
+        # (b) bare Faust agent
+        out = work / "faust-bare.json"
+        done = subprocess.run(
+            [sys.executable, __file__, "--role", "faust-bare", "--topics", ",".join(raw_topics),
+             "--expect", str(len(records)), "--bootstrap", bootstrap, "--out", str(out)],
+            timeout=600, capture_output=True, check=False)
+        if not out.exists():
+            raise SystemExit(f"bare Faust run failed: {done.stderr.decode()[-2000:]}")
+        bare_doc = json.loads(out.read_text())
+        bare_msgs = bare_doc["messages"] / bare_doc["seconds"]
+        bare = bare_msgs * per_payload
+        print(f"(b) bare Faust agent: {bare_msgs:,.0f} msg/s = {bare:,.0f} events/s", flush=True)
+
+        # (c) carrierwatch worker + sink
+        metrics_port = find_free_ports(1)[0]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CARRIERWATCH_")}
+        env.update({"CARRIERWATCH_KAFKA_BOOTSTRAP": bootstrap,
+                    "CARRIERWATCH_DATA_DIR": str(work / "data"),
+                    "CARRIERWATCH_STREAM_NAMESPACE": "bench"})
+        logs = {name: (work / f"{name}.log").open("wb") for name in ("sink", "worker")}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "carrierwatch.streams.cli", "sink", "-l", "info",
+             "--web-port", str(metrics_port)], env=env, stdout=logs["sink"],
+            stderr=subprocess.STDOUT))
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "carrierwatch.streams.cli", "worker", "-l", "info"],
+            env=env, stdout=logs["worker"], stderr=subprocess.STDOUT))
+        started = None
+        deadline = time.monotonic() + 120
+        while started is None:
+            text = (work / "worker.log").read_text(errors="replace")
+            marker = "assigned canonical partitions [0, 1, 2] at "
+            if marker in text:
+                started = float(text.split(marker, 1)[1].split()[0])
+            elif time.monotonic() > deadline or processes[-1].poll() is not None:
+                raise SystemExit(f"worker did not start:\n{text[-3000:]}")
+            time.sleep(0.05)
+        wait_caught_up(bootstrap, topology.app_id, raw_topics, timeout=900, poll=0.2)
+        wait_caught_up(bootstrap, topology.app_id, [topology.events], timeout=900, poll=0.2)
+        wait_caught_up(bootstrap, topology.sink_group, [topology.sink], timeout=900, poll=0.2)
+        elapsed = time.time() - started
+        worker_rate = events / elapsed
+        print(f"(c) carrierwatch worker+sink end to end: {worker_rate:,.0f} events/s "
+              f"({elapsed:.1f} s)", flush=True)
+
+        # freshness at half of (c)'s rate
+        before, before_count = _scrape_freshness(metrics_port)
+        rate = worker_rate / 2 / per_payload  # payloads/s
+        # a second feed (other seed: new packages, so no event is a duplicate the core drops)
+        simulate(partners, days=1, seed=2, out_dir=work / "sim-live",
+                 packages_per_day=args.packages_per_day)
+        fresh = list(iter_inputs([work / "sim-live"]))
+        producer = OutputProducer(bootstrap, **{"linger.ms": 1})
+        begin = time.perf_counter()
+        sent = 0
+        while time.perf_counter() - begin < args.freshness_seconds and sent < len(fresh):
+            due = int((time.perf_counter() - begin) * rate)
+            while sent < min(due, len(fresh)):
+                record = fresh[sent]
+                headers = [(k, str(v).encode()) for k, v in record.headers.items()]
+                headers.append((RECEIVED_TIME_HEADER, str(int(time.time() * 1000)).encode()))
+                producer.produce(topology.raw(record.partner), record.body, None,
+                                 headers=headers)
+                sent += 1
+            producer.poll()
+            time.sleep(0.002)
+        producer.flush()
+        wait_caught_up(bootstrap, topology.app_id, raw_topics, timeout=300, poll=0.2)
+        wait_caught_up(bootstrap, topology.app_id, [topology.events], timeout=300, poll=0.2)
+        wait_caught_up(bootstrap, topology.sink_group, [topology.sink], timeout=300, poll=0.2)
+        after, after_count = _scrape_freshness(metrics_port)
+        old = dict(before)
+        delta = [(bound, count_ - old.get(bound, 0.0)) for bound, count_ in after]
+        p50, p99 = _quantile(delta, 0.5), _quantile(delta, 0.99)
+        print(f"freshness at {rate * per_payload:,.0f} events/s ({sent} payloads live, "
+              f"{after_count - before_count:.0f} events): p50 {p50:.3f} s, p99 {p99:.3f} s",
+              flush=True)
+        figures = {
+            "payloads": len(records), "events": events, "events_per_payload": round(per_payload, 3),
+            "ceiling_msgs_per_s": round(count / seconds), "ceiling_events_per_s": round(ceiling),
+            "faust_bare_msgs_per_s": round(bare_msgs), "faust_bare_events_per_s": round(bare),
+            "worker_events_per_s": round(worker_rate),
+            "worker_vs_faust_bare_events": round(worker_rate / bare, 3),
+            "worker_vs_faust_bare_msgs": round(worker_rate / bare_msgs, 3),
+            "worker_vs_ceiling_events": round(worker_rate / ceiling, 3),
+            "freshness_rate_events_per_s": round(rate * per_payload),
+            "freshness_p50_s": round(p50, 3), "freshness_p99_s": round(p99, 3),
+            "goal_worker_ge_faust_bare": worker_rate >= bare,
+            "goal_worker_ge_25pct_ceiling": worker_rate >= 0.25 * ceiling,
+            "goal_p99_lt_2s": p99 < 2.0,
+        }
+        print(json.dumps(figures))
+    finally:
+        for proc in processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in processes:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()

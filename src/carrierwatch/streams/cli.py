@@ -1,0 +1,136 @@
+"""Command line of the stream driver: ``carrierwatch worker`` and ``carrierwatch sink``.
+
+``worker`` follows Faust's conventions (``-l/--loglevel`` with ``crit``, ``error``, ``warn``,
+``info``, ``debug``; ``--web-port``); it declares the topics, then runs the Faust worker (the
+``normalize`` and ``track`` agents) until SIGTERM/SIGINT. ``sink`` runs the store writer, the one
+process that owns an embedded chDB store. Both read ``CARRIERWATCH_*`` (broker, registry, store)
+and ``CARRIERWATCH_STREAM_*`` (namespace, partitions, batching) settings; options override them.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+
+import click
+
+from carrierwatch.settings import Settings, get_settings
+from carrierwatch.streams.topology import StreamConfig, Topology, ensure_topics
+
+__all__ = ["sink", "streams_cli", "topics", "worker"]
+
+_LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WARNING,
+           "info": logging.INFO, "debug": logging.DEBUG}
+
+_namespace = click.option("--namespace", default=None,
+                          help="Topic/group prefix [CARRIERWATCH_STREAM_NAMESPACE].")
+_loglevel = click.option("-l", "--loglevel", type=click.Choice(list(_LEVELS)), default="warn",
+                         show_default=True, help="Logging level (Faust's names).")
+
+
+def _config(namespace: str | None) -> StreamConfig:
+    config = StreamConfig()
+    if namespace is not None:
+        config = config.model_copy(update={"namespace": namespace})
+    return config
+
+
+def _topology(settings: Settings, config: StreamConfig) -> Topology:
+    from carrierwatch.transformers.registry import load_registry
+
+    registry = load_registry(settings.home)
+    return Topology(config, registry.ids())
+
+
+@click.command("worker")
+@_loglevel
+@click.option("--web-port", type=int, default=None,
+              help="Serve Faust's web views (and /metrics) on 127.0.0.1:PORT [off].")
+@_namespace
+def worker(loglevel: str, web_port: int | None, namespace: str | None) -> None:
+    """Run a stream worker: raw.<partner> → events.canonical → core → cw.sink."""
+    import faust
+
+    from carrierwatch.registry.client import registry_client
+    from carrierwatch.registry.serde import CANONICAL_TOPIC, CanonicalSerde
+    from carrierwatch.streams.app import WorkerRuntime, create_app
+    from carrierwatch.streams.kafka import OutputProducer
+    from carrierwatch.transformers.registry import load_registry
+
+    settings = get_settings()
+    config = _config(namespace)
+    registry = load_registry(settings.home)
+    if registry.failures:
+        raise click.ClickException(f"partners failed to load: {sorted(registry.failures)}")
+    topology = Topology(config, registry.ids())
+    ensure_topics(settings.kafka_bootstrap, topology.specs())
+    with ExitStack() as stack:
+        client = stack.enter_context(registry_client(settings))
+        serde = CanonicalSerde(client, topic=CANONICAL_TOPIC)
+        runtime = WorkerRuntime(settings=settings, config=config, topology=topology,
+                                registry=registry, serde=serde,
+                                producer=OutputProducer(settings.kafka_bootstrap))
+        app = create_app(runtime, web_port=web_port)
+        runner = faust.Worker(app, loglevel=_LEVELS[loglevel], quiet=True,
+                              override_logging=True)
+        try:
+            runner.execute_from_commandline()
+        except SystemExit as exit_:
+            if exit_.code not in (0, None):
+                raise
+        finally:
+            runtime.producer.flush()
+            logging.getLogger(__name__).info("worker stats: %s", runtime.stats)
+
+
+@click.command("sink")
+@_loglevel
+@click.option("--web-port", type=int, default=None,
+              help="Serve the sink's Prometheus metrics on 127.0.0.1:PORT/metrics [off].")
+@_namespace
+@click.option("--wait", type=float, default=30.0, show_default=True,
+              help="Seconds to wait for the embedded store to be released by another process.")
+def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float) -> None:
+    """Run the store writer: cw.sink → ClickHouse, offsets committed after each write."""
+    from prometheus_client import start_http_server
+
+    from carrierwatch.storage import open_store
+    from carrierwatch.streams.sink import SinkMetrics, run_sink
+
+    logging.basicConfig(level=_LEVELS[loglevel],
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    settings = get_settings()
+    config = _config(namespace)
+    topology = _topology(settings, config)
+    ensure_topics(settings.kafka_bootstrap, topology.specs())
+    metrics = SinkMetrics()
+    if web_port is not None:
+        start_http_server(web_port, addr="127.0.0.1", registry=metrics.registry)
+    with open_store(settings, command="carrierwatch sink", wait=wait, migrate=True) as store:
+        run_sink(settings, config, topology, store, metrics=metrics)
+
+
+@click.command("topics")
+@_namespace
+def topics(namespace: str | None) -> None:
+    """Declare the stream topics (idempotent) and list them with their partitions."""
+    settings = get_settings()
+    topology = _topology(settings, _config(namespace))
+    specs = topology.specs()
+    created = set(ensure_topics(settings.kafka_bootstrap, specs))
+    for spec in specs:
+        click.echo(f"{spec.name}\t{spec.partitions}\t{'created' if spec.name in created else 'exists'}")
+
+
+@click.group("streams")
+def streams_cli() -> None:
+    """Stream driver commands."""
+
+
+streams_cli.add_command(worker)
+streams_cli.add_command(sink)
+streams_cli.add_command(topics)
+
+
+if __name__ == "__main__":  # python -m carrierwatch.streams.cli worker|sink|topics
+    streams_cli()
