@@ -267,12 +267,14 @@ def test_scheduled_date_is_the_promise_and_the_latest_reschedule_the_eta() -> No
     assert not newest.timezone_ambiguous
 
 
-def test_promise_without_a_timed_commitment_is_end_of_day_and_unknown_zone_is_flagged() -> None:
+def test_promise_without_a_timed_commitment_is_end_of_day_in_the_best_known_zone() -> None:
     result = run(payload(package([activity("P", "PU", "20260302", "100000", GMT)],
                                  deliveryDate=[{"type": "SDD", "date": "20260305"}])))
     (event,) = result.events
+    # no destination address: the promise day ends in the activity's zone (a guess) ...
     assert event.promised_by == ms("2026-03-05T23:59:59", "America/New_York")
-    assert event.timezone_ambiguous is True   # the zone came from the activity, not the address
+    # ... but the flag speaks of event_time only, which the GMT fields make exact
+    assert event.timezone_ambiguous is False
 
 
 def test_no_personal_data_reaches_events() -> None:

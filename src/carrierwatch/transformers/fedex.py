@@ -93,10 +93,8 @@ class _Scan:
 @dataclass(frozen=True, slots=True)
 class _Promise:
     promised_by: int | None = None
-    promise_ambiguous: bool = False
     eta_start: int | None = None
     eta_end: int | None = None
-    eta_ambiguous: bool = False
 
 
 def scan_keys(event_type: str, exception_code: str | None) -> tuple[str, tuple[str, ...]]:
@@ -211,8 +209,7 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
             codes=scan.codes,
             discriminator=unique_id,
             shipment_id=unique_id,
-            timezone_ambiguous=(scan.ambiguous or promise.promise_ambiguous
-                                or (latest and promise.eta_ambiguous)),
+            timezone_ambiguous=scan.ambiguous,
             event_time_local=scan.local,
             location=scan.location,
             promised_by=promise.promised_by,
@@ -327,10 +324,8 @@ def _promise(track_result: dict[str, Any], tpath: str, emitter: Emitter, zone: s
     eta_end = ends or estimated
     return _Promise(
         promised_by=promised[0] if promised else None,
-        promise_ambiguous=promised[1] if promised else False,
         eta_start=begins[0] if begins else None,
         eta_end=eta_end[0] if eta_end else None,
-        eta_ambiguous=bool((begins and begins[1]) or (eta_end and eta_end[1])),
     )
 
 

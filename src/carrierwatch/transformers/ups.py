@@ -19,8 +19,8 @@ How the fields are read:
   DESTINATION; otherwise the newest activity's place, as a guess): ``SDD`` (+ ``deliveryTime``
   end time for ``CMT`` and the delivery windows, else the end of the day) is ``promised_by`` on
   every event; the latest ``RDD`` (else ``SDD``) is the ETA (``eta_start`` from a window's start
-  time) on the newest event. When the destination's zone is not known for sure the events carrying
-  those values are flagged ``timezone_ambiguous``.
+  time) on the newest event. (``timezone_ambiguous`` speaks of ``event_time`` only, as the
+  canonical schema defines it; a promise resolved in a guessed zone is not flagged.)
 * Attempts are numbered in time order over the failed-attempt activities; the delivered activity
   gets attempts + 1. ``deliveryInformation.signature.image`` → signature proof,
   ``deliveryPhoto.photo`` → photo proof; ``receivedBy`` (a name) is never read.
@@ -98,7 +98,6 @@ class _Promise:
     promised_by: int | None = None
     eta_start: int | None = None
     eta_end: int | None = None
-    ambiguous: bool = False
 
 
 def activity_keys(activity_type: str, code: str | None) -> tuple[str, tuple[str, ...]]:
@@ -215,8 +214,7 @@ def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
             codes=activity.codes,
             discriminator=None,
             shipment_id=inquiry,
-            timezone_ambiguous=activity.ambiguous or (
-                promise.ambiguous and (promise.promised_by is not None or latest)),
+            timezone_ambiguous=activity.ambiguous,
             event_time_local=activity.local,
             location=activity.location,
             promised_by=promise.promised_by,
@@ -355,22 +353,15 @@ def _promise(package: dict[str, Any], ppath: str, emitter: Emitter, zone: str | 
             if start:
                 start_time = _compact(start, f"{tpath}.startTime", time=True)
 
-    def at(date: str, time: str) -> tuple[int, bool]:
-        return resolve_local(LocalTime.from_compact(date, time), zone, exact_zone=exact)
+    def at(date: str, time: str) -> int:
+        return resolve_local(LocalTime.from_compact(date, time), zone, exact_zone=exact)[0]
 
-    ambiguous = False
-    promised_by: int | None = None
-    if scheduled is not None:
-        promised_by, ambiguous = at(scheduled, end_time)
+    promised_by = at(scheduled, end_time) if scheduled is not None else None
     eta_date = rescheduled or scheduled
     assert eta_date is not None
-    eta_end, eta_ambiguous = at(eta_date, end_time)
-    eta_start: int | None = None
-    if start_time is not None:
-        eta_start, start_ambiguous = at(eta_date, start_time)
-        eta_ambiguous = eta_ambiguous or start_ambiguous
-    return _Promise(promised_by=promised_by, eta_start=eta_start, eta_end=eta_end,
-                    ambiguous=ambiguous or eta_ambiguous)
+    eta_end = at(eta_date, end_time)
+    eta_start = at(eta_date, start_time) if start_time is not None else None
+    return _Promise(promised_by=promised_by, eta_start=eta_start, eta_end=eta_end)
 
 
 def _proof(package: dict[str, Any], ppath: str) -> str | None:
