@@ -144,7 +144,8 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
         if monitor is not None:
             # the last windows stay pending (as in a live worker): no monitor flush at the end
             windows = output.windows + (flushed.windows if flushed is not None else [])
-            verdicts = monitor.observe(windows, sink.dead_letters)
+            arrivals = output.events + (flushed.events if flushed is not None else [])
+            verdicts = monitor.observe(windows, sink.dead_letters, arrivals=arrivals)
             sink.add_rows("anomalies", verdicts.anomalies)
             sink.add_rows("alerts", verdicts.alerts)
             summary.anomalies += sum(1 for row in verdicts.anomalies if row.get("is_anomaly"))

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["base", "calibration", "detectors", "scoring", "nab"]
+MODULES = ["base", "calibration", "counts", "detectors", "scoring", "nab"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -56,20 +56,33 @@ def by_window(points: Iterable[ScoredPoint], partner: str, metric: str) -> dict[
 
 
 def test_spike_is_flagged_at_its_window_and_nowhere_else() -> None:
-    rows = [row("acme", i, 400 if i == 300 else volume(i)) for i in range(420)]
+    # the count model scores a window once its hour of day has been seen twice (2 days)
+    rows = [row("acme", i, 400 if i == 700 else volume(i)) for i in range(820)]
     monitor = AnomalyMonitor(metrics=("volume",))
     points = by_window(run(monitor, in_batches(rows, 7)), "acme", "volume")
-    # the scoring delay (15 min) keeps the last windows pending: 420 - 4 scored
-    assert sorted(points) == list(range(416))
+    # the scoring delay (15 min) keeps the last windows pending: 820 - 4 scored
+    assert sorted(points) == list(range(816))
+    flagged = [i for i, p in points.items() if p.is_anomaly]
+    # the spike window and, while it stays in the trailing sums (at most the 2-hour horizon),
+    # a contiguous run after it: one alarm, nothing before
+    assert flagged[0] == 700 and flagged == list(range(700, 700 + len(flagged)))
+    assert len(flagged) <= 24
+    assert points[700].value == 400.0 and points[700].score >= 0.5
+    assert max(p.score for i, p in points.items() if i < 700 or i >= 724) < 0.5
+    assert monitor.stats["anomalies"] == len(flagged)
+
+
+def test_the_generic_detector_path_still_scores_values() -> None:
+    rows = [row("acme", i, 400 if i == 300 else volume(i)) for i in range(420)]
+    monitor = AnomalyMonitor(metrics=("volume",), detector="ensemble")
+    points = by_window(run(monitor, in_batches(rows, 7)), "acme", "volume")
     assert [i for i, p in points.items() if p.is_anomaly] == [300]
-    assert points[300].value == 400.0 and points[300].score >= 0.5
     assert max(p.score for i, p in points.items() if i != 300) < 0.5
-    assert monitor.stats["anomalies"] == 1
 
 
 def test_a_silent_partner_is_scored_as_zero_volume_and_flagged() -> None:
-    rows = [row(partner, i, volume(i)) for i in range(400) for partner in ("busy", "quiet")
-            if not (partner == "quiet" and i >= 330)]  # quiet sends nothing from window 330
+    rows = [row(partner, i, volume(i)) for i in range(800) for partner in ("busy", "quiet")
+            if not (partner == "quiet" and i >= 730)]  # quiet sends nothing from window 730
     monitor = AnomalyMonitor(metrics=("volume",))
     out = MonitorOutput()
     for batch in in_batches(rows, 6):
@@ -78,14 +91,14 @@ def test_a_silent_partner_is_scored_as_zero_volume_and_flagged() -> None:
         out.alerts.extend(step.alerts)
     quiet = by_window(out.points, "quiet", "volume")
     # silence rule: the busy partner's clock (window 399) minus the 30-minute floor
-    assert max(quiet) == 399 - 6 - 1
-    assert all(quiet[i].value == 0.0 for i in range(330, max(quiet) + 1))
-    assert quiet[330].is_anomaly
-    assert not any(p.is_anomaly for i, p in quiet.items() if i < 330)
+    assert max(quiet) == 799 - 6 - 1
+    assert all(quiet[i].value == 0.0 for i in range(730, max(quiet) + 1))
+    assert quiet[730].is_anomaly  # the first silent window: 100 events expected
+    assert not any(p.is_anomaly for i, p in quiet.items() if i < 730)
     assert not any(p.is_anomaly for p in by_window(out.points, "busy", "volume").values())
     firing = [a for a in out.alerts if a["partner_id"] == "quiet"]
     assert firing[0]["state"] == "firing" and firing[0]["severity"] == "critical"
-    assert firing[0]["starts_at"].timestamp() * 1000 == BASE + 330 * W
+    assert firing[0]["starts_at"].timestamp() * 1000 == BASE + 730 * W
     assert "silent feed" in firing[0]["annotations"]["summary"]
     assert ("quiet", "volume") in monitor.active_alerts()
 
@@ -157,7 +170,7 @@ def test_rates_dead_letters_latency_and_support_pooling() -> None:
 
 
 def test_alert_fires_then_resolves_with_the_alerts_table_columns() -> None:
-    rows = [row("acme", i, 900 if 300 <= i < 303 else volume(i)) for i in range(330)]
+    rows = [row("acme", i, 900 if 700 <= i < 703 else volume(i)) for i in range(760)]
     monitor = AnomalyMonitor(metrics=("volume",), resolve_after=3)
     alerts: list[dict[str, object]] = []
     anomalies: list[dict[str, object]] = []
@@ -173,13 +186,13 @@ def test_alert_fires_then_resolves_with_the_alerts_table_columns() -> None:
     assert firing["ends_at"] is None and firing["severity"] == "warning"
     flagged = [int(a["window_start"].timestamp() * 1000 - BASE) // W  # type: ignore[attr-defined]
                for a in anomalies if a["is_anomaly"]]
-    assert flagged[0] == 300
+    assert flagged[0] == 700
     assert resolved["ends_at"].timestamp() * 1000 == BASE + (flagged[-1] + 1) * W  # type: ignore[attr-defined]
     assert resolved["updated_at"] > firing["updated_at"]  # type: ignore[operator]
-    assert firing["labels"] == {"metric": "volume", "detector": "ensemble"}
+    assert firing["labels"] == {"metric": "volume", "detector": "count_model"}
     assert firing["annotations"]["runbook_url"] == RUNBOOK_URL  # type: ignore[index]
     assert monitor.active_alerts() == []
-    assert len(anomalies) == 326  # one verdict per scored window (emit_normal)
+    assert len(anomalies) == 756  # one verdict per scored window (emit_normal)
 
 
 def _columns(table: str) -> set[str]:
@@ -190,7 +203,7 @@ def _columns(table: str) -> set[str]:
 
 
 def test_rows_have_exactly_the_columns_of_the_monitoring_migration() -> None:
-    rows = [row("acme", i, 900 if i == 300 else volume(i)) for i in range(320)]
+    rows = [row("acme", i, 900 if i == 700 else volume(i)) for i in range(720)]
     out = MonitorOutput()
     monitor = AnomalyMonitor(metrics=("volume",))
     for batch in in_batches(rows, 10):
@@ -206,10 +219,10 @@ def test_rows_have_exactly_the_columns_of_the_monitoring_migration() -> None:
 
 def test_restart_mid_stream_gives_exactly_the_scores_of_an_uninterrupted_run() -> None:
     rng = random.Random(11)
-    rows = [row(partner, i, 400 if (partner, i) == ("b", 280) else volume(i) + rng.randrange(9),
+    rows = [row(partner, i, 400 if (partner, i) == ("b", 680) else volume(i) + rng.randrange(9),
                 events_by_status={"exception": rng.randrange(4)}, packages_decided=30,
                 packages_on_time=27 + rng.randrange(3))
-            for i in range(360) for partner in ("a", "b")]
+            for i in range(760) for partner in ("a", "b")]
     dead = [("a", BASE + 100 * W + 5)]
     batches = in_batches(rows, 8)
     uninterrupted = AnomalyMonitor()
@@ -249,3 +262,34 @@ def test_module_examples_run() -> None:
 
     failures, attempted = doctest.testmod(monitor)
     assert failures == 0 and attempted > 0
+
+
+def test_arrivals_feed_received_streams_and_an_outage_is_flagged_in_its_first_window() -> None:
+    minute = 60_000
+    arrivals: list[tuple[str, int, int, str]] = []
+    for i in range(900):
+        if 860 <= i < 880:  # the feed sends nothing for 100 minutes (day 3, 23:40)
+            continue
+        for k in range(20):
+            received = BASE + i * W + k * 15_000
+            status = "exception" if (i * 20 + k) % 250 == 0 else "in_transit"
+            arrivals.append(("acme", received, received - (5 + k % 7) * minute, status))
+    monitor = AnomalyMonitor(metrics=("received_volume", "received_exception_rate",
+                                      "received_age_p95"))
+    points: list[ScoredPoint] = []
+    for k in range(0, len(arrivals), 500):
+        points += monitor.observe([], arrivals=arrivals[k:k + 500]).points
+    volume_points = by_window(points, "acme", "received_volume")
+    flagged = sorted(i for i, p in volume_points.items() if p.is_anomaly)
+    assert flagged and flagged[0] == 860  # the first empty window
+    assert all(860 <= i < 880 + 24 for i in flagged)
+    ages = by_window(points, "acme", "received_age_p95")
+    assert 5.0 <= ages[100].value <= 12.0  # minutes
+    assert not any(p.is_anomaly for p in ages.values())
+    rates = by_window(points, "acme", "received_exception_rate")
+    assert rates[100].value == pytest.approx(1 / 20 if (100 * 20) % 250 < 20 else 0.0)
+    assert not any(p.is_anomaly for p in rates.values())
+    assert monitor.stats["arrivals"] == len(arrivals)
+    # an arrival for a received window already scored is counted, not applied
+    monitor.observe([], arrivals=[("acme", BASE + 10 * W, BASE, "in_transit")])
+    assert monitor.stats["late_arrivals"] == 1

@@ -186,7 +186,7 @@ class HoltWintersDetector(Detector):
         self.timestamps: list[float] = []
         self.values: list[float] = []
         self.model: Any = None
-        self.warm = 0
+        self.season = 0
         self.calibrator = AnomalyLikelihood(history=history, average=average)
 
     def _start(self) -> None:
@@ -198,9 +198,36 @@ class HoltWintersDetector(Detector):
         self.model = _HoltWinters(
             alpha=self.alpha, beta=self.beta, gamma=self.gamma if season else None,
             seasonality=season)
-        for value in self.values:
-            self.model.learn_one(value)
-        self.timestamps, self.values = [], []
+        self.season = season
+        self.timestamps = []
+        values, self.values = self.values, []
+        for value in values:
+            self._feed(value)
+
+    def _feed(self, value: float) -> None:
+        """Learn one value; the first season initialises the components *additively*.
+
+        river 0.26 initialises an additive model's season as ``y / level`` (a ratio), which is
+        wrong for the additive form and divides by zero when the first season is all zeros (a
+        dead-letter rate). The components are set here instead: level = mean of the first
+        season, trend = mean first difference, season = ``y - level``.
+        """
+        model = self.model
+        if model._initialized:
+            model.learn_one(value)
+            return
+        self.values.append(value)
+        if len(self.values) < max(2, self.season):
+            return
+        level = statistics.fmean(self.values)
+        model.level.append(level)
+        if model.trend is not None:
+            model.trend.append(statistics.fmean(
+                b - a for a, b in zip(self.values, self.values[1:], strict=False)))
+        if model.season is not None:
+            model.season.extend(v - level for v in self.values)
+        model._initialized = True
+        self.values = []
 
     def _forecast(self) -> float | None:
         if self.model is None or not self.model._initialized:
@@ -223,7 +250,7 @@ class HoltWintersDetector(Detector):
         forecast = self._forecast()
         if forecast is not None:
             self.calibrator.update(abs(point.value - forecast))
-        self.model.learn_one(point.value)
+        self._feed(point.value)
 
 
 class _SeasonalProfile:

@@ -4,7 +4,8 @@
 the core pipeline emits, never touches Kafka, ClickHouse or Prometheus, and returns rows::
 
     monitor = AnomalyMonitor()                                   # or AnomalyMonitor.from_bytes(b)
-    result = monitor.observe(output.windows, dead_letters)       # after every pipeline call
+    result = monitor.observe(output.windows, dead_letters,       # after every pipeline call
+                             arrivals=output.events)             # optional: received_* streams
     sink.add_rows("anomalies", result.anomalies)                 # rows of the anomalies table
     sink.add_rows("alerts", result.alerts)                       # rows of the alerts table
     exporter.update(result)                                      # Prometheus (outputs/prometheus)
@@ -48,16 +49,29 @@ metric              value of the window (summed over regions, service levels, sh
 ``on_time_rate``    packages decided on time / packages decided in the window
 ``dead_letter_rate`` dead letters / (dead letters + events)
 ``unmapped_rate``   codebook-gap events (unmapped partner codes) / events
+``received_volume``  events *received* in the 5-minute window (``arrivals``, by received time)
+``received_*_rate``  exception / unmapped (status ``unknown``) share of the events received
+``received_age_p95`` p95 of received − event time of the events received, in minutes
 ==================  ====================================================================
+
+The ``received_*`` streams exist for partners whose arrivals are passed (``arrivals=``: the
+pipeline call's newly accepted events). A received window is complete as soon as the received
+clock (newest arrival, or ``now_ms``) passes its end by ``received_delay_ms``, so a feed outage
+and a latency drift show in them at once, while event-time windows are still filling up.
 
 Heartbeat latency (synthetic deliveries, end to end) is designed in but not fed yet: heartbeats
 do not exist. It plugs in as one more :class:`MetricSpec` over a heartbeat histogram added to the
 window totals by an ``observe_heartbeats`` call.
 
-**Detectors.** Each ``(partner, metric)`` stream has its own detector (``detector``, default
-``ensemble``), seeded from ``seed`` and the stream name, built with ``flag_threshold = threshold``
-so it never learns from a point the monitor flags (a run of flagged points is re-learned as a
-level shift by the detector, see :mod:`carrierwatch.anomaly.base`).
+**Scoring.** By default (``detector="count_model"``) each ``(partner, metric)`` stream has a
+count model of :mod:`carrierwatch.anomaly.counts` chosen by the stream's kind: volumes are
+quasi-Poisson counts against a seasonal expectation (with a run-of-empty-windows test), rates
+are quasi-binomial (``x`` of ``n``, so 1 exception in 3 events is weak evidence), latencies are
+the share above the learned 90th percentile; each over trailing horizons of 1, 6 and 24
+windows. The score is ``ln(q)/ln(1e-10)`` of the Bonferroni-corrected tail probability ``q``.
+Any registered detector name (e.g. ``"ensemble"``) instead feeds each window's value to one
+detector per stream, seeded from ``seed`` and the stream name, built with
+``flag_threshold = threshold``.
 
 **Alerts.** Per stream: the first anomalous window fires ``PartnerMetricAnomalous``
 (``starts_at`` = that window's start); ``resolve_after`` consecutive *recovered* windows resolve
@@ -97,14 +111,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from carrierwatch.anomaly.base import Detector, make_detector
-from carrierwatch.anomaly.detectors import DEFAULT_DETECTOR
+from carrierwatch.anomaly.counts import CountModel, RateModel, TailShareModel
 from carrierwatch.core.errors import ConfigurationError
-from carrierwatch.core.model import DeadLetter
-from carrierwatch.core.sketch import add_into, quantile
+from carrierwatch.core.model import CanonicalEvent, DeadLetter
+from carrierwatch.core.sketch import add_into, bucket_of, quantile
 from carrierwatch.core.windows import MetricWindowRow
 
 __all__ = [
     "ALERT_NAME",
+    "COUNT_MODEL",
     "METRICS",
     "RUNBOOK_URL",
     "AnomalyMonitor",
@@ -118,14 +133,10 @@ WINDOW_MS = 300_000
 MINUTE_MS = 60_000
 ALERT_NAME = "PartnerMetricAnomalous"
 RUNBOOK_URL = "runbooks/anomaly.md"
-_FORMAT = b"carrierwatch-monitor/1\n"
-DETECTOR_OFFSET = 1.0
-"""Added to every value before the detector sees it (rows keep the true value): river's
-Holt-Winters initialises its season as ``y / level`` and divides by zero on a stream whose first
-day is all zeros (a dead-letter or unmapped-code rate); the calibrated detectors are
-shift-invariant, so the offset changes nothing else."""
-
-
+_FORMAT = b"carrierwatch-monitor/2\n"
+COUNT_MODEL = "count_model"
+"""The default ``detector``: the count models of :mod:`carrierwatch.anomaly.counts` (one per
+stream, by the stream's kind) instead of a registered detector fed the window's value."""
 @dataclass(slots=True)
 class WindowTotals:
     """One partner's 5-minute window summed over regions, service levels and shards."""
@@ -164,36 +175,61 @@ def _latency_p95_minutes(totals: WindowTotals) -> float | None:
     return None if value is None else value / MINUTE_MS
 
 
+def _late_packages(totals: WindowTotals) -> tuple[float, float]:
+    return float(totals.packages_decided - totals.packages_on_time), float(totals.packages_decided)
+
+
 @dataclass(frozen=True)
 class MetricSpec:
-    """One metric stream: how to read its value from window totals.
+    """One metric stream: how to read its value and its evidence from window totals.
 
-    ``support`` gives the window's denominator (``None``: no pooling, always scored);
-    ``value`` returns ``None`` when the metric is undefined for the totals.
+    ``value`` returns the reported value (``None`` when undefined for the totals); ``support``
+    gives the window's denominator for pooling the reported value (``None``: no pooling).
+    ``kind`` names the count model that scores the stream (:mod:`carrierwatch.anomaly.counts`):
+    ``count`` (``evidence`` returns a count), ``rate`` (``(successes, trials)``, upper tail) or
+    ``tail`` (a latency histogram: share above the learned 90th percentile). ``source`` is
+    ``window`` (event-time 5-minute rows) or ``received`` (arrivals by received time).
     """
 
     name: str
     value: Callable[[WindowTotals], float | None]
     support: Callable[[WindowTotals], int] | None = None
+    kind: str = "count"
+    evidence: Callable[[WindowTotals], Any] | None = None
+    source: str = "window"
 
 
 METRIC_SPECS: Mapping[str, MetricSpec] = {
     spec.name: spec for spec in (
-        MetricSpec("volume", lambda t: float(t.events)),
+        MetricSpec("volume", lambda t: float(t.events), None, "count", lambda t: t.events),
         MetricSpec("exception_rate", lambda t: _ratio(t.exception_events, t.events),
-                   lambda t: t.events),
-        MetricSpec("latency_p95", _latency_p95_minutes, lambda t: sum(t.latency_hist.values())),
+                   lambda t: t.events, "rate", lambda t: (t.exception_events, t.events)),
+        MetricSpec("latency_p95", _latency_p95_minutes, lambda t: sum(t.latency_hist.values()),
+                   "tail", lambda t: t.latency_hist),
         MetricSpec("on_time_rate", lambda t: _ratio(t.packages_on_time, t.packages_decided),
-                   lambda t: t.packages_decided),
+                   lambda t: t.packages_decided, "rate", _late_packages),
         MetricSpec("dead_letter_rate",
                    lambda t: _ratio(t.dead_letters, t.dead_letters + t.events),
-                   lambda t: t.dead_letters + t.events),
+                   lambda t: t.dead_letters + t.events, "rate",
+                   lambda t: (t.dead_letters, t.dead_letters + t.events)),
         MetricSpec("unmapped_rate", lambda t: _ratio(t.codebook_gap_events, t.events),
-                   lambda t: t.events),
+                   lambda t: t.events, "rate", lambda t: (t.codebook_gap_events, t.events)),
+        MetricSpec("received_volume", lambda t: float(t.events), None, "count",
+                   lambda t: t.events, "received"),
+        MetricSpec("received_exception_rate", lambda t: _ratio(t.exception_events, t.events),
+                   lambda t: t.events, "rate", lambda t: (t.exception_events, t.events),
+                   "received"),
+        MetricSpec("received_unmapped_rate", lambda t: _ratio(t.codebook_gap_events, t.events),
+                   lambda t: t.events, "rate", lambda t: (t.codebook_gap_events, t.events),
+                   "received"),
+        MetricSpec("received_age_p95", _latency_p95_minutes,
+                   lambda t: sum(t.latency_hist.values()), "tail", lambda t: t.latency_hist,
+                   "received"),
     )
 }
 METRICS: tuple[str, ...] = tuple(METRIC_SPECS)
-"""The metric streams scored per partner, in output order."""
+"""The metric streams scored per partner, in output order (``received_*`` streams only for
+partners whose arrivals are passed to :meth:`AnomalyMonitor.observe`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +274,7 @@ class _Alert:
     normal_run: int = 0
     peak_score: float = 0.0
     last_value: float = 0.0
+    extreme: float = 0.0  # the anomalous value farthest from normal_value in this alert
     normal_value: float | None = None  # the last value scored normal before the alert fired
     last_normal: float | None = None
 
@@ -259,13 +296,32 @@ class _Partner:
         self.arrival_gaps: deque[int] = deque(maxlen=64)
 
 
+class _Received:
+    """Arrival windows (by received time) of one partner, pending until the received clock
+    passes them."""
+
+    __slots__ = ("next_window", "pending", "recent")
+
+    def __init__(self, first_window: int) -> None:
+        self.next_window = first_window
+        self.pending: dict[int, WindowTotals] = {}
+        self.recent: deque[WindowTotals] = deque()
+
+
+Arrival = CanonicalEvent | tuple[str, int, int] | tuple[str, int, int, str]
+"""A newly accepted event (or ``(partner_id, received_ms, event_ms[, status])``)."""
+
+
 class AnomalyMonitor:
     """Online anomaly detection over a pipeline's 5-minute windows (see the module docs).
 
     Parameters
     ----------
     detector, detector_params
-        Registered detector name (default ``ensemble``) and extra keyword parameters.
+        ``count_model`` (default: the count models of :mod:`carrierwatch.anomaly.counts`) or a
+        registered detector name, and that detector's extra keyword parameters.
+    model_params
+        Extra keyword parameters of the count models, per kind (``count``, ``rate``, ``tail``).
     seed
         Base seed; each stream's detector gets ``seed`` + a hash of ``partner/metric``.
     threshold
@@ -288,16 +344,19 @@ class AnomalyMonitor:
         otherwise starts being monitored at its first row).
     start_ms
         First window of the ``partners`` given (default: the first window the monitor sees).
+    received_delay_ms
+        How far the received clock must pass a received window's end before it is scored.
     """
 
-    def __init__(self, *, detector: str = DEFAULT_DETECTOR,
+    def __init__(self, *, detector: str = COUNT_MODEL,
                  detector_params: Mapping[str, Any] | None = None, seed: int = 0,
                  threshold: float = 0.5, metrics: Sequence[str] = METRICS,
                  scoring_delay_ms: int = 15 * MINUTE_MS, silence_floor_ms: int = 30 * MINUTE_MS,
                  silence_factor: float = 1.5, silence_cap_ms: int = 6 * 60 * MINUTE_MS,
                  min_support: int = 20, pool_windows: int = 6, resolve_after: int = 3,
                  emit_normal: bool = True, partners: Sequence[str] = (),
-                 start_ms: int | None = None) -> None:
+                 start_ms: int | None = None, received_delay_ms: int = MINUTE_MS,
+                 model_params: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         unknown = [m for m in metrics if m not in METRIC_SPECS]
         if unknown:
             raise ConfigurationError(f"unknown metric streams {unknown}; known: {list(METRICS)}")
@@ -309,7 +368,12 @@ class AnomalyMonitor:
         self.detector_params = dict(detector_params or {})
         self.seed = seed
         self.threshold = threshold
-        make_detector(detector, seed=seed, **self._params())  # fail early on bad names/params
+        self.model_params = {kind: dict(params) for kind, params in (model_params or {}).items()}
+        if detector != COUNT_MODEL:
+            make_detector(detector, seed=seed, **self._params())  # fail early on bad names
+        else:
+            for kind in ("count", "rate", "tail"):
+                self._make_model(kind)  # fail early on bad parameters
         self.metrics = tuple(metrics)
         self.scoring_delay_ms = scoring_delay_ms
         self.silence_floor_ms = silence_floor_ms
@@ -319,12 +383,17 @@ class AnomalyMonitor:
         self.pool_windows = pool_windows
         self.resolve_after = resolve_after
         self.emit_normal = emit_normal
+        self.received_delay_ms = received_delay_ms
         self.global_clock: int | None = None
+        self.received_clock: int | None = None
         self._partners: dict[str, _Partner] = {}
+        self._received: dict[str, _Received] = {}
         self._detectors: dict[tuple[str, str], Detector] = {}
+        self._models: dict[tuple[str, str], CountModel | RateModel | TailShareModel] = {}
         self._alerts: dict[tuple[str, str], _Alert] = {}
         self.stats: dict[str, int] = {"rows": 0, "stale_rows": 0, "late_rows": 0,
-                                      "late_dead_letters": 0, "windows_scored": 0,
+                                      "late_dead_letters": 0, "arrivals": 0,
+                                      "late_arrivals": 0, "windows_scored": 0,
                                       "points_scored": 0, "anomalies": 0}
         # partners named up front: from start_ms, else from the first global clock
         self._expected: tuple[str, ...] = ()
@@ -337,6 +406,14 @@ class AnomalyMonitor:
 
     def _params(self) -> dict[str, Any]:
         return {"flag_threshold": self.threshold, **self.detector_params}
+
+    def _make_model(self, kind: str) -> CountModel | RateModel | TailShareModel:
+        params = {"flag_threshold": self.threshold, **self.model_params.get(kind, {})}
+        if kind == "count":
+            return CountModel(window_seconds=WINDOW_MS / 1000, **params)
+        if kind == "rate":
+            return RateModel(**params)
+        return TailShareModel(**params)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -360,12 +437,16 @@ class AnomalyMonitor:
 
     def observe(self, rows: Iterable[MetricWindowRow],
                 dead_letters: Iterable[DeadLetter | tuple[str, int]] = (), *,
-                now_ms: int | None = None) -> MonitorOutput:
+                now_ms: int | None = None, arrivals: Iterable[Arrival] = ()) -> MonitorOutput:
         """Take one batch of pipeline rows and dead letters; score every window now final.
 
         ``now_ms`` (optional) moves the global event-time clock forward, e.g. from processing
         time when the input is idle, so that a world where every feed is silent is scored too.
+        ``arrivals`` (optional) are the batch's newly accepted events (``output.events`` of the
+        pipeline call, or ``(partner_id, received_ms, event_ms[, status])`` tuples): they feed
+        the ``received_*`` streams, windowed by received time.
         """
+        self._take_arrivals(arrivals, now_ms)
         before = self.global_clock
         advanced: dict[str, int] = {}
         for row in rows:
@@ -410,7 +491,9 @@ class AnomalyMonitor:
         if clocks:
             newest = max(clocks)
             self.global_clock = newest if before is None else max(before, newest)
-        return self._score_ready()
+        out = self._score_ready()
+        self._score_received(out)
+        return out
 
     def to_bytes(self) -> bytes:
         """The whole state (detectors included), to restore with :meth:`from_bytes`."""
@@ -427,6 +510,53 @@ class AnomalyMonitor:
         return monitor
 
     # ------------------------------------------------------------------ internals
+    def _take_arrivals(self, arrivals: Iterable[Arrival], now_ms: int | None) -> None:
+        newest = self.received_clock
+        for item in arrivals:
+            if isinstance(item, CanonicalEvent):
+                if item.synthetic:
+                    continue
+                partner_id, received, event_time, status = (
+                    item.partner_id, item.received_time, item.event_time, item.status)
+            else:
+                partner_id, received, event_time = item[0], item[1], item[2]
+                status = item[3] if len(item) > 3 else ""
+            self.stats["arrivals"] += 1
+            start = received - received % WINDOW_MS
+            state = self._received.get(partner_id)
+            if state is None:
+                state = self._received[partner_id] = _Received(start)
+            if start < state.next_window:
+                self.stats["late_arrivals"] += 1
+                continue
+            totals = state.pending.get(start)
+            if totals is None:
+                totals = state.pending[start] = WindowTotals()
+            totals.events += 1
+            if status == "exception":
+                totals.exception_events += 1
+            elif status == "unknown":
+                totals.codebook_gap_events += 1
+            age = bucket_of(max(0, received - event_time))
+            totals.latency_hist[age] = totals.latency_hist.get(age, 0) + 1
+            newest = received if newest is None else max(newest, received)
+        if now_ms is not None:
+            newest = now_ms if newest is None else max(newest, now_ms)
+        self.received_clock = newest
+
+    def _score_received(self, out: MonitorOutput) -> None:
+        if self.received_clock is None:
+            return
+        limit = self.received_clock - self.received_delay_ms
+        for partner_id in sorted(self._received):
+            state = self._received[partner_id]
+            while state.next_window + WINDOW_MS <= limit:
+                start = state.next_window
+                totals = state.pending.pop(start, None) or WindowTotals()
+                self._score_totals(partner_id, state.recent, start, totals, "received",
+                                   self.received_clock, out)
+                state.next_window += WINDOW_MS
+
     def _partner(self, partner_id: str, window: int) -> _Partner:
         state = self._partners.get(partner_id)
         if state is None:
@@ -458,35 +588,69 @@ class AnomalyMonitor:
             totals.add(part)
         totals.dead_letters = state.dead_letters.pop(start, 0)
         state.scoring = True
+        self._score_totals(partner_id, state.recent, start, totals, "window",
+                           self.global_clock, out)
+
+    def _score_totals(self, partner_id: str, recent: deque[WindowTotals], start: int,
+                      totals: WindowTotals, source: str, clock: int | None,
+                      out: MonitorOutput) -> None:
         self.stats["windows_scored"] += 1
         for metric in self.metrics:
             spec = METRIC_SPECS[metric]
+            if spec.source != source:
+                continue
             view = totals
             if spec.support is not None and spec.support(totals) < self.min_support:
                 view = WindowTotals()
                 view.add(totals)
-                for previous in reversed(state.recent):
+                for previous in reversed(recent):
                     if spec.support(view) >= self.min_support:
                         break
                     view.add(previous)
             value = spec.value(view)
+            if self.detector == COUNT_MODEL:
+                score = self._model_score(partner_id, spec, start, totals)
+            elif value is None:
+                continue
+            else:
+                score = self._detector_score(partner_id, metric, start, value)
             if value is None:
                 continue
-            self._score_point(partner_id, metric, start, value, out)
-        state.recent.append(totals)
-        while len(state.recent) > self.pool_windows:
-            state.recent.popleft()
+            self._score_point(partner_id, metric, start, value, score, clock, out)
+        recent.append(totals)
+        while len(recent) > self.pool_windows:
+            recent.popleft()
 
-    def _score_point(self, partner_id: str, metric: str, start: int, value: float,
-                     out: MonitorOutput) -> None:
+    def _model_score(self, partner_id: str, spec: MetricSpec, start: int,
+                     totals: WindowTotals) -> float:
+        key = (partner_id, spec.name)
+        model = self._models.get(key)
+        if model is None:
+            model = self._models[key] = self._make_model(spec.kind)
+        assert spec.evidence is not None
+        evidence = spec.evidence(totals)
+        timestamp = start / 1000.0
+        if isinstance(model, CountModel):
+            return model.update(timestamp, float(evidence))
+        if isinstance(model, RateModel):
+            successes, trials = evidence
+            return model.update(timestamp, float(successes), float(trials))
+        return model.update(timestamp, evidence)
+
+    def _detector_score(self, partner_id: str, metric: str, start: int, value: float) -> float:
         key = (partner_id, metric)
         detector = self._detectors.get(key)
         if detector is None:
             detector = self._detectors[key] = make_detector(
                 self.detector, seed=_stream_seed(self.seed, partner_id, metric), **self._params())
-        point = (start / 1000.0, value + DETECTOR_OFFSET)
+        point = (start / 1000.0, value)
         score = detector.score_one(point)
         detector.learn_one(point)
+        return score
+
+    def _score_point(self, partner_id: str, metric: str, start: int, value: float,
+                     score: float, clock: int | None, out: MonitorOutput) -> None:
+        key = (partner_id, metric)
         anomalous = score >= self.threshold
         self.stats["points_scored"] += 1
         alert = self._alerts.get(key)
@@ -501,11 +665,15 @@ class AnomalyMonitor:
             if not alert.firing:
                 alert.firing = True
                 alert.normal_value = alert.last_normal
+                alert.extreme = value
                 alert.starts_at = start
                 alert.peak_score = score
                 out.alerts.append(self._alert_row(partner_id, metric, alert, end, value, score))
             else:
                 alert.peak_score = max(alert.peak_score, score)
+                if (alert.normal_value is not None and abs(value - alert.normal_value)
+                        > abs(alert.extreme - alert.normal_value)):
+                    alert.extreme = value
         elif alert.firing:
             if self._recovered(alert, value):
                 alert.normal_run += 1
@@ -522,7 +690,7 @@ class AnomalyMonitor:
                 "partner_id": partner_id, "metric": metric, "window_start": _utc(start),
                 "detector": self.detector, "value": value, "score": score,
                 "threshold": self.threshold, "is_anomaly": anomalous,
-                "detected_at": _utc(max(self.global_clock or end, end)),
+                "detected_at": _utc(max(clock or end, end)),
             })
         out.points.append(ScoredPoint(partner_id, metric, start, value, score, anomalous,
                                       alert.firing))
@@ -530,11 +698,11 @@ class AnomalyMonitor:
     @staticmethod
     def _recovered(alert: _Alert, value: float) -> bool:
         """A normal score counts toward resolving only once the value is back at least halfway
-        from the anomalous value to the last normal one: detectors damp their scores after an
-        alarm, and a feed that stays silent must keep its alert firing."""
+        from the most extreme anomalous value to the last normal one: detectors damp their
+        scores after an alarm, and a feed that stays silent must keep its alert firing."""
         if alert.normal_value is None:
             return True
-        return abs(value - alert.normal_value) < abs(alert.last_value - alert.normal_value) / 2
+        return abs(value - alert.normal_value) <= abs(alert.extreme - alert.normal_value) / 2
 
     def _alert_row(self, partner_id: str, metric: str, alert: _Alert, updated: int,
                    value: float, score: float) -> dict[str, Any]:
@@ -542,7 +710,7 @@ class AnomalyMonitor:
                   "detector": self.detector}
         fingerprint = hashlib.sha256(
             "\x1f".join(f"{k}={labels[k]}" for k in sorted(labels)).encode()).hexdigest()[:16]
-        silent = metric == "volume" and value == 0.0
+        silent = METRIC_SPECS[metric].kind == "count" and value == 0.0
         severity = "critical" if silent else "warning"
         what = "no events (silent feed)" if silent else f"value {value:.4g}"
         summary = (f"{partner_id}: {metric} anomalous since {_utc(alert.starts_at):%Y-%m-%d %H:%M} "

@@ -1,0 +1,506 @@
+"""Count models for sparse windowed streams: quasi-Poisson counts and quasi-binomial rates.
+
+A partner's 5-minute window holds a handful of events. A detector fed the raw value of such a
+window (a volume of 3, an exception rate of 1/7) sees mostly noise: an empty window is normal at
+night, one exception in seven events is a 14 % rate. These models score the *evidence* instead:
+how unlikely the observed counts are under what was learned, over several trailing horizons.
+
+* :class:`CountModel` — events per window. The expected count of a window is a seasonal level
+  (hour of week once that hour has been seen, else hour of day) times a *scale* (observed /
+  expected over the recent learned windows, so a quieter weekend or a growing partner is not an
+  anomaly). For each horizon ``K`` (default 1, 6 and 24 windows: 5 minutes, 30 minutes, 2 hours)
+  the trailing sum ``S`` is compared with its expectation ``M`` under a quasi-Poisson law:
+  ``S / phi ~ Poisson(M / phi)`` where the dispersion ``phi >= 1`` is learned per horizon and
+  per side as the running mean of ``(S - M)^2 / M`` (bursty feeds, e.g. polled every two
+  hours, learn a large ``phi`` for rises and their bursts are not alarming).
+  A run of empty windows is tested on its own (``P(0) = exp(-M_run / phi)``), so a silent feed
+  that usually sends 20 events per window is significant in its first empty window.
+* :class:`RateModel` — ``x`` of ``n`` (exceptions of events, unmapped codes of events, dead
+  letters of payloads, late of decided packages). The rate ``p`` is learned from decayed sums;
+  for each horizon the upper tail ``P(Binomial(N / phi, p) >= X / phi)`` is computed, with the
+  dispersion learned the same way. A rate over 3 events is therefore scored as 3 events, not as
+  a fraction.
+* :class:`TailShareModel` — a distribution (latency, event age) as a histogram of
+  :mod:`carrierwatch.core.sketch` buckets: the share of values above the learned 90th percentile
+  is a :class:`RateModel` (expected 10 %); a latency drift raises it.
+
+The smallest tail probability over the horizons (and the run test), times the number of tests
+(Bonferroni), becomes the score ``ln(q + 1e-10) / ln(1e-10)``
+(:func:`~carrierwatch.anomaly.calibration.log_likelihood_score`): 0.5 means ``q = 1e-5``.
+Windows scoring at least ``learn_below`` (0.2, below the alarm threshold: an incident that is
+building up must not be learned before it alarms) are not learned; ``relearn_after`` such
+windows in a row are accepted as the new normal. Every model is pure, O(horizon) per window and
+picklable.
+
+Examples
+--------
+A feed sending about 20 events per window that falls silent:
+
+>>> model = CountModel(warmup_windows=50)
+>>> t0 = 1_772_409_600.0
+>>> scores = [model.update(t0 + 300 * i, 18 + i % 5) for i in range(700)]
+>>> max(scores) < 0.5
+True
+>>> model.update(t0 + 300 * 700, 0) >= 0.5
+True
+
+Four exceptions in eight events where 0.4 % are exceptions:
+
+>>> rates = RateModel(warmup_trials=100)
+>>> normal = [rates.update(t0 + 300 * i, int(i % 25 == 0), 10) for i in range(1000)]
+>>> max(normal) < 0.5 < rates.update(t0 + 300_000, 4, 8)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+
+from scipy import special
+
+from carrierwatch.anomaly.calibration import log_likelihood_score
+from carrierwatch.core.sketch import bucket_of, quantile
+
+__all__ = [
+    "DEFAULT_HORIZONS",
+    "CountModel",
+    "RateModel",
+    "TailShareModel",
+    "binomial_upper_tail",
+    "poisson_lower_tail",
+    "poisson_upper_tail",
+]
+
+DEFAULT_HORIZONS: tuple[int, ...] = (1, 6, 24)
+"""Trailing horizons in windows: 5 minutes, 30 minutes, 2 hours of 5-minute windows."""
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+WEEK = 7 * DAY
+
+
+def poisson_upper_tail(count: float, mean: float) -> float:
+    """``P(X >= count)`` for ``X ~ Poisson(mean)``, continuous in ``count`` (regularised gamma).
+
+    >>> round(poisson_upper_tail(3, 1.0), 4)        # 1 - e^-1 (1 + 1 + 1/2)
+    0.0803
+    >>> poisson_upper_tail(0, 5.0)
+    1.0
+    """
+    if count <= 0.0:
+        return 1.0
+    if mean <= 0.0:
+        return 0.0
+    return float(special.gammainc(count, mean))
+
+
+def poisson_lower_tail(count: float, mean: float) -> float:
+    """``P(X <= count)`` for ``X ~ Poisson(mean)``, continuous in ``count``.
+
+    >>> round(poisson_lower_tail(0, 2.0), 4)        # e^-2
+    0.1353
+    """
+    if mean <= 0.0:
+        return 1.0
+    return float(special.gammaincc(max(count, 0.0) + 1.0, mean))
+
+
+def binomial_upper_tail(successes: float, trials: float, p: float) -> float:
+    """``P(X >= successes)`` for ``X ~ Binomial(trials, p)``, continuous (regularised beta).
+
+    >>> round(binomial_upper_tail(2, 10, 0.1), 4)   # 1 - 0.9^10 - 10 * 0.1 * 0.9^9
+    0.2639
+    >>> binomial_upper_tail(0, 10, 0.1)
+    1.0
+    """
+    if successes <= 0.0:
+        return 1.0
+    if successes > trials or p <= 0.0:
+        return 0.0 if p <= 0.0 or successes > trials + 1e-9 else float(p ** trials)
+    return float(special.betainc(successes, trials - successes + 1.0, min(p, 1.0)))
+
+
+def _score(tail: float, tests: int) -> float:
+    return log_likelihood_score(min(1.0, tail * tests))
+
+
+class _Dispersion:
+    """Running mean of squared standardized residuals per horizon (floored at 1)."""
+
+    __slots__ = ("alpha", "cap", "values")
+
+    def __init__(self, horizons: Sequence[int], alpha: float, cap: float) -> None:
+        self.alpha = alpha
+        self.cap = cap
+        self.values = dict.fromkeys(horizons, 1.0)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"alpha": self.alpha, "cap": self.cap, "values": self.values}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def update(self, horizon: int, squared: float) -> None:
+        term = min(squared, self.cap)
+        self.values[horizon] += self.alpha * (term - self.values[horizon])
+
+    def __getitem__(self, horizon: int) -> float:
+        return max(1.0, self.values[horizon])
+
+
+class _Level:
+    """Exponentially weighted mean with a count of updates."""
+
+    __slots__ = ("mean", "n")
+
+    def __init__(self) -> None:
+        self.mean = 0.0
+        self.n = 0
+
+    def __getstate__(self) -> tuple[float, int]:
+        return self.mean, self.n
+
+    def __setstate__(self, state: tuple[float, int]) -> None:
+        self.mean, self.n = state
+
+    def update(self, value: float, alpha: float) -> None:
+        self.n += 1
+        self.mean += max(alpha, 1.0 / self.n) * (value - self.mean)
+
+
+class CountModel:
+    """Quasi-Poisson surprise of a count per window with a seasonal expectation (module docs).
+
+    Parameters
+    ----------
+    horizons
+        Trailing sums tested, in windows.
+    window_seconds
+        Window length (timestamps are window starts in epoch seconds).
+    day_alpha, week_alpha
+        Memory of the hour-of-day and hour-of-week levels (per window of that hour).
+    week_min_windows
+        Windows an hour-of-week level needs before it replaces the hour-of-day one.
+    season_min_windows
+        Windows the hour-of-day level of a window needs before that window is scored.
+    scale_windows
+        Learned windows over which the scale (observed / expected) is measured.
+    dispersion_alpha, dispersion_cap
+        Memory of the dispersion and the cap of one squared residual.
+    warmup_windows
+        Learned windows before anything but 0 is scored.
+    flag_threshold, learn_below, relearn_after
+        Windows scoring at least ``learn_below`` (capped at ``flag_threshold``, the monitor's
+        alarm threshold) are not learned; ``relearn_after`` of them in a row are accepted as
+        a new level.
+    two_sided
+        Score drops (silence) as well as rises.
+    """
+
+    def __init__(self, *, horizons: Sequence[int] = DEFAULT_HORIZONS,
+                 window_seconds: float = 300.0, day_alpha: float = 0.05,
+                 week_alpha: float = 0.2, week_min_windows: int = 12,
+                 season_min_windows: int = 24, scale_windows: int = 36,
+                 dispersion_alpha: float = 0.005, dispersion_cap: float = 1e4,
+                 warmup_windows: int = 288, flag_threshold: float = 0.5,
+                 learn_below: float = 0.2, relearn_after: int = 144,
+                 two_sided: bool = True) -> None:
+        self.horizons = tuple(sorted(set(horizons)))
+        self.window_seconds = window_seconds
+        self.day_alpha = day_alpha
+        self.week_alpha = week_alpha
+        self.week_min_windows = week_min_windows
+        self.season_min_windows = season_min_windows
+        self.warmup_windows = warmup_windows
+        self.flag_threshold = flag_threshold
+        self.learn_below = min(learn_below, flag_threshold)
+        self.relearn_after = relearn_after
+        self.two_sided = two_sided
+        self.daily: dict[int, _Level] = {}
+        self.weekly: dict[int, _Level] = {}
+        self.overall = _Level()
+        self.recent: deque[tuple[float, float]] = deque(maxlen=scale_windows)  # (count, base)
+        self.trail: deque[tuple[float, float]] = deque(maxlen=max(self.horizons))  # (count, mu)
+        self.dispersion = _Dispersion(self.horizons, dispersion_alpha, dispersion_cap)
+        self.low_dispersion = _Dispersion(self.horizons, dispersion_alpha, dispersion_cap)
+        self.empty_run: list[float] = []  # expected counts of the current run of empty windows
+        self.flagged: list[tuple[float, float]] = []
+        self.learned = 0
+
+    def base(self, timestamp: float) -> float:
+        """Seasonal expected count of the window starting at ``timestamp`` (before scaling)."""
+        hour_of_week = int((timestamp % WEEK) // HOUR)
+        weekly = self.weekly.get(hour_of_week)
+        if weekly is not None and weekly.n >= self.week_min_windows:
+            return weekly.mean
+        daily = self.daily.get(hour_of_week % 24)
+        if daily is not None and daily.n > 0:
+            return daily.mean
+        return self.overall.mean
+
+    def scale(self) -> float:
+        """Observed / expected over the recent learned windows (clipped to [0.2, 5])."""
+        observed = sum(c for c, _ in self.recent)
+        expected = sum(b for _, b in self.recent)
+        return min(5.0, max(0.2, (observed + 1.0) / (expected + 1.0)))
+
+    def expected(self, timestamp: float) -> float:
+        """Expected count of the window starting at ``timestamp``."""
+        return max(self.base(timestamp) * self.scale(), 1e-3)
+
+    def update(self, timestamp: float, count: float) -> float:
+        """Score the window's ``count`` against what was learned, then learn it; return the
+        score in [0, 1]."""
+        base = self.base(timestamp)
+        mu = max(base * self.scale(), 1e-3)
+        self.trail.append((count, mu))
+        self.empty_run = [*self.empty_run, mu] if count == 0 else []
+        daily = self.daily.get(int((timestamp % WEEK) // HOUR) % 24)
+        ready = (self.learned >= self.warmup_windows and daily is not None
+                 and daily.n >= self.season_min_windows)
+        score = self._score() if ready else 0.0
+        if score < self.flag_threshold:
+            self._learn_dispersion(score < self.learn_below)
+        if score >= self.learn_below:
+            self.flagged.append((timestamp, count))
+            if self.relearn_after and len(self.flagged) >= self.relearn_after:
+                self._relearn()
+            return score
+        self.flagged = []
+        self._learn(timestamp, count, base)
+        return score
+
+    def _sums(self, horizon: int) -> tuple[float, float] | None:
+        if len(self.trail) < horizon:
+            return None
+        items = list(self.trail)[-horizon:]
+        return sum(c for c, _ in items), sum(m for _, m in items)
+
+    def _score(self) -> float:
+        tail = 1.0
+        tests = 0
+        for horizon in self.horizons:
+            sums = self._sums(horizon)
+            if sums is None:
+                continue
+            total, mean = sums
+            phi = self.dispersion[horizon]
+            tests += 2 if self.two_sided else 1
+            tail = min(tail, poisson_upper_tail(total / phi, mean / phi))
+            if self.two_sided:
+                low = max(phi, self.low_dispersion[horizon])
+                tail = min(tail, poisson_lower_tail(total / low, mean / low))
+        if self.two_sided and self.empty_run:
+            run = len(self.empty_run)
+            phi = max(max(self.low_dispersion[h], self.dispersion[h])
+                      for h in self.horizons if h <= max(run, 1))
+            tests += 1
+            tail = min(tail, math.exp(-sum(self.empty_run) / phi))
+        return _score(tail, max(tests, 1))
+
+    def _learn_dispersion(self, below: bool) -> None:
+        """Learn the dispersion of rises from every window not flagged (bursty feeds learn
+        their bursts) and that of drops only from windows below ``learn_below`` (a silence
+        building up must not teach that silences are normal). Drops are tested with the larger
+        of the two: the quiet windows between the bursts of a polled feed are no news."""
+        if self.learned < self.warmup_windows // 2:
+            return
+        for horizon in self.horizons:
+            sums = self._sums(horizon)
+            if sums is not None:
+                total, mean = sums
+                squared = (total - mean) ** 2 / max(mean, 0.1)
+                if total >= mean:
+                    self.dispersion.update(horizon, squared)
+                if total <= mean and below:
+                    self.low_dispersion.update(horizon, squared)
+
+    def _learn(self, timestamp: float, count: float, base: float) -> None:
+        hour_of_week = int((timestamp % WEEK) // HOUR)
+        self.daily.setdefault(hour_of_week % 24, _Level()).update(count, self.day_alpha)
+        self.weekly.setdefault(hour_of_week, _Level()).update(count, self.week_alpha)
+        self.overall.update(count, 0.01)
+        self.recent.append((count, base))
+        self.learned += 1
+
+    def _relearn(self) -> None:
+        held, self.flagged = self.flagged, []
+        self.recent.clear()
+        for timestamp, count in held:
+            self._learn(timestamp, count, self.base(timestamp))
+        self.empty_run = []
+
+
+class RateModel:
+    """Quasi-binomial upper-tail surprise of ``x`` successes in ``n`` trials per window.
+
+    Parameters
+    ----------
+    horizons
+        Trailing sums tested, in windows.
+    decay
+        Per learned window, the learned sums are multiplied by ``1 - decay``.
+    dispersion_alpha, dispersion_cap
+        Memory of the dispersion and the cap of one squared residual.
+    warmup_trials
+        Trials learned before anything but 0 is scored.
+    flag_threshold, learn_below, relearn_after
+        As for :class:`CountModel`.
+    """
+
+    def __init__(self, *, horizons: Sequence[int] = DEFAULT_HORIZONS, decay: float = 0.002,
+                 dispersion_alpha: float = 0.005, dispersion_cap: float = 100.0,
+                 warmup_trials: float = 300.0, flag_threshold: float = 0.5,
+                 learn_below: float = 0.2, relearn_after: int = 144) -> None:
+        self.horizons = tuple(sorted(set(horizons)))
+        self.decay = decay
+        self.warmup_trials = warmup_trials
+        self.flag_threshold = flag_threshold
+        self.learn_below = min(learn_below, flag_threshold)
+        self.relearn_after = relearn_after
+        self.successes = 0.0
+        self.trials = 0.0
+        self.learned_trials = 0.0
+        self.trail: deque[tuple[float, float]] = deque(maxlen=max(self.horizons))
+        self.dispersion = _Dispersion(self.horizons, dispersion_alpha, dispersion_cap)
+        self.flagged: list[tuple[float, float]] = []
+
+    @property
+    def rate(self) -> float:
+        """The learned rate (a Jeffreys-like prior keeps it above 0)."""
+        return (self.successes + 0.5) / (self.trials + 1.0)
+
+    def update(self, timestamp: float, successes: float, trials: float) -> float:
+        """Score ``successes`` of ``trials`` (with the trailing windows), then learn them."""
+        del timestamp  # rates are not seasonal here; kept for a uniform signature
+        self.trail.append((successes, trials))
+        score = self._score() if self.learned_trials >= self.warmup_trials else 0.0
+        if score < self.flag_threshold:
+            self._learn_dispersion()
+        if score >= self.learn_below:
+            self.flagged.append((successes, trials))
+            if self.relearn_after and len(self.flagged) >= self.relearn_after:
+                held, self.flagged = self.flagged, []
+                for x, n in held:
+                    self._learn(x, n)
+            return score
+        self.flagged = []
+        self._learn(successes, trials)
+        return score
+
+    def _sums(self, horizon: int) -> tuple[float, float] | None:
+        if len(self.trail) < horizon:
+            return None
+        items = list(self.trail)[-horizon:]
+        return sum(x for x, _ in items), sum(n for _, n in items)
+
+    def _score(self) -> float:
+        p = self.rate
+        tail = 1.0
+        tests = 0
+        for horizon in self.horizons:
+            sums = self._sums(horizon)
+            if sums is None or sums[1] <= 0:
+                continue
+            x, n = sums
+            phi = self.dispersion[horizon]
+            tests += 1
+            tail = min(tail, binomial_upper_tail(x / phi, n / phi, p))
+        return _score(tail, max(tests, 1))
+
+    def _learn_dispersion(self) -> None:
+        if self.learned_trials < self.warmup_trials / 2:
+            return
+        p = self.rate
+        for horizon in self.horizons:
+            sums = self._sums(horizon)
+            if sums is not None and sums[1] > 0:
+                x, n = sums
+                self.dispersion.update(horizon, (x - n * p) ** 2 / (n * p * (1 - p)))
+
+    def _learn(self, successes: float, trials: float) -> None:
+        keep = 1.0 - self.decay
+        self.successes = self.successes * keep + successes
+        self.trials = self.trials * keep + trials
+        self.learned_trials += trials
+
+
+class TailShareModel:
+    """Share of a window's values above the learned 90th percentile, as a :class:`RateModel`.
+
+    Values come as sparse histograms of :mod:`carrierwatch.core.sketch` buckets. The reference
+    distribution is the decayed sum of the learned windows' histograms; its ``level`` quantile
+    bucket is the cut, refreshed every ``refresh_windows`` learned windows (the rate model is
+    reset when the cut moves, from the reference's own share above it).
+
+    Parameters
+    ----------
+    level
+        The reference quantile that defines "slow".
+    refresh_windows, decay
+        How often the cut is recomputed and how fast the reference forgets (per refresh).
+    warmup_values
+        Values in the reference before the first cut is set.
+    rate_params
+        Keyword parameters of the :class:`RateModel`.
+    """
+
+    def __init__(self, *, level: float = 0.9, refresh_windows: int = 288, decay: float = 0.3,
+                 warmup_values: int = 300, **rate_params: object) -> None:
+        self.level = level
+        self.refresh_windows = refresh_windows
+        self.decay = decay
+        self.warmup_values = warmup_values
+        self.rate_params = dict(rate_params)
+        self.reference: dict[int, float] = {}
+        self.cut: int | None = None
+        self.rates = RateModel(**rate_params)  # type: ignore[arg-type]
+        self.since_refresh = 0
+
+    def split(self, histogram: Mapping[int, int]) -> tuple[int, int]:
+        """``(values above the cut, values)`` of a histogram (the cut not yet set: ``(0, n)``)."""
+        total = sum(histogram.values())
+        if self.cut is None:
+            return 0, total
+        cut = self.cut
+        return sum(c for b, c in histogram.items() if b > cut), total
+
+    def update(self, timestamp: float, histogram: Mapping[int, int]) -> float:
+        """Score the window's histogram, then learn it unless flagged."""
+        above, total = self.split(histogram)
+        if self.cut is None:
+            self._absorb(histogram)
+            return 0.0
+        score = self.rates.update(timestamp, above, total)
+        if score < self.rates.learn_below:
+            self._absorb(histogram)
+        return score
+
+    def _absorb(self, histogram: Mapping[int, int]) -> None:
+        for bucket, count in histogram.items():
+            self.reference[bucket] = self.reference.get(bucket, 0.0) + count
+        self.since_refresh += 1
+        total = sum(self.reference.values())
+        if total < self.warmup_values:
+            return
+        if self.cut is None or self.since_refresh >= self.refresh_windows:
+            self.since_refresh = 0
+            weights = {b: max(1, round(w)) for b, w in self.reference.items()}
+            cut = quantile(weights, self.level)
+            if cut is None:
+                return
+            new_cut = bucket_of(cut)
+            if new_cut != self.cut:
+                self.cut = new_cut
+                above = sum(w for b, w in self.reference.items() if b > new_cut)
+                rates = RateModel(**self.rate_params)  # type: ignore[arg-type]
+                rates.successes, rates.trials = above, total
+                rates.learned_trials = total
+                rates.dispersion = self.rates.dispersion
+                rates.trail = deque(self.rates.trail, maxlen=rates.trail.maxlen)
+                self.rates = rates
+            keep = 1.0 - self.decay
+            self.reference = {b: w * keep for b, w in self.reference.items() if w * keep > 0.01}
