@@ -12,23 +12,35 @@ Two agents run in every worker process of the consumer group :attr:`Topology.app
 
 ``track`` (``events.canonical`` → ``cw.sink`` + ``cw.checkpoints``)
     keeps one core :class:`~carrierwatch.core.pipeline.Pipeline` per assigned partition
-    (``shard`` = partition). For each batch: decode, ``process`` per partition, produce the
-    output rows as one SinkBatch per partition, flush, then write each touched partition's
-    checkpoint — the pipeline (``to_bytes``, compressed) and the offset of the last message it
-    has seen — to the compacted ``cw.checkpoints`` topic and flush again. Only then are the
-    batch's messages acknowledged.
+    (``shard`` = partition). A batch makes one pipeline call per touched partition (a flush
+    marker splits it): decode, ``process``, one :class:`~carrierwatch.sink.SinkBatch` per
+    partition to ``cw.sink``, flush, then acknowledge.
 
-    On (re)assignment a partition's pipeline is restored from its latest checkpoint when its first
-    message arrives: messages up to the checkpoint offset that Kafka delivers again are skipped;
-    if Kafka resumes *after* the offset following the checkpoint (the committed offset ran ahead:
-    Faust's ``take_events`` acknowledges a batch while unwinding from a shutdown mid-batch), the
-    agent seeks back to it and drops messages until it comes again. Re-processing is harmless: the
-    core drops events it has seen (event id), and the store keeps one row per key (latest
-    version). A checkpoint per batch keeps row versions monotonic: a re-run from the checkpoint
-    starts with the same first-touch order, so it never writes a lower version for newer content.
-    Revoked partitions drop their pipeline, so a partition that comes back restores what its other
-    owner checkpointed in between. Crashes inside an agent exit the process at once
-    (:func:`_fail_stop`) so that nothing unfinished is acknowledged.
+    **Checkpoints and exact re-runs.** Pickling a partition's whole pipeline costs time in
+    proportion to the packages in flight. With ``checkpoint_interval`` > 0 it is done every that
+    many seconds (one partition per batch at most, and at every end-of-input flush) instead of
+    after every batch (``checkpoint_interval`` = 0, the default until the seek back described in
+    docs/scaling.md is reliable). What makes rare checkpoints safe is the *call journal*:
+    before a call's output is produced, the offset at which the call ends is appended to the
+    partition's journal on
+    ``cw.checkpoints`` (key ``"<p>/calls"``) and flushed. After a crash or a rebalance the new
+    owner restores the latest checkpoint and repeats the journaled calls with exactly the same
+    cuts (messages past a journaled cut wait in :attr:`WorkerRuntime.held` until it is reached).
+    Same state + same calls → same rows with the same versions (the core numbers versions by
+    call sequence), so the rows the crashed owner already wrote are rewritten identically and no
+    stale row can ever carry a higher version than the final one. Without the journal a re-run
+    with other batch cuts could compute different intermediate rows (the core decides deadlines
+    at the watermark of the end of the previous call) under lower versions than rows already in
+    the store.
+
+    Since acknowledgement runs ahead of checkpoints, Kafka normally resumes a new owner past
+    the offset following the checkpoint: the agent seeks back to it and drops messages until it
+    comes again (messages up to the checkpoint offset that Kafka delivers again are skipped).
+    Re-processing is harmless: the core drops events it has seen (event id), and the store keeps
+    one row per key (latest version). Revoked partitions drop their pipeline, so a partition that
+    comes back restores what its other owner checkpointed and journaled in between. Crashes
+    inside an agent exit the process at once (:func:`_fail_stop`) so that nothing unfinished is
+    acknowledged.
 
     A flush marker (:func:`carrierwatch.streams.kafka.send_flush`) on a partition advances that
     pipeline's watermark to the marker's value and flushes it, as the replay driver does at the
@@ -44,6 +56,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -58,15 +71,23 @@ from carrierwatch.registry.serde import CanonicalSerde
 from carrierwatch.replay import pipeline_for
 from carrierwatch.settings import Settings
 from carrierwatch.sink import SinkBatch
-from carrierwatch.streams.kafka import OutputProducer, load_checkpoints, log_start_offset
+from carrierwatch.streams.kafka import (
+    OutputProducer,
+    SavedPartition,
+    load_checkpoints,
+    log_start_offset,
+)
 from carrierwatch.streams.records import (
     CONTROL_FLUSH,
+    checkpoint_key,
     control_kind,
     encode_checkpoint,
     encode_dead_letter,
+    encode_journal,
     encode_sink_batch,
     flush_watermark,
     headers_to_dict,
+    journal_key,
     received_time_of,
 )
 from carrierwatch.streams.topology import StreamConfig, Topology
@@ -112,6 +133,15 @@ class WorkerRuntime:
     stats: WorkerStats = field(default_factory=WorkerStats)
     #: partitions whose pipeline a flush marker flushed in the current batch
     flushed: list[int] = field(default_factory=list)
+    #: offset of each partition's latest checkpoint, and when (monotonic) it was taken
+    checkpointed: dict[int, int] = field(default_factory=dict)
+    checkpoint_times: dict[int, float] = field(default_factory=dict)
+    #: journaled call boundaries a restored partition still has to repeat
+    replay: dict[int, deque[int]] = field(default_factory=dict)
+    #: call boundaries since each partition's checkpoint (the content of its journal)
+    journal: dict[int, list[int]] = field(default_factory=dict)
+    #: messages past a partition's offset waiting for the end of a journaled call
+    held: dict[int, list[Any]] = field(default_factory=dict)
 
     # -- normalize ------------------------------------------------------------------------------
 
@@ -149,50 +179,71 @@ class WorkerRuntime:
         pipelines = self.pipelines
         return {e.message.partition for e in events if e.message.partition not in pipelines}
 
-    def restore(self, partitions: set[int], checkpoints: dict[int, tuple[int, bytes]]) -> None:
-        """Create the pipelines of ``partitions``, from their checkpoints when there are some."""
+    def restore(self, partitions: set[int], saved: dict[int, SavedPartition]) -> None:
+        """Create the pipelines of ``partitions`` from their checkpoints (new ones when there are
+        none) and load the call journals written after those checkpoints."""
+        now = time.monotonic()
         for partition in partitions:
-            found = checkpoints.get(partition)
-            if found is None:
+            found = saved.get(partition) or SavedPartition()
+            calls = found.calls_after_checkpoint()
+            if found.state is None:
                 self.pipelines[partition] = pipeline_for(
                     self.registry, shard=partition,
                     allowed_lateness_ms=self.config.allowed_lateness_ms)
-                self.offsets[partition] = -1
-                log.info("partition %d: no checkpoint, new pipeline", partition)
+                log.info("partition %d: no checkpoint, new pipeline; %d journaled calls to repeat",
+                         partition, len(calls))
             else:
-                offset, state = found
-                self.pipelines[partition] = Pipeline.from_bytes(state)
-                self.offsets[partition] = offset
-                log.info("partition %d: restored checkpoint at offset %d (%d bytes)",
-                         partition, offset, len(state))
+                self.pipelines[partition] = Pipeline.from_bytes(found.state)
+                log.info("partition %d: restored checkpoint at offset %d (%d bytes); "
+                         "%d journaled calls to repeat", partition, found.offset,
+                         len(found.state), len(calls))
+            self.offsets[partition] = found.offset
+            self.checkpointed[partition] = found.offset
+            # a partition without a checkpoint takes its first one at once (its state is small)
+            self.checkpoint_times[partition] = now if found.state is not None \
+                else now - self.config.checkpoint_interval
+            self.replay[partition] = deque(calls)
+            self.journal[partition] = list(calls)
+            self.held[partition] = []
 
     def drop(self, partitions: set[int]) -> None:
         """Forget the pipelines of revoked partitions."""
         for partition in partitions:
-            self.pipelines.pop(partition, None)
-            self.offsets.pop(partition, None)
-            self.rewinds.pop(partition, None)
+            for table in (self.pipelines, self.offsets, self.rewinds, self.checkpointed,
+                          self.checkpoint_times, self.replay, self.journal, self.held):
+                table.pop(partition, None)
 
-    def track(self, events: Sequence[Any]) -> list[int]:
-        """Run a batch of canonical Faust events through the pipelines; queue the sink batches.
+    def plan(self, events: Sequence[Any]) -> tuple[dict[int, list[list[Any]]], list[int]]:
+        """Cut a batch of canonical Faust events into pipeline calls, per partition.
 
-        Each partition's messages are applied in offset order from the one after its pipeline's
-        offset: earlier ones are skipped (already in the state); a later one means a gap (Kafka
-        delivered from a committed offset past the checkpoint), recorded in :attr:`rewinds` —
-        the agent seeks back and the partition's messages are dropped until the one expected
-        comes again. Offsets of ``events.canonical`` are contiguous (no transactional producer
-        writes it; transaction markers would look like gaps). Returns the partitions whose
-        pipeline changed.
+        Each partition's messages are taken in offset order from the one after its pipeline's
+        offset (and after the messages :attr:`held` back): earlier ones are skipped (already in
+        the state); a later one means a gap (Kafka delivered from a committed offset past the
+        checkpoint), recorded in :attr:`rewinds` — the agent seeks back and the partition's
+        messages are dropped until the one expected comes again. Offsets of
+        ``events.canonical`` are contiguous (no transactional producer writes it; transaction
+        markers would look like gaps).
+
+        While a partition repeats the calls of its journal (after a restore), its calls end
+        exactly at the journaled offsets, and messages past the last one reached wait in
+        :attr:`held` for the rest of the call. Otherwise the batch's messages form one call,
+        whose last offset is appended to the partition's journal. Returns the calls per
+        partition and the partitions whose journal grew (write it before the calls' output).
         """
         offsets = self.offsets
         rewinds = self.rewinds
+        held = self.held
         by_partition: dict[int, list[Any]] = {}
         for event in events:
             message = event.message
             partition = message.partition
             offset = message.offset
-            expected = offsets[partition] + 1 if partition not in by_partition \
-                else by_partition[partition][-1].message.offset + 1
+            taken = by_partition.get(partition)
+            if taken is not None:
+                expected = taken[-1].message.offset + 1
+            else:
+                waiting = held[partition]
+                expected = (waiting[-1].message.offset if waiting else offsets[partition]) + 1
             if offset < expected:
                 self.stats.skipped += 1
                 continue
@@ -201,37 +252,93 @@ class WorkerRuntime:
                 self.stats.skipped += 1
                 continue
             rewinds.pop(partition, None)
-            by_partition.setdefault(partition, []).append(event)
-        deserialize = self.serde.deserialize
+            if taken is None:
+                by_partition[partition] = [event]
+            else:
+                taken.append(event)
+        calls: dict[int, list[list[Any]]] = {}
+        grown: list[int] = []
         for partition, items in by_partition.items():
+            if held[partition]:
+                items = held[partition] + items
+            replay = self.replay[partition]
+            while replay and replay[0] <= offsets[partition]:
+                replay.popleft()  # messages gone from the log (retention) were skipped
+            cut: list[list[Any]] = []
+            start = 0
+            if replay:
+                for index, event in enumerate(items):
+                    if event.message.offset == replay[0]:
+                        cut.append(items[start:index + 1])
+                        start = index + 1
+                        replay.popleft()
+                        if not replay:
+                            break
+            rest = items[start:]
+            held[partition] = []
+            if rest:
+                if replay:
+                    held[partition] = rest
+                else:
+                    cut.append(rest)
+                    self.journal[partition].append(rest[-1].message.offset)
+                    grown.append(partition)
+            if cut:
+                calls[partition] = cut
+        return calls, grown
+
+    def write_journal(self, partitions: Sequence[int]) -> None:
+        """Queue the call journal of each partition (flush it before the calls' output)."""
+        for partition in partitions:
+            self.producer.produce(self.topology.checkpoints,
+                                  encode_journal(self.journal[partition]), journal_key(partition))
+
+    def run(self, calls: dict[int, list[list[Any]]]) -> list[int]:
+        """Run the planned calls through the pipelines; queue one sink batch per partition.
+
+        Within a call, a flush marker ends the ``process`` call before it (the cut is a function
+        of the offsets, so a re-run repeats it). Returns the partitions whose pipeline changed.
+        """
+        deserialize = self.serde.deserialize
+        for partition, cut in calls.items():
             pipeline = self.pipelines[partition]
             batch = SinkBatch()
-            pending: list[CanonicalEvent] = []
-            for event in items:
-                message = event.message
-                kind = control_kind(message.headers)
-                if kind is not None:
-                    if pending:
-                        batch.add_output(pipeline.process(pending))
-                        pending = []
-                    if kind == CONTROL_FLUSH:
-                        self._flush(pipeline, batch, flush_watermark(event.value))
-                    continue
-                try:
-                    pending.append(deserialize(event.value))
-                except Exception as exc:  # foreign bytes on the topic: a dead letter, not a crash
-                    raw = event.value if isinstance(event.value, bytes) else b""
-                    batch.dead_letters.append(DeadLetter(
-                        CANONICAL_DEAD_LETTER_PARTNER, received_time_of(None, message.timestamp),
-                        f"undecodable canonical message at {message.topic}[{partition}]"
-                        f"@{message.offset}: {type(exc).__name__}: {exc}", "$", raw))
-            if pending:
-                batch.add_output(pipeline.process(pending))
-            self.stats.events_in += len(items)
-            offsets[partition] = items[-1].message.offset
+            for items in cut:
+                pending: list[CanonicalEvent] = []
+                for event in items:
+                    message = event.message
+                    kind = control_kind(message.headers)
+                    if kind is not None:
+                        if pending:
+                            batch.add_output(pipeline.process(pending))
+                            pending = []
+                        if kind == CONTROL_FLUSH:
+                            self._flush(pipeline, batch, flush_watermark(event.value))
+                        continue
+                    try:
+                        pending.append(deserialize(event.value))
+                    except Exception as exc:  # foreign bytes on the topic: a dead letter
+                        raw = event.value if isinstance(event.value, bytes) else b""
+                        batch.dead_letters.append(DeadLetter(
+                            CANONICAL_DEAD_LETTER_PARTNER,
+                            received_time_of(None, message.timestamp),
+                            f"undecodable canonical message at {message.topic}[{partition}]"
+                            f"@{message.offset}: {type(exc).__name__}: {exc}", "$", raw))
+                if pending:
+                    batch.add_output(pipeline.process(pending))
+                self.stats.events_in += len(items)
+                self.offsets[partition] = items[-1].message.offset
             if len(batch):
-                self.producer.produce(self.topology.sink, encode_sink_batch(batch), str(partition).encode())
-        return sorted(by_partition)
+                self.producer.produce(self.topology.sink, encode_sink_batch(batch),
+                                      str(partition).encode())
+        return sorted(calls)
+
+    def track(self, events: Sequence[Any]) -> list[int]:
+        """:meth:`plan`, then :meth:`run` (the journal is queued, not flushed, in between:
+        for tests and tools that flush once)."""
+        calls, grown = self.plan(events)
+        self.write_journal(grown)
+        return self.run(calls)
 
     def _flush(self, pipeline: Pipeline, batch: SinkBatch, watermark: int | None) -> None:
         if watermark is not None:
@@ -240,12 +347,32 @@ class WorkerRuntime:
         self.stats.flushes += 1
         self.flushed.append(pipeline.shard)
 
+    def due_checkpoints(self, now: float | None = None) -> list[int]:
+        """Partitions to checkpoint after this batch: every partition a flush marker flushed,
+        and the one whose checkpoint is oldest once it is ``checkpoint_interval`` old (one per
+        batch, so the pickling of large states is spread over batches)."""
+        now = time.monotonic() if now is None else now
+        changed = [p for p in self.pipelines if self.offsets[p] > self.checkpointed[p]]
+        if self.config.checkpoint_interval <= 0:
+            return sorted(changed)
+        due = sorted(p for p in changed if p in self.flushed)
+        late = [p for p in changed if p not in due
+                and now - self.checkpoint_times[p] >= self.config.checkpoint_interval]
+        if late:
+            due.append(min(late, key=lambda p: self.checkpoint_times[p]))
+        return due
+
     def checkpoint(self, partitions: Sequence[int]) -> None:
-        """Queue the checkpoint of each partition (call after the batch's output was flushed)."""
+        """Queue the checkpoint of each partition (call after the output of its calls was
+        flushed: the state must never be ahead of the rows in ``cw.sink``)."""
+        now = time.monotonic()
         for partition in partitions:
-            data = encode_checkpoint(self.offsets[partition],
-                                     self.pipelines[partition].to_bytes())
-            self.producer.produce(self.topology.checkpoints, data, str(partition).encode())
+            offset = self.offsets[partition]
+            data = encode_checkpoint(offset, self.pipelines[partition].to_bytes())
+            self.producer.produce(self.topology.checkpoints, data, checkpoint_key(partition))
+            self.checkpointed[partition] = offset
+            self.checkpoint_times[partition] = now
+            self.journal[partition] = [b for b in self.journal[partition] if b > offset]
             self.stats.checkpoints += 1
             self.stats.checkpoint_bytes += len(data)
 
@@ -318,7 +445,11 @@ def create_app(runtime: WorkerRuntime, *, web_port: int | None = None) -> faust.
                     for partition in missing:
                         sought.pop(partition, None)
                 runtime.flushed.clear()
-                touched = runtime.track(events)
+                calls, grown = runtime.plan(events)
+                if grown:  # the calls' cuts are durable before any of their output
+                    runtime.write_journal(grown)
+                    await producer.flush_async()
+                runtime.run(calls)
                 for partition, offset in list(runtime.rewinds.items()):
                     if sought.get(partition) == offset:
                         continue  # the seek is in flight; stale messages are being dropped
@@ -328,6 +459,7 @@ def create_app(runtime: WorkerRuntime, *, web_port: int | None = None) -> faust.
                         log.warning("partition %d: offsets %d..%d are gone from the log",
                                     partition, offset, low - 1)
                         runtime.offsets[partition] = low - 1
+                        runtime.held[partition] = []
                         offset = low
                     log.info("partition %d: seeking back to offset %d (after the checkpoint)",
                              partition, offset)
@@ -335,8 +467,10 @@ def create_app(runtime: WorkerRuntime, *, web_port: int | None = None) -> faust.
                     runtime.rewinds[partition] = offset
                     await app.consumer.seek(TP(topology.events, partition), offset)
                 await producer.flush_async()  # the rows are in cw.sink ...
-                runtime.checkpoint(touched)
-                await producer.flush_async()  # ... before the state that produced them is saved
+                due = runtime.due_checkpoints()
+                if due:
+                    runtime.checkpoint(due)
+                    await producer.flush_async()  # ... before the state that produced them
                 for partition in runtime.flushed:
                     log.info("partition %d: end-of-input flush written", partition)
             except Exception:

@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from carrierwatch.core.errors import CarrierwatchError
@@ -20,13 +21,16 @@ from carrierwatch.streams.records import (
     CONTROL_HEADER,
     RECEIVED_TIME_HEADER,
     decode_checkpoint,
+    decode_journal,
     encode_flush,
+    parse_state_key,
 )
 from carrierwatch.streams.topology import MAX_STATE_MESSAGE_BYTES
 
 __all__ = [
     "DeliveryError",
     "OutputProducer",
+    "SavedPartition",
     "group_lag",
     "load_checkpoints",
     "log_start_offset",
@@ -140,9 +144,27 @@ def _consumer(bootstrap: str, **overrides: Any) -> Any:
     return Consumer(config)
 
 
+@dataclass
+class SavedPartition:
+    """What ``cw.checkpoints`` holds for one canonical partition.
+
+    ``offset`` and ``state``: the latest checkpoint (-1 and None when there is none);
+    ``journal``: the last offsets of the pipeline calls made after it, in order (a re-run cuts its
+    calls at these offsets so that it re-emits identical rows).
+    """
+
+    offset: int = -1
+    state: bytes | None = None
+    journal: list[int] = field(default_factory=list)
+
+    def calls_after_checkpoint(self) -> list[int]:
+        """The journal's boundaries past the checkpoint (older entries are already in it)."""
+        return [b for b in self.journal if b > self.offset]
+
+
 def load_checkpoints(bootstrap: str, topic: str, *, timeout: float = 60.0
-                     ) -> dict[int, tuple[int, bytes]]:
-    """The latest checkpoint per canonical partition: ``{partition: (offset, state)}``.
+                     ) -> dict[int, SavedPartition]:
+    """The latest checkpoint and call journal per canonical partition.
 
     Reads the compacted checkpoint topic from the beginning to its end (no consumer group).
     """
@@ -159,7 +181,7 @@ def load_checkpoints(bootstrap: str, topic: str, *, timeout: float = 60.0
                                                        timeout=timeout)
             if high > low:
                 ends[partition] = high
-        latest: dict[int, tuple[int, bytes]] = {}
+        latest: dict[int, SavedPartition] = {}
         if not ends:
             return latest
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
@@ -181,12 +203,15 @@ def load_checkpoints(bootstrap: str, topic: str, *, timeout: float = 60.0
             key = msg.key()
             if key is None:
                 continue
-            canonical_partition = int(key)
+            canonical_partition, kind = parse_state_key(key)
+            saved = latest.setdefault(canonical_partition, SavedPartition())
             value = msg.value()
-            if value is None:  # tombstone: the checkpoint was dropped
-                latest.pop(canonical_partition, None)
+            if kind == "journal":
+                saved.journal = [] if value is None else decode_journal(value)
+            elif value is None:  # tombstone: the checkpoint was dropped
+                saved.offset, saved.state = -1, None
             else:
-                latest[canonical_partition] = decode_checkpoint(value)
+                saved.offset, saved.state = decode_checkpoint(value)
         return latest
     finally:
         consumer.close()

@@ -10,7 +10,8 @@ topic                     content
 ``events.canonical``      canonical events, Confluent wire-format Avro, keyed by package id
 ``dlq.<partner>``         dead letters: JSON with the reason and the original bytes (base64)
 ``cw.sink``               :class:`~carrierwatch.sink.SinkBatch` JSON: rows for the store
-``cw.checkpoints``        compacted: the core pipeline of each canonical partition + offset
+``cw.checkpoints``        compacted: the core pipeline of each canonical partition + offset,
+                          and the journal of the pipeline calls made since
 ``cw.metrics``            reserved: metric window rows for downstream consumers
 ``cw.anomalies``          reserved: anomaly records
 ``cw.alerts``             reserved: alert records
@@ -71,10 +72,15 @@ class StreamConfig(BaseSettings):
     dlq_partitions: int = Field(1, ge=1)
     normalize_batch: int = Field(500, ge=1, description="Raw payloads per normalize batch.")
     track_batch: int = Field(20_000, ge=1, description="Canonical events per track batch.")
-    batch_within: float = Field(0.25, gt=0, description="Seconds to wait to fill a raw batch.")
+    batch_within: float = Field(0.1, gt=0, description="Seconds to wait to fill a raw batch.")
     track_within: float = Field(
-        1.0, gt=0, description="Seconds to wait to fill a canonical batch (each batch ends with "
-                               "a checkpoint of the touched partitions' pipelines).")
+        0.2, gt=0, description="Seconds to wait to fill a canonical batch (one pipeline call "
+                               "per partition and batch).")
+    checkpoint_interval: float = Field(
+        0.0, ge=0, description="Seconds between two checkpoints of a partition's pipeline (the "
+                               "calls in between are journaled and repeated after a crash); 0: "
+                               "every changed partition after every batch. Keep 0 until the "
+                               "seek back past a checkpoint is reliable (docs/scaling.md).")
     store: str = Field("memory://", description="Faust table store (memory:// or rocksdb://).")
     commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
     session_timeout: float = Field(
@@ -82,7 +88,7 @@ class StreamConfig(BaseSettings):
                                 "to the others (broker_session_timeout).")
     allowed_lateness_ms: int = Field(2 * 86_400_000, ge=0)
     sink_max_rows: int = Field(200_000, ge=1, description="Rows buffered before a write.")
-    sink_max_delay: float = Field(0.5, gt=0, description="Seconds a row waits for its write.")
+    sink_max_delay: float = Field(0.3, gt=0, description="Seconds a row waits for its write.")
     sink_backoff_initial: float = Field(0.2, gt=0)
     sink_backoff_max: float = Field(5.0, gt=0)
     sink_fault_file: Path | None = Field(
