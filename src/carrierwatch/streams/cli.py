@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import ExitStack
+from pathlib import Path
 
 import click
 
@@ -90,12 +91,14 @@ def worker(loglevel: str, web_port: int | None, namespace: str | None) -> None:
 @_namespace
 @click.option("--wait", type=float, default=30.0, show_default=True,
               help="Seconds to wait for the embedded store to be released by another process.")
-def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float) -> None:
+@click.option("--no-anomalies", is_flag=True, help="do not run the online anomaly monitor")
+def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float,
+         no_anomalies: bool) -> None:
     """Run the store writer: cw.sink → ClickHouse, offsets committed after each write."""
     from prometheus_client import start_http_server
 
     from carrierwatch.storage import open_store
-    from carrierwatch.streams.sink import SinkMetrics, run_sink
+    from carrierwatch.streams.sink import SinkMetrics, SinkMonitor, run_sink
 
     logging.basicConfig(level=_LEVELS[loglevel],
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
@@ -104,10 +107,13 @@ def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float
     topology = _topology(settings, config)
     ensure_topics(settings.kafka_bootstrap, topology.specs())
     metrics = SinkMetrics()
+    monitor = None if no_anomalies else SinkMonitor(
+        Path(settings.data_dir) / "anomaly-monitor" / f"{topology.sink_group}.bin",
+        metrics.registry)
     if web_port is not None:
         start_http_server(web_port, addr="127.0.0.1", registry=metrics.registry)
     with open_store(settings, command="carrierwatch sink", wait=wait, migrate=True) as store:
-        run_sink(settings, config, topology, store, metrics=metrics)
+        run_sink(settings, config, topology, store, metrics=metrics, monitor=monitor)
 
 
 @click.command("topics")

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -71,6 +72,51 @@ class SinkMetrics:
                                 "Unix time of the last successful write", registry=r)
 
 
+class SinkMonitor:
+    """The online anomaly monitor in the stream driver: the sink is the one process that sees the
+    5-minute windows of every shard, so the monitor runs here (one instance, as in replay).
+
+    Each batch is observed as it arrives; the anomaly and alert rows it yields join the same
+    idempotent store write. The monitor's state is saved (atomically) after every successful
+    write and restored at start: a batch observed again after a crash only adds late rows for
+    windows scored already, which do not change a verdict.
+    """
+
+    def __init__(self, state_path: Path, registry: CollectorRegistry | None = None) -> None:
+        from carrierwatch.anomaly.monitor import AnomalyMonitor
+        from carrierwatch.outputs.prometheus import AnomalyExporter
+
+        self.state_path = state_path
+        self.monitor = (AnomalyMonitor.from_bytes(state_path.read_bytes())
+                        if state_path.exists() else AnomalyMonitor())
+        self.exporter = AnomalyExporter(registry)
+
+    def observe(self, batch: SinkBatch) -> None:
+        from carrierwatch.core.timeutil import to_ms
+        from carrierwatch.core.windows import MetricWindowRow
+
+        windows = []
+        for row in batch.rows.get("metric_windows", ()):
+            if row.get("granularity") != "5m":
+                continue
+            values = dict(row)
+            start = values["window_start"]
+            values["window_start"] = start if isinstance(start, int) else to_ms(start)
+            windows.append(MetricWindowRow(**values))
+        if not windows and not batch.dead_letters and not batch.events:
+            return
+        verdicts = self.monitor.observe(windows, batch.dead_letters, arrivals=batch.events)
+        batch.add_rows("anomalies", verdicts.anomalies)
+        batch.add_rows("alerts", verdicts.alerts)
+        self.exporter.update(verdicts)
+
+    def save(self) -> None:
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.state_path.with_suffix(".partial")
+        partial.write_bytes(self.monitor.to_bytes())
+        partial.replace(self.state_path)
+
+
 class SinkWriter:
     """Buffer SinkBatches and write them with retry + exponential backoff (no Kafka here).
 
@@ -79,8 +125,10 @@ class SinkWriter:
 
     def __init__(self, store: Store, config: StreamConfig, metrics: SinkMetrics,
                  fault: Callable[[], bool] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 monitor: SinkMonitor | None = None) -> None:
         self.store = store
+        self.monitor = monitor
         self.config = config
         self.metrics = metrics
         self.fault = fault
@@ -91,6 +139,8 @@ class SinkWriter:
         self.next_attempt = 0.0
 
     def add(self, batch: SinkBatch) -> None:
+        if self.monitor is not None:
+            self.monitor.observe(batch)
         if self.first_buffered is None:
             self.first_buffered = self.clock()
         self.buffer.extend(batch)
@@ -130,6 +180,8 @@ class SinkWriter:
         observe = self.metrics.freshness.observe
         for event in self.buffer.events:
             observe(done - event.received_time / 1000)
+        if self.monitor is not None:
+            self.monitor.save()
         self.metrics.rows_written.inc(written)
         self.metrics.writes.inc()
         self.metrics.last_write.set(time.time())
@@ -144,7 +196,8 @@ class SinkWriter:
 
 def run_sink(settings: Settings, config: StreamConfig, topology: Topology, store: Store, *,
              metrics: SinkMetrics | None = None, stop: threading.Event | None = None,
-             stop_timeout: float = 60.0, install_signals: bool = True) -> None:
+             stop_timeout: float = 60.0, install_signals: bool = True,
+             monitor: SinkMonitor | None = None) -> None:
     """Consume ``cw.sink`` into ``store`` until ``stop`` is set (or SIGTERM/SIGINT)."""
     from confluent_kafka import Consumer, KafkaError
 
@@ -159,7 +212,8 @@ def run_sink(settings: Settings, config: StreamConfig, topology: Topology, store
         signal.signal(signal.SIGINT, on_signal)
     fault_file = config.sink_fault_file
     writer = SinkWriter(store, config, metrics,
-                        fault=(lambda: fault_file.exists()) if fault_file is not None else None)
+                        fault=(lambda: fault_file.exists()) if fault_file is not None else None,
+                        monitor=monitor)
     consumer: Any = Consumer({
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": topology.sink_group,
