@@ -38,7 +38,9 @@ from carrierwatch.core.partner import PartnerSpec
 
 __all__ = [
     "Emitter",
+    "ParsedScan",
     "PayloadError",
+    "Promise",
     "TransformContext",
     "TransformResult",
     "Transformer",
@@ -94,6 +96,29 @@ class TransformResult:
     events: list[CanonicalEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedScan:
+    """One scan of a carrier payload, parsed: its UTC time (and whether the zone was a guess),
+    the carrier's local time string, its raw code, the codebook keys to try (most specific first)
+    and its coarse location."""
+
+    time: int
+    ambiguous: bool
+    local: str
+    raw_code: str
+    codes: tuple[str, ...]
+    location: Location | None
+
+
+@dataclass(frozen=True, slots=True)
+class Promise:
+    """A payload's delivery promise and latest ETA window, UTC ms (None where the feed is silent)."""
+
+    promised_by: int | None = None
+    eta_start: int | None = None
+    eta_end: int | None = None
 
 
 class Transformer(Protocol):

@@ -52,14 +52,15 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from carrierwatch.core.model import CanonicalStatus, Location, ProofOfDelivery
+from carrierwatch.core.model import CanonicalStatus, ProofOfDelivery
 from carrierwatch.core.timeutil import parse_instant, parse_naive, resolve_local, zone_for
 from carrierwatch.transformers.base import (
     Emitter,
+    ParsedScan,
     PayloadError,
+    Promise,
     TransformContext,
     TransformResult,
     location,
@@ -80,21 +81,8 @@ _DELIVERED = CanonicalStatus.DELIVERED.value
 _SIGNATURE_IMAGE = "SIGNATURE_PROOF_OF_DELIVERY"
 
 
-@dataclass(frozen=True, slots=True)
-class _Scan:
-    time: int
-    ambiguous: bool
-    local: str
-    raw_code: str
-    codes: tuple[str, ...]
-    location: Location | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Promise:
-    promised_by: int | None = None
-    eta_start: int | None = None
-    eta_end: int | None = None
 
 
 def scan_keys(event_type: str, exception_code: str | None) -> tuple[str, tuple[str, ...]]:
@@ -174,7 +162,7 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
         opt_dict(track_result, "serviceDetail", tpath), "type", f"{tpath}.serviceDetail"))
     default_country = ctx.partner.default_country
 
-    scans: list[_Scan] = []
+    scans: list[ParsedScan] = []
     for k, scan in enumerate(opt_list(track_result, "scanEvents", tpath)):
         spath = f"{tpath}.scanEvents[{k}]"
         with emitter.element(spath):
@@ -221,7 +209,7 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
         )
 
 
-def _scan(scan: Any, spath: str, default_country: str | None) -> _Scan:
+def _scan(scan: Any, spath: str, default_country: str | None) -> ParsedScan:
     if not isinstance(scan, dict):
         raise PayloadError(spath, f"expected an object, got {type(scan).__name__}")
     raw_code, codes = scan_keys(req_str(scan, "eventType", spath),
@@ -240,7 +228,7 @@ def _scan(scan: Any, spath: str, default_country: str | None) -> _Scan:
     else:
         zone, zone_exact = zone_for(country, region)
         ms, ambiguous = resolve_local(date, zone, exact_zone=zone_exact)
-    return _Scan(
+    return ParsedScan(
         time=ms,
         ambiguous=ambiguous,
         local=date,
@@ -252,7 +240,7 @@ def _scan(scan: Any, spath: str, default_country: str | None) -> _Scan:
 
 
 def _destination_zone(track_result: dict[str, Any], tpath: str, default_country: str | None,
-                      scans: list[_Scan]) -> tuple[str | None, bool]:
+                      scans: list[ParsedScan]) -> tuple[str | None, bool]:
     """The destination's zone for times FedEx sends without an offset, and whether it is sure."""
     candidates = (
         ("recipientInformation", "address"),
@@ -296,7 +284,7 @@ def _instant(text: str, path: str, zone: str | None, exact: bool, *, end_of_day:
 
 
 def _promise(track_result: dict[str, Any], tpath: str, emitter: Emitter, zone: str | None,
-             exact: bool) -> _Promise:
+             exact: bool) -> Promise:
     promised: tuple[int, bool] | None = None
     estimated: tuple[int, bool] | None = None
     for n, entry in enumerate(opt_list(track_result, "dateAndTimes", tpath)):
@@ -322,7 +310,7 @@ def _promise(track_result: dict[str, Any], tpath: str, emitter: Emitter, zone: s
         if end_text:
             ends = _instant(end_text, f"{wpath}.ends", zone, exact, end_of_day=True)
     eta_end = ends or estimated
-    return _Promise(
+    return Promise(
         promised_by=promised[0] if promised else None,
         eta_start=begins[0] if begins else None,
         eta_end=eta_end[0] if eta_end else None,

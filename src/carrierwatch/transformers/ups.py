@@ -52,15 +52,16 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from carrierwatch.core.model import CanonicalStatus, Location, ProofOfDelivery
+from carrierwatch.core.model import CanonicalStatus, ProofOfDelivery
 from carrierwatch.core.timeutil import LocalTime, resolve_local, to_ms, zone_for
 from carrierwatch.transformers.base import (
     Emitter,
+    ParsedScan,
     PayloadError,
+    Promise,
     TransformContext,
     TransformResult,
     location,
@@ -83,21 +84,8 @@ _TIMED = _WINDOWS | {"CMT"}  # deliveryTime types whose endTime bounds the day (
 _END_OF_DAY = "235959"
 
 
-@dataclass(frozen=True, slots=True)
-class _Activity:
-    time: int
-    ambiguous: bool
-    local: str
-    raw_code: str
-    codes: tuple[str, ...]
-    location: Location | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Promise:
-    promised_by: int | None = None
-    eta_start: int | None = None
-    eta_end: int | None = None
 
 
 def activity_keys(activity_type: str, code: str | None) -> tuple[str, tuple[str, ...]]:
@@ -178,7 +166,7 @@ def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
         opt_dict(package, "service", ppath), "code", f"{ppath}.service"))
     default_country = ctx.partner.default_country
 
-    activities: list[_Activity] = []
+    activities: list[ParsedScan] = []
     listed = list(enumerate(opt_list(package, "activity", ppath)))
     for k, activity in reversed(listed):         # UPS lists newest first
         apath = f"{ppath}.activity[{k}]"
@@ -253,7 +241,7 @@ def _local_datetime(date: str, time: str | None, date_path: str, time_path: str)
         raise PayloadError(date_path, f"invalid date and time {date!r} {time!r}") from None
 
 
-def _activity(activity: Any, apath: str, default_country: str | None) -> _Activity:
+def _activity(activity: Any, apath: str, default_country: str | None) -> ParsedScan:
     if not isinstance(activity, dict):
         raise PayloadError(apath, f"expected an object, got {type(activity).__name__}")
     status = req_dict(activity, "status", apath)
@@ -288,7 +276,7 @@ def _activity(activity: Any, apath: str, default_country: str | None) -> _Activi
     else:
         zone, zone_exact = zone_for(country, region)
         ms, ambiguous = resolve_local(local_naive, zone, exact_zone=zone_exact)
-    return _Activity(
+    return ParsedScan(
         time=ms,
         ambiguous=ambiguous,
         local=local,
@@ -300,7 +288,7 @@ def _activity(activity: Any, apath: str, default_country: str | None) -> _Activi
 
 
 def _destination_zone(package: dict[str, Any], ppath: str, default_country: str | None,
-                      activities: list[_Activity]) -> tuple[str | None, bool]:
+                      activities: list[ParsedScan]) -> tuple[str | None, bool]:
     """The destination's zone for UPS's zone-less package dates, and whether it is sure."""
     for n, entry in enumerate(opt_list(package, "packageAddress", ppath)):
         epath = f"{ppath}.packageAddress[{n}]"
@@ -321,7 +309,7 @@ def _destination_zone(package: dict[str, Any], ppath: str, default_country: str 
 
 
 def _promise(package: dict[str, Any], ppath: str, emitter: Emitter, zone: str | None,
-             exact: bool) -> _Promise:
+             exact: bool) -> Promise:
     scheduled: str | None = None
     rescheduled: str | None = None
     for n, entry in enumerate(opt_list(package, "deliveryDate", ppath)):
@@ -336,7 +324,7 @@ def _promise(package: dict[str, Any], ppath: str, emitter: Emitter, zone: str | 
             elif rescheduled is None or date > rescheduled:
                 rescheduled = date
     if scheduled is None and rescheduled is None:
-        return _Promise()
+        return Promise()
 
     start_time: str | None = None
     end_time = _END_OF_DAY
@@ -361,7 +349,7 @@ def _promise(package: dict[str, Any], ppath: str, emitter: Emitter, zone: str | 
     assert eta_date is not None
     eta_end = at(eta_date, end_time)
     eta_start = at(eta_date, start_time) if start_time is not None else None
-    return _Promise(promised_by=promised_by, eta_start=eta_start, eta_end=eta_end)
+    return Promise(promised_by=promised_by, eta_start=eta_start, eta_end=eta_end)
 
 
 def _proof(package: dict[str, Any], ppath: str) -> str | None:
