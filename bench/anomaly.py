@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import pickle
 import statistics
 import sys
@@ -73,6 +74,11 @@ class IncidentReport:
     false_alarms_per_week: float
     median_delay_windows: float | None
 
+
+
+#: The shared NAB subset: CARRIERWATCH_NAB_DIR, else ``shared/nab`` beside the checkout.
+NAB_DIR = Path(os.environ.get("CARRIERWATCH_NAB_DIR")
+               or Path(__file__).resolve().parents[2] / "shared" / "nab")
 
 def incident_metrics(series: Sequence[LabelledSeries], scores: Sequence[Sequence[float]],
                      threshold: float,
@@ -453,9 +459,9 @@ def _nab_figures(data: Path, windows: Path, detectors: Sequence[str]) -> dict[st
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the benchmark; the last line is the JSON summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/nab/data"))
+    parser.add_argument("--data", type=Path, default=NAB_DIR / "data")
     parser.add_argument("--windows", type=Path,
-                        default=Path("/work/shared/nab/combined_windows.json"))
+                        default=NAB_DIR / "combined_windows.json")
     parser.add_argument("--detectors", default=",".join(available_detectors()),
                         help="comma-separated registered names (default: all)")
     parser.add_argument("--no-nab", action="store_true", help="skip the NAB part")
