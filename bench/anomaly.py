@@ -75,10 +75,10 @@ class IncidentReport:
     median_delay_windows: float | None
 
 
-
 #: The shared NAB subset: CARRIERWATCH_NAB_DIR, else ``shared/nab`` beside the checkout.
 NAB_DIR = Path(os.environ.get("CARRIERWATCH_NAB_DIR")
                or Path(__file__).resolve().parents[2] / "shared" / "nab")
+
 
 def incident_metrics(series: Sequence[LabelledSeries], scores: Sequence[Sequence[float]],
                      threshold: float,
