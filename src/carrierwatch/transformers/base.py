@@ -55,6 +55,7 @@ __all__ = [
     "req_list",
     "req_str",
     "run_transform",
+    "zone_of_newest_scan",
 ]
 
 SYNTHETIC_HEADER = "x-carrierwatch-synthetic"
@@ -110,6 +111,19 @@ class ParsedScan:
     raw_code: str
     codes: tuple[str, ...]
     location: Location | None
+
+
+def zone_of_newest_scan(scans: list[ParsedScan]) -> tuple[str | None, bool]:
+    """A guess of a package's destination zone: the zone of the newest scan with a place
+    (always marked uncertain). ``(None, False)`` when no scan has one."""
+    from carrierwatch.core.timeutil import zone_for
+
+    for scan in reversed(scans):
+        if scan.location is not None and scan.location.country:
+            zone, _ = zone_for(scan.location.country, scan.location.region)
+            if zone is not None:
+                return zone, False
+    return None, False
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,7 @@ from carrierwatch.transformers.base import (
     req_dict,
     req_list,
     req_str,
+    zone_of_newest_scan,
 )
 
 __all__ = ["proof_of_delivery", "scan_keys", "transform"]
@@ -259,12 +260,7 @@ def _destination_zone(track_result: dict[str, Any], tpath: str, default_country:
             if zone is not None:
                 return zone, exact
     # No destination address: the newest scan's place is a guess of where the package ends.
-    for scan in reversed(scans):
-        if scan.location is not None and scan.location.country:
-            zone, _ = zone_for(scan.location.country, scan.location.region)
-            if zone is not None:
-                return zone, False
-    return None, False
+    return zone_of_newest_scan(scans)
 
 
 def _instant(text: str, path: str, zone: str | None, exact: bool, *, end_of_day: bool

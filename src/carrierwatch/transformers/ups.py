@@ -73,6 +73,7 @@ from carrierwatch.transformers.base import (
     req_dict,
     req_list,
     req_str,
+    zone_of_newest_scan,
 )
 
 __all__ = ["activity_keys", "gmt_instant", "transform"]
@@ -300,12 +301,7 @@ def _destination_zone(package: dict[str, Any], ppath: str, default_country: str 
         zone, exact = zone_for(country, opt_str(address, "stateProvince", f"{epath}.address"))
         if zone is not None:
             return zone, exact
-    for activity in reversed(activities):
-        if activity.location is not None and activity.location.country:
-            zone, _ = zone_for(activity.location.country, activity.location.region)
-            if zone is not None:
-                return zone, False
-    return None, False
+    return zone_of_newest_scan(activities)
 
 
 def _promise(package: dict[str, Any], ppath: str, emitter: Emitter, zone: str | None,
