@@ -53,3 +53,18 @@ def test_evaluate_incidents_runs_a_detector_on_a_level_drop() -> None:
     assert report.recall == 1.0
     assert report.median_delay_windows is not None and report.median_delay_windows <= 2
     assert report.false_alarms == 0
+
+
+def test_an_alarm_raised_inside_an_incident_that_outlasts_it_is_not_a_false_alarm() -> None:
+    times = [i * STEP for i in range(600)]
+    scores = [0.0] * 600
+    for i in range(105, 140):  # raised inside the incident (100..120), still raised after it
+        scores[i] = 0.9
+    scores[300] = 0.9  # raised outside: a false alarm
+    for i in range(399, 405):  # raised just before an excused span (400..500): a false alarm
+        scores[i] = 0.9
+    series = [("partner-c/exception_rate", times, [0.0] * 600, [(100 * STEP, 120 * STEP)])]
+    report = bench.incident_metrics(series, [scores], threshold=0.5,
+                                    excused=[[(400 * STEP, 500 * STEP)]])
+    assert (report.detected, report.false_alarms) == (1, 2)
+    assert report.median_delay_windows == 5.0

@@ -65,6 +65,7 @@ from carrierwatch.core.sketch import bucket_of, quantile
 
 __all__ = [
     "DEFAULT_HORIZONS",
+    "RATE_HORIZONS",
     "CountModel",
     "RateModel",
     "TailShareModel",
@@ -75,6 +76,10 @@ __all__ = [
 
 DEFAULT_HORIZONS: tuple[int, ...] = (1, 6, 24)
 """Trailing horizons in windows: 5 minutes, 30 minutes, 2 hours of 5-minute windows."""
+
+RATE_HORIZONS: tuple[int, ...] = (1, 6, 24, 48)
+"""Trailing horizons of rates (and tail shares): 4 hours as well, because a few percent of a
+partner's 200 events per hour needs hours of evidence."""
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -198,6 +203,15 @@ class CountModel:
         a new level.
     two_sided
         Score drops (silence) as well as rises.
+    novelty
+        Relative uncertainty of the expectation of a window whose hour of week has not been
+        learned yet (the first Saturday of a feed: only weekday hours are known). Rises are
+        tested against ``(1 + novelty) x`` and drops against ``(1 - novelty) x`` the expected
+        count of such windows.
+    gap_level, gap_margin, gap_min
+        The arrival cycle: the ``gap_level`` quantile of the learned runs of empty windows
+        that ended with an arrival (at least ``gap_min`` of them) is the longest normal gap;
+        a run longer by ``gap_margin`` windows is *an arrival that did not come*.
     """
 
     def __init__(self, *, horizons: Sequence[int] = DEFAULT_HORIZONS,
@@ -207,7 +221,8 @@ class CountModel:
                  dispersion_alpha: float = 0.005, dispersion_cap: float = 1e4,
                  warmup_windows: int = 288, flag_threshold: float = 0.5,
                  learn_below: float = 0.2, relearn_after: int = 144,
-                 two_sided: bool = True) -> None:
+                 two_sided: bool = True, novelty: float = 0.3, gap_level: float = 0.99,
+                 gap_margin: int = 2, gap_min: int = 16) -> None:
         self.horizons = tuple(sorted(set(horizons)))
         self.window_seconds = window_seconds
         self.day_alpha = day_alpha
@@ -219,16 +234,29 @@ class CountModel:
         self.learn_below = min(learn_below, flag_threshold)
         self.relearn_after = relearn_after
         self.two_sided = two_sided
+        self.novelty = novelty
+        self.gap_level = gap_level
+        self.gap_margin = gap_margin
+        self.gap_min = gap_min
         self.daily: dict[int, _Level] = {}
         self.weekly: dict[int, _Level] = {}
         self.overall = _Level()
         self.recent: deque[tuple[float, float]] = deque(maxlen=scale_windows)  # (count, base)
-        self.trail: deque[tuple[float, float]] = deque(maxlen=max(self.horizons))  # (count, mu)
+        # (count, expected, expected of novel windows)
+        self.trail: deque[tuple[float, float, float]] = deque(maxlen=max(self.horizons))
         self.dispersion = _Dispersion(self.horizons, dispersion_alpha, dispersion_cap)
         self.low_dispersion = _Dispersion(self.horizons, dispersion_alpha, dispersion_cap)
-        self.empty_run: list[float] = []  # expected counts of the current run of empty windows
+        # (expected, expected of novel windows) of the current run of empty windows
+        self.empty_run: list[tuple[float, float]] = []
         self.flagged: list[tuple[float, float]] = []
         self.learned = 0
+        # the arrival cycle: runs of empty windows that ended with an arrival (learned ones)
+        self.gaps: deque[int] = deque(maxlen=512)
+        self.longest_gap: int | None = None
+        self.span_dispersion = _Level()  # (size - expected)^2 / expected of such arrivals
+        self.span_min = 8  # arrivals after a gap learned before their size is tested
+        self.span: tuple[float, float, float] | None = None  # (count, expected, novel) of the
+        # window that ended a run of empty windows, the run included
 
     def base(self, timestamp: float) -> float:
         """Seasonal expected count of the window starting at ``timestamp`` (before scaling)."""
@@ -256,8 +284,16 @@ class CountModel:
         score in [0, 1]."""
         base = self.base(timestamp)
         mu = max(base * self.scale(), 1e-3)
-        self.trail.append((count, mu))
-        self.empty_run = [*self.empty_run, mu] if count == 0 else []
+        novel = mu if self._novel(timestamp) else 0.0
+        self.trail.append((count, mu, novel))
+        run = len(self.empty_run)
+        if count == 0:
+            self.span = None
+            self.empty_run.append((mu, novel))
+        else:
+            self.span = ((count, mu + sum(m for m, _ in self.empty_run),
+                          novel + sum(n for _, n in self.empty_run)) if self.empty_run else None)
+            self.empty_run = []
         daily = self.daily.get(int((timestamp % WEEK) // HOUR) % 24)
         ready = (self.learned >= self.warmup_windows and daily is not None
                  and daily.n >= self.season_min_windows)
@@ -266,39 +302,78 @@ class CountModel:
             self._learn_dispersion(score < self.learn_below)
         if score >= self.learn_below:
             self.flagged.append((timestamp, count))
+            # the scale sees a flagged window as expected: neither learned nor a hole (a
+            # flagged burst of a polled feed must not leave only its empty windows behind)
+            self.recent.append((mu, base))
             if self.relearn_after and len(self.flagged) >= self.relearn_after:
                 self._relearn()
             return score
         self.flagged = []
+        if count > 0:
+            self._learn_gap(run)
         self._learn(timestamp, count, base)
         return score
 
-    def _sums(self, horizon: int) -> tuple[float, float] | None:
+    def _novel(self, timestamp: float) -> bool:
+        """Whether the window's hour of week has not been learned yet."""
+        weekly = self.weekly.get(int((timestamp % WEEK) // HOUR))
+        return weekly is None or weekly.n < self.week_min_windows
+
+    def _learn_gap(self, run: int) -> None:
+        self.gaps.append(run)
+        if len(self.gaps) >= self.gap_min and (self.longest_gap is None
+                                               or len(self.gaps) % 8 == 0):
+            ordered = sorted(self.gaps)
+            self.longest_gap = ordered[min(len(ordered) - 1,
+                                           int(self.gap_level * len(ordered)))]
+
+    def _sums(self, horizon: int) -> tuple[float, float, float] | None:
         if len(self.trail) < horizon:
             return None
-        items = list(self.trail)[-horizon:]
-        return sum(c for c, _ in items), sum(m for _, m in items)
+        total = mean = novel = 0.0
+        for k in range(len(self.trail) - horizon, len(self.trail)):
+            count, mu, new = self.trail[k]
+            total += count
+            mean += mu
+            novel += new
+        return total, mean, novel
 
     def _score(self) -> float:
         tail = 1.0
         tests = 0
+        c = self.novelty
         for horizon in self.horizons:
             sums = self._sums(horizon)
             if sums is None:
                 continue
-            total, mean = sums
+            total, mean, novel = sums
             phi = self.dispersion[horizon]
             tests += 2 if self.two_sided else 1
-            tail = min(tail, poisson_upper_tail(total / phi, mean / phi))
+            tail = min(tail, poisson_upper_tail(total / phi, (mean + c * novel) / phi))
             if self.two_sided:
                 low = max(phi, self.low_dispersion[horizon])
-                tail = min(tail, poisson_lower_tail(total / low, mean / low))
+                tail = min(tail, poisson_lower_tail(total / low, (mean - c * novel) / low))
+        span_phi = max(1.0, self.span_dispersion.mean)
+        if self.span is not None and self.span_dispersion.n >= self.span_min:
+            # an arrival after empty windows (a poll): its size against the gap's expectation
+            total, mean, novel = self.span
+            phi = span_phi
+            tests += 2 if self.two_sided else 1
+            tail = min(tail, poisson_upper_tail(total / phi, (mean + c * novel) / phi))
+            if self.two_sided:
+                tail = min(tail, poisson_lower_tail(total / phi, (mean - c * novel) / phi))
         if self.two_sided and self.empty_run:
             run = len(self.empty_run)
+            expected = sum(m - c * n for m, n in self.empty_run)
             phi = max(max(self.low_dispersion[h], self.dispersion[h])
                       for h in self.horizons if h <= max(run, 1))
             tests += 1
-            tail = min(tail, math.exp(-sum(self.empty_run) / phi))
+            tail = min(tail, math.exp(-expected / phi))
+            if (self.longest_gap is not None and self.span_dispersion.n >= self.span_min
+                    and run > self.longest_gap + self.gap_margin):
+                # an arrival that did not come: the feed's own cycle is overdue
+                tests += 1
+                tail = min(tail, math.exp(-expected / span_phi))
         return _score(tail, max(tests, 1))
 
     def _learn_dispersion(self, below: bool) -> None:
@@ -308,10 +383,14 @@ class CountModel:
         of the two: the quiet windows between the bursts of a polled feed are no news."""
         if self.learned < self.warmup_windows // 2:
             return
+        if self.span is not None and (below or self.span[0] >= self.span[1]):
+            total, mean, _ = self.span
+            self.span_dispersion.update(min((total - mean) ** 2 / max(mean, 0.1),
+                                            self.dispersion.cap), self.dispersion.alpha * 4)
         for horizon in self.horizons:
             sums = self._sums(horizon)
             if sums is not None:
-                total, mean = sums
+                total, mean, _ = sums
                 squared = (total - mean) ** 2 / max(mean, 0.1)
                 if total >= mean:
                     self.dispersion.update(horizon, squared)
@@ -351,7 +430,7 @@ class RateModel:
         As for :class:`CountModel`.
     """
 
-    def __init__(self, *, horizons: Sequence[int] = DEFAULT_HORIZONS, decay: float = 0.002,
+    def __init__(self, *, horizons: Sequence[int] = RATE_HORIZONS, decay: float = 0.002,
                  dispersion_alpha: float = 0.005, dispersion_cap: float = 100.0,
                  warmup_trials: float = 300.0, flag_threshold: float = 0.5,
                  learn_below: float = 0.2, relearn_after: int = 144) -> None:
@@ -444,13 +523,18 @@ class TailShareModel:
         How often the cut is recomputed and how fast the reference forgets (per refresh).
     warmup_values
         Values in the reference before the first cut is set.
+    warmup_windows
+        Windows seen before anything but 0 is scored (a feed's first hours replay a backlog).
     rate_params
         Keyword parameters of the :class:`RateModel`.
     """
 
     def __init__(self, *, level: float = 0.9, refresh_windows: int = 288, decay: float = 0.3,
-                 warmup_values: int = 300, **rate_params: object) -> None:
+                 warmup_values: int = 300, warmup_windows: int = 288,
+                 **rate_params: object) -> None:
         self.level = level
+        self.warmup_windows = warmup_windows
+        self.seen = 0
         self.refresh_windows = refresh_windows
         self.decay = decay
         self.warmup_values = warmup_values
@@ -471,10 +555,13 @@ class TailShareModel:
     def update(self, timestamp: float, histogram: Mapping[int, int]) -> float:
         """Score the window's histogram, then learn it unless flagged."""
         above, total = self.split(histogram)
+        self.seen += 1
         if self.cut is None:
             self._absorb(histogram)
             return 0.0
         score = self.rates.update(timestamp, above, total)
+        if self.seen <= self.warmup_windows:
+            score = 0.0
         if score < self.rates.learn_below:
             self._absorb(histogram)
         return score
