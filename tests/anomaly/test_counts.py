@@ -112,3 +112,31 @@ def test_holt_winters_starts_on_an_all_zero_day() -> None:
             assert model._initialized and model.level[-1] == 0.0
             assert set(model.season) == {0.0}  # deviations from the level, not ratios
     assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_a_poll_that_does_not_come_is_flagged_soon_after_it_was_due() -> None:
+    model = CountModel()
+    cycle = 36  # polled every 3 hours: one burst, then 35 empty windows
+    scores = [model.update(T0 + i * STEP, 500 if i % cycle == 1 else 0) for i in range(5 * 288)]
+    assert max(scores[2 * 288:]) < 0.5  # the quiet windows between polls are no news
+    assert model.longest_gap == cycle - 1
+    start = 5 * 288
+    missed = [model.update(T0 + (start + k) * STEP, 0) for k in range(2 * cycle)]
+    due = (1 - start) % cycle  # the window the next poll was due in
+    assert max(missed[:due + 1]) < 0.5  # not before the poll is overdue
+    first = next(k for k, s in enumerate(missed) if s >= 0.5)
+    assert due < first <= due + 4  # flagged within 4 windows (20 minutes) of the missed poll
+
+
+def test_a_few_percent_exceptions_for_hours_are_flagged_within_the_4_hour_horizon() -> None:
+    rng = random.Random(11)
+    model = RateModel()
+    for i in range(3000):
+        trials = rng.randrange(10, 25)
+        model.update(T0 + i * STEP, sum(rng.random() < 0.004 for _ in range(trials)), trials)
+    spike = []
+    for i in range(48):  # four hours at 4 % (ten times the usual share)
+        trials = rng.randrange(10, 25)
+        spike.append(model.update(T0 + (3000 + i) * STEP,
+                                  sum(rng.random() < 0.04 for _ in range(trials)), trials))
+    assert max(spike) >= 0.5
