@@ -153,8 +153,8 @@ EXPECTED_METRIC: Mapping[str, tuple[str, ...]] = {
     "latency_drift": ("latency_p95", "received_age_p95"),
     # new partner codes -> status unknown, codebook gaps
     "codebook_change": ("unmapped_rate", "received_unmapped_rate"),
-    # three times the shipments: more events per window, by event time and by received time
-    "peak_day": ("volume", "received_volume"),
+    # three times the shipments: more labels and pickups first, then more events per window
+    "peak_day": ("volume", "received_volume", "received_new_packages"),
 }
 """The metric streams each incident kind is expected to move: an alarm of any of them inside
 the incident detects it (recall and delay take the earliest); alarms of the partner's other

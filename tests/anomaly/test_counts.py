@@ -140,3 +140,20 @@ def test_a_few_percent_exceptions_for_hours_are_flagged_within_the_4_hour_horizo
         spike.append(model.update(T0 + (3000 + i) * STEP,
                                   sum(rng.random() < 0.04 for _ in range(trials)), trials))
     assert max(spike) >= 0.5
+
+
+def test_hourly_seasons_do_not_let_the_current_hour_learn_itself() -> None:
+    # 3 days at 10 per window, then an hour at 13 (not flagged, so learned)
+    hourly, per_window = CountModel(), CountModel(hourly_seasons=False)
+    start = 3 * 288
+    for model in (hourly, per_window):
+        for i in range(start):
+            model.update(T0 + i * STEP, 10.0)
+        for i in range(start, start + 11):
+            assert model.update(T0 + i * STEP, 13.0) < model.learn_below
+    later = T0 + (start + 11) * STEP
+    assert hourly.base(later) == pytest.approx(10.0)  # the hour's past level
+    assert per_window.base(later) > 10.5  # followed the current hour's windows
+    hourly.update(later, 13.0)
+    hourly.update(later + 3600.0, 10.0)  # the next hour: the finished one is folded in
+    assert hourly.base(later) == pytest.approx(13.0)

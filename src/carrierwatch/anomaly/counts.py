@@ -175,6 +175,12 @@ class _Level:
         self.n += 1
         self.mean += max(alpha, 1.0 / self.n) * (value - self.mean)
 
+    def update_many(self, mean: float, count: int, alpha: float) -> None:
+        """Fold in ``count`` values of mean ``mean`` at once (per-value memory ``alpha``)."""
+        self.n += count
+        weight = max(1.0 - (1.0 - alpha) ** count, count / self.n)
+        self.mean += weight * (mean - self.mean)
+
 
 class CountModel:
     """Quasi-Poisson surprise of a count per window with a seasonal expectation (module docs).
@@ -208,6 +214,11 @@ class CountModel:
         learned yet (the first Saturday of a feed: only weekday hours are known). Rises are
         tested against ``(1 + novelty) x`` and drops against ``(1 - novelty) x`` the expected
         count of such windows.
+    hourly_seasons
+        Fold each hour's learned windows into its hour-of-day and hour-of-week levels when
+        the hour is over (default), not window by window: otherwise the level of the current
+        hour follows the current windows (the hour-of-week memory is 0.2 per window) and a
+        rise that holds for an hour becomes its own expectation before it alarms.
     rise_below
         Learn the dispersion of rises only from windows scoring below ``learn_below`` (a peak
         building up must not widen its own tolerance); False (default): from every unflagged
@@ -226,7 +237,8 @@ class CountModel:
                  warmup_windows: int = 288, flag_threshold: float = 0.5,
                  learn_below: float = 0.2, relearn_after: int = 144,
                  two_sided: bool = True, novelty: float = 0.3, gap_level: float = 0.99,
-                 gap_margin: int = 2, gap_min: int = 16, rise_below: bool = False) -> None:
+                 gap_margin: int = 2, gap_min: int = 16, rise_below: bool = False,
+                 hourly_seasons: bool = True) -> None:
         self.horizons = tuple(sorted(set(horizons)))
         self.window_seconds = window_seconds
         self.day_alpha = day_alpha
@@ -240,6 +252,8 @@ class CountModel:
         self.two_sided = two_sided
         self.novelty = novelty
         self.rise_below = rise_below
+        self.hourly_seasons = hourly_seasons
+        self.hour: tuple[int, float, int] | None = None  # (hour, sum, windows) being learned
         self.gap_level = gap_level
         self.gap_margin = gap_margin
         self.gap_min = gap_min
@@ -403,12 +417,34 @@ class CountModel:
                     self.low_dispersion.update(horizon, squared)
 
     def _learn(self, timestamp: float, count: float, base: float) -> None:
-        hour_of_week = int((timestamp % WEEK) // HOUR)
-        self.daily.setdefault(hour_of_week % 24, _Level()).update(count, self.day_alpha)
-        self.weekly.setdefault(hour_of_week, _Level()).update(count, self.week_alpha)
+        if self.hourly_seasons:
+            hour = int(timestamp // HOUR)
+            if self.hour is not None and self.hour[0] != hour:
+                self._fold_hour()
+            if self.hour is None:
+                self.hour = (hour, 0.0, 0)
+            _, total, windows = self.hour
+            self.hour = (hour, total + count, windows + 1)
+        else:
+            hour_of_week = int((timestamp % WEEK) // HOUR)
+            self.daily.setdefault(hour_of_week % 24, _Level()).update(count, self.day_alpha)
+            self.weekly.setdefault(hour_of_week, _Level()).update(count, self.week_alpha)
         self.overall.update(count, 0.01)
         self.recent.append((count, base))
         self.learned += 1
+
+    def _fold_hour(self) -> None:
+        """Fold the learned windows of the hour in progress into its seasonal levels."""
+        if self.hour is None:
+            return
+        hour, total, windows = self.hour
+        self.hour = None
+        hour_of_week = int((hour * HOUR % WEEK) // HOUR)
+        mean = total / windows
+        self.daily.setdefault(hour_of_week % 24, _Level()).update_many(mean, windows,
+                                                                        self.day_alpha)
+        self.weekly.setdefault(hour_of_week, _Level()).update_many(mean, windows,
+                                                                    self.week_alpha)
 
     def _relearn(self) -> None:
         held, self.flagged = self.flagged, []
