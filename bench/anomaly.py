@@ -50,6 +50,7 @@ __all__ = [
     "incident_metrics",
     "main",
     "monitor_incidents",
+    "partner_pages",
     "replay_batches",
 ]
 
@@ -336,6 +337,7 @@ def monitor_incidents(batches: Sequence[Batch], incidents: Sequence[Mapping[str,
             false_by_metric[metric] = incident_metrics(
                 [series[k] for k in picked], [scores[k] for k in picked], threshold,
                 [excused[k] for k in picked]).false_alarms
+    pages = partner_pages(streams, by_partner, probation_end)
     to_alert = [minutes for hits in kinds.values() for *_, minutes in hits if minutes >= 0]
     return {
         **asdict(report),
@@ -349,6 +351,8 @@ def monitor_incidents(batches: Sequence[Batch], incidents: Sequence[Mapping[str,
         "false_alarms_strict": strict.false_alarms,
         "false_alarms_strict_per_partner_week": round(strict.false_alarms / partner_weeks, 3),
         "false_alarms_by_metric": false_by_metric,
+        "false_pages": pages,
+        "false_pages_per_partner_week": round(pages / partner_weeks, 3),
         "median_minutes_to_alert": statistics.median(to_alert) if to_alert else None,
         "by_kind": {kind: {"incidents": len(hits),
                            "detected": sum(1 for h in hits if h[2] >= 0),
@@ -361,6 +365,45 @@ def monitor_incidents(batches: Sequence[Batch], incidents: Sequence[Mapping[str,
         "late_rows": monitor.stats["late_rows"],
         "stale_rows": monitor.stats["stale_rows"],
     }
+
+
+def partner_pages(streams: Mapping[tuple[str, str], Sequence[ScoredPoint]],
+                  by_partner: Mapping[str, Sequence[Mapping[str, Any]]],
+                  since_ms: float = 0.0) -> int:
+    """False alarms counted as an on-call engineer gets paged: one page per partner incident.
+
+    Each stream's runs of alarming points (consecutive scored points, as in
+    :func:`incident_metrics`) become intervals; a partner's intervals that overlap or are at
+    most 3 windows apart (an alert needs 3 recovered windows to resolve) merge into one page,
+    and a page that starts outside the partner's incidents and their aftermath is false.
+    """
+    runs: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for (partner, _), stream in streams.items():
+        first: int | None = None
+        last = 0
+        for point in stream:
+            if point.is_anomaly and point.window_start >= since_ms:
+                first = point.window_start if first is None else first
+                last = point.window_start
+            elif first is not None:
+                runs[partner].append((first, last))
+                first = None
+        if first is not None:
+            runs[partner].append((first, last))
+    pages = 0
+    step = int(WINDOW_SECONDS * 1000)
+    for partner, intervals in runs.items():
+        spared = [(i["start"], i["end"] + AFTERMATH_SECONDS[i["kind"]] * 1000)
+                  for i in by_partner.get(partner, ())]
+        reach: int | None = None
+        for start, end in sorted(intervals):
+            if reach is None or start > reach + 4 * step:
+                if not any(a <= start <= b for a, b in spared):
+                    pages += 1
+                reach = end
+            else:
+                reach = max(reach, end)
+    return pages
 
 
 def _incident_figures(args: argparse.Namespace) -> dict[str, Any]:
@@ -425,7 +468,9 @@ def _print_incidents(f: Mapping[str, Any]) -> None:
               f"{k['detected']}/{k['incidents']}  delays (windows) {k['delays_windows']}  "
               f"by {k['detected_by']}  "
               f"to alert (min) {k['minutes_to_alert']}")
-    print(f"  false alarms by metric: {f['false_alarms_by_metric']}", flush=True)
+    print(f"  false alarms by metric: {f['false_alarms_by_metric']}; grouped per partner "
+          f"(one page per partner incident): {f['false_pages']} = "
+          f"{f['false_pages_per_partner_week']:.2f} per partner-week", flush=True)
 
 
 def _nab_figures(data: Path, windows: Path, detectors: Sequence[str]) -> dict[str, object]:
