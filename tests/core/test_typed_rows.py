@@ -8,18 +8,15 @@ batch, value for value, and a compacted batch must keep the latest version of ev
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
+from lifecycle_gen import CONTRACTS, arrival_batches, generate
 
 from carrierwatch.core.pipeline import Pipeline, PipelineOutput
 from carrierwatch.sink import SinkBatch
 from carrierwatch.storage.rows import arrow_table, outcome_columns, window_columns
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
-from lifecycle_gen import CONTRACTS, arrival_batches, generate
 
 LATENESS = 2 * 86_400_000
 MIGRATIONS = Path(__file__).resolve().parents[2] / "src/carrierwatch/storage/migrations"
