@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
@@ -127,26 +128,20 @@ class SinkBatch:
         )
 
 
-def _outcome_key(row: PackageOutcomeRow) -> tuple[str, str]:
-    return row.partner_id, row.package_id
-
-
-def _window_key(row: MetricWindowRow) -> tuple[str, str, str, str, int, int]:
-    return row.key
-
+_outcome_key = attrgetter("partner_id", "package_id")
+_window_key = attrgetter("partner_id", "region", "service_level", "granularity", "window_start",
+                         "shard")
+_version = attrgetter("version")
 
 _Row = TypeVar("_Row", "PackageOutcomeRow", "MetricWindowRow")
 
 
 def _latest(rows: list[_Row], key: Callable[[_Row], Any]) -> list[_Row]:
-    """The highest version of each key among ``rows`` (the later row on a tie)."""
-    latest: dict[Any, _Row] = {}
-    for row in rows:
-        row_key = key(row)
-        old = latest.get(row_key)
-        if old is None or row.version >= old.version:
-            latest[row_key] = row
-    return list(latest.values())
+    """The highest version of each key among ``rows`` (the later row on a tie).
+
+    Rows of one pipeline come in version order, so the stable sort is a linear check.
+    """
+    return list({key(row): row for row in sorted(rows, key=_version)}.values())
 
 
 def write_batch(store: Store, batch: SinkBatch) -> int:
