@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from carrierwatch.core.model import CanonicalEvent
+from carrierwatch.core.model import CanonicalEvent, DeadLetter
 from carrierwatch.core.pipeline import Pipeline
 from carrierwatch.sink import SinkBatch, write_batch
 from carrierwatch.synthetic.rawlog import RawRecord, iter_rawlog
@@ -110,16 +110,21 @@ def iter_inputs(paths: Sequence[Path], *, partner: str | None = None,
 
 def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegistry, *,
                pipeline: Pipeline | None = None, batch_events: int = 20_000,
+               write_rows: int = 200_000,
                progress: Callable[[int], object] | None = None,
                monitor: AnomalyMonitor | None = None) -> ReplaySummary:
     """Run the core over ``records`` and write everything to ``store``; return a summary.
 
-    Events are handed to the pipeline in arrival order in batches of about ``batch_events``; each
-    batch's rows are written before the next batch starts, and a final flush decides what the
-    data allows (outcomes whose promise passed, windows that closed).
+    Events are handed to the pipeline in arrival order in batches of about ``batch_events``, and
+    a final flush decides what the data allows (outcomes whose promise passed, windows that
+    closed). Rows are buffered and written once about ``write_rows`` of them have gathered (and
+    at the end): a chDB insert has a large fixed cost per insert and part, and the rows a later
+    batch re-emits with a higher version (the same window or package again) replace the earlier
+    ones in the buffer, so fewer rows are written for the same query results
+    (:meth:`~carrierwatch.sink.SinkBatch.compact`).
 
     The cyclic garbage collector is paused while the replay runs and collects the young
-    generations after every batch instead: the state the pipeline builds up is long-lived and
+    generations after every write instead: the state the pipeline builds up is long-lived and
     acyclic, and automatic full collections that rescan it again and again would otherwise cost
     a large share of the run.
     """
@@ -128,6 +133,7 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
     summary = ReplaySummary()
     partners = {p.id: p for p in registry}
     pending: list[CanonicalEvent] = []
+    dead_letters: list[DeadLetter] = []  # since the last pipeline call (for the monitor)
     sink = SinkBatch()
 
     clock = time.perf_counter
@@ -138,22 +144,26 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
         pending.clear()
         flushed = pipe.flush() if final else None
         middle = clock()
-        sink.add_output(output)
+        sink.add_output(output, typed=True)
         if flushed is not None:
-            sink.add_output(flushed)
+            sink.add_output(flushed, typed=True)
+        sink.dead_letters.extend(dead_letters)
         if monitor is not None:
             # the last windows stay pending (as in a live worker): no monitor flush at the end
             windows = output.windows + (flushed.windows if flushed is not None else [])
             arrivals = output.events + (flushed.events if flushed is not None else [])
-            verdicts = monitor.observe(windows, sink.dead_letters, arrivals=arrivals)
+            verdicts = monitor.observe(windows, dead_letters, arrivals=arrivals)
             sink.add_rows("anomalies", verdicts.anomalies)
             sink.add_rows("alerts", verdicts.alerts)
             summary.anomalies += sum(1 for row in verdicts.anomalies if row.get("is_anomaly"))
-        summary.rows_written += write_batch(store, sink)
-        sink.events.clear()
-        sink.dead_letters.clear()
-        sink.rows.clear()
-        gc.collect(1)
+        dead_letters.clear()
+        if final or len(sink) >= write_rows:
+            sink.compact()
+            summary.rows_written += write_batch(store, sink)
+            sink.clear()
+            # after the write, when the buffered rows are gone: a collection scans every young
+            # object still alive, and rows about to be dropped need no scan
+            gc.collect(1)
         summary.pipeline_seconds += middle - start
         summary.store_seconds += clock() - middle
 
@@ -164,9 +174,7 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
             partner = partners.get(record.partner)
             summary.payloads += 1
             if partner is None:
-                from carrierwatch.core.model import DeadLetter
-
-                sink.dead_letters.append(DeadLetter(record.partner, record.received_time,
+                dead_letters.append(DeadLetter(record.partner, record.received_time,
                                                     f"unknown partner {record.partner!r}", "$",
                                                     record.body))
                 summary.dead_letters += 1
@@ -175,7 +183,7 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
             result = partner.transform(record.body, record.received_time, record.headers)
             summary.transform_seconds += clock() - start
             pending.extend(result.events)
-            sink.dead_letters.extend(result.dead_letters)
+            dead_letters.extend(result.dead_letters)
             summary.events += len(result.events)
             summary.dead_letters += len(result.dead_letters)
             summary.per_partner[record.partner] += len(result.events)

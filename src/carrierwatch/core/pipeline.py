@@ -22,8 +22,11 @@ the *decision watermark* (the watermark at the end of the previous call). When a
 package, its old facts are retracted and its new facts added; at the end of every call each
 window that changed is re-emitted with its full totals and a higher version
 (:class:`~carrierwatch.core.windows.MetricWindowRow`), and each package that changed gets a new
-:class:`PackageOutcomeRow`. Deltas are collected per 5-minute window during a call and added to
-every configured granularity at its end, so coarse rows equal the rollup of fine rows exactly.
+:class:`PackageOutcomeRow`. Every contribution (an event's, a fact added or retracted) is
+dated in a 5-minute window and added, as it happens, to the window of that time in every
+configured granularity (the aggregates a 5-minute window feeds are looked up once per call), so
+coarse rows equal the rollup of fine rows exactly. A duplicate leaves right after the check of
+its packed key against the package's sorted keys, before any other work.
 
 **Shards.** Each Kafka partition owns a disjoint set of packages and runs its own pipeline with
 its partition number as ``shard``; rows carry the shard in their key and queries sum over shards.
@@ -57,6 +60,7 @@ import heapq
 import math
 import pickle
 import zlib
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -130,6 +134,13 @@ _FIVE_MIN = GRANULARITY_MS["5m"]
 _MINUTE = 60_000
 _MAX_TIME = (1 << 43) - 1
 _LOG_GAMMA = math.log(GAMMA)
+
+
+def _window_specs(granularities: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
+    """``(granularity, length, alignment offset)`` per granularity: the window of ``t`` starts
+    at ``t - (t - offset) % length`` (:func:`~carrierwatch.core.windows.window_start`)."""
+    return tuple((g, GRANULARITY_MS[g], window_start(0, g) % GRANULARITY_MS[g])
+                 for g in granularities)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +305,7 @@ class Pipeline:
         self._deadline_buckets: dict[int, list[str]] = {}
         self._bucket_heap: list[int] = []
         self._seq = 0
+        self._window_specs = _window_specs(self.granularities)
         self.stats: dict[str, int] = {
             "received": 0, "accepted": 0, "duplicates": 0, "too_late": 0,
             "package_closed": 0, "invalid_time": 0, "flagged": 0, "evicted_packages": 0,
@@ -328,7 +340,7 @@ class Pipeline:
         out = self._out
         packages = self.packages
         stats = self.stats
-        deltas = self._deltas
+        targets = self._targets
         touched = self._touched
         lateness = self.allowed_lateness_ms
         watermark = self._watermark
@@ -337,6 +349,8 @@ class Pipeline:
         max_time = self._max_event_time
         status_rank = STATUS_RANK
         log = math.log
+        n_fields = N_FIELDS
+        rules_of = self._rules
         received = accepted = duplicates = 0
         for event in events:
             received += 1
@@ -369,8 +383,17 @@ class Pipeline:
             except ValueError:
                 low = zlib.crc32(event_id_.encode()) & 0xFFFF
             key = etime << 20 | status_rank.get(event.status, _UNKNOWN_RANK) << 16 | low
-            rules = self._rules_for(state.partner_id)
             fields_ = state.fields
+            # duplicates (half of a webhook feed's events) leave here, before any other work
+            n = state.n
+            if n and key <= fields_[n_fields + n - 1]:
+                index = bisect_left(fields_, key, n_fields, n_fields + n)
+                if fields_[index] == key:
+                    duplicates += 1
+                    continue
+            rules = rules_of.get(state.partner_id)
+            if rules is None:
+                rules = self._rules_for(state.partner_id)
             region, level, synthetic = state.region, state.service_level, state.synthetic
             promised, due = fields_[I_PROMISED_BY], fields_[I_PICKUP_DUE]
             flagged = state.add(event, rules, key)
@@ -389,42 +412,48 @@ class Pipeline:
                 else "unknown"
             event_level = event.service_level or rules.default_service_level
             dkey = (partner, event_region, event_level, etime - etime % _FIVE_MIN)
-            delta = deltas.get(dkey)
-            if delta is None:
-                delta = deltas[dkey] = WindowAgg()
-            counts = delta.counts
+            aggs = targets.get(dkey)
+            if aggs is None:
+                aggs = self._aggs_for(dkey)
             if event.synthetic:
-                counts[C_SYNTHETIC] += 1
+                for agg in aggs:
+                    agg.counts[C_SYNTHETIC] += 1
             else:
-                counts[C_EVENTS] += 1
-                by_status = delta.by_status
                 status = event.status
-                if (key >> 16) & 0xF == _UNKNOWN_RANK:
-                    counts[C_GAPS] += 1
+                gap = (key >> 16) & 0xF == _UNKNOWN_RANK
+                if gap:
                     status = "unknown"
-                by_status[status] = by_status.get(status, 0) + 1
                 latency = event.received_time - etime
-                counts[C_LAT_N] += 1
-                counts[C_LAT_SUM] += latency
-                hist = delta.hists[H_LATENCY]
                 # inline sketch.bucket_of (same expression, so the same bucket)
                 bucket = 0 if latency < 1000 else \
                     min(int(log(latency / 1000) / _LOG_GAMMA) + 1, MAX_BUCKET)
-                hist[bucket] = hist.get(bucket, 0) + 1
                 partner_received = event.partner_received_time
+                for agg in aggs:
+                    counts = agg.counts
+                    counts[C_EVENTS] += 1
+                    if gap:
+                        counts[C_GAPS] += 1
+                    by_status = agg.by_status
+                    by_status[status] = by_status.get(status, 0) + 1
+                    counts[C_LAT_N] += 1
+                    counts[C_LAT_SUM] += latency
+                    hist = agg.hists[H_LATENCY]
+                    hist[bucket] = hist.get(bucket, 0) + 1
                 if partner_received is not None:
-                    lag = partner_received - etime
-                    counts[C_CLAG_N] += 1
-                    counts[C_CLAG_SUM] += lag
-                    hist = delta.hists[H_CARRIER_LAG]
-                    bucket = bucket_of(lag)
-                    hist[bucket] = hist.get(bucket, 0) + 1
-                    lag = event.received_time - partner_received
-                    counts[C_ILAG_N] += 1
-                    counts[C_ILAG_SUM] += lag
-                    hist = delta.hists[H_INGEST_LAG]
-                    bucket = bucket_of(lag)
-                    hist[bucket] = hist.get(bucket, 0) + 1
+                    carrier_lag = partner_received - etime
+                    carrier_bucket = bucket_of(carrier_lag)
+                    ingest_lag = event.received_time - partner_received
+                    ingest_bucket = bucket_of(ingest_lag)
+                    for agg in aggs:
+                        counts = agg.counts
+                        counts[C_CLAG_N] += 1
+                        counts[C_CLAG_SUM] += carrier_lag
+                        hist = agg.hists[H_CARRIER_LAG]
+                        hist[carrier_bucket] = hist.get(carrier_bucket, 0) + 1
+                        counts[C_ILAG_N] += 1
+                        counts[C_ILAG_SUM] += ingest_lag
+                        hist = agg.hists[H_INGEST_LAG]
+                        hist[ingest_bucket] = hist.get(ingest_bucket, 0) + 1
             # package facts (only when something they depend on may have changed)
             if state.changed:
                 new_facts = package_facts(state, rules, decision_wm, tolerance)
@@ -490,20 +519,47 @@ class Pipeline:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for transient in ("_out", "_deltas", "_touched", "_rules"):
+        for transient in ("_out", "_targets", "_dirty", "_touched", "_rules", "_window_specs"):
             state.pop(transient, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._rules = {}
+        self._window_specs = _window_specs(self.granularities)
         self._reset_call()
 
     # ------------------------------------------------------------------ internals
     def _reset_call(self) -> None:
         self._out = PipelineOutput()
-        self._deltas: dict[tuple[str, str, str, int], WindowAgg] = {}
+        # (partner, region, level, 5-minute start) -> the open window aggregates (one per
+        # granularity) that a contribution to it goes into; the windows changed in this call
+        self._targets: dict[tuple[str, str, str, int], tuple[WindowAgg, ...]] = {}
+        self._dirty: dict[WindowKey, WindowAgg] = {}
         self._touched: dict[str, PackageState] = {}
+
+    def _aggs_for(self, dkey: tuple[str, str, str, int]) -> tuple[WindowAgg, ...]:
+        """The window aggregates of every granularity that contributions dated in the 5-minute
+        window ``dkey`` go into (created when new, marked changed); windows already dropped by
+        retention are left out and the correction counted in ``dropped_corrections``."""
+        partner, region, level, start5 = dkey
+        windows = self.windows
+        dirty = self._dirty
+        closed_before = self._closed_before
+        aggs = []
+        for granularity, size, offset in self._window_specs:
+            start = start5 - (start5 - offset) % size  # window_start(start5, granularity)
+            if start + size <= closed_before:
+                self.stats["dropped_corrections"] += 1
+                continue
+            wkey = (partner, region, level, granularity, start)
+            agg = windows.get(wkey)
+            if agg is None:
+                agg = windows[wkey] = WindowAgg()
+            dirty[wkey] = agg
+            aggs.append(agg)
+        found = self._targets[dkey] = tuple(aggs)
+        return found
 
     def _rules_for(self, partner_id: str) -> ContractRules:
         rules = self._rules.get(partner_id)
@@ -524,10 +580,11 @@ class Pipeline:
         region = location.region if location is not None and location.region else "unknown"
         level = event.service_level or self._rules_for(event.partner_id).default_service_level
         dkey = (event.partner_id, region, level, etime - etime % _FIVE_MIN)
-        delta = self._deltas.get(dkey)
-        if delta is None:
-            delta = self._deltas[dkey] = WindowAgg()
-        delta.counts[C_TOO_LATE] += 1
+        aggs = self._targets.get(dkey)
+        if aggs is None:
+            aggs = self._aggs_for(dkey)
+        for agg in aggs:
+            agg.counts[C_TOO_LATE] += 1
 
     def _report_flags(self, state: PackageState, flagged: list[tuple[int, int, str]]) -> None:
         for before, after, kind in flagged:
@@ -571,10 +628,11 @@ class Pipeline:
     def _delta_fact(self, partner: str, region: str, level: str, fact: Fact, sign: int) -> None:
         when = fact[1]
         dkey = (partner, region, level, when - when % _FIVE_MIN)
-        delta = self._deltas.get(dkey)
-        if delta is None:
-            delta = self._deltas[dkey] = WindowAgg()
-        apply_fact(delta, fact, sign)
+        aggs = self._targets.get(dkey)
+        if aggs is None:
+            aggs = self._aggs_for(dkey)
+        for agg in aggs:
+            apply_fact(agg, fact, sign)
 
     def _push_deadlines(self, state: PackageState, rules: ContractRules) -> None:
         fields_ = state.fields
@@ -634,28 +692,17 @@ class Pipeline:
         if new_wm > self._decision_watermark:
             self._decision_watermark = new_wm
             self._decide_deadlines(new_wm)
-        windows = self.windows
-        dirty: dict[WindowKey, WindowAgg] = {}
-        closed_before = self._closed_before
-        for (partner, region, level, start5), delta in self._deltas.items():
-            for granularity in self.granularities:
-                start = window_start(start5, granularity)
-                if start + GRANULARITY_MS[granularity] <= closed_before:
-                    self.stats["dropped_corrections"] += 1
-                    continue
-                wkey = (partner, region, level, granularity, start)
-                agg = windows.get(wkey)
-                if agg is None:
-                    agg = windows[wkey] = WindowAgg()
-                agg.add(delta)
-                dirty[wkey] = agg
-        for wkey, agg in dirty.items():
-            self._seq += 1
-            agg.version = self._seq
-            out.windows.append(agg.to_row(wkey, self.shard, self.version_base + self._seq))
+        seq, shard, base = self._seq, self.shard, self.version_base
+        append = out.windows.append
+        for wkey, agg in self._dirty.items():
+            seq += 1
+            agg.version = seq
+            append(agg.to_row(wkey, shard, base + seq))
+        append_outcome = out.outcomes.append
         for state in self._touched.values():
-            self._seq += 1
-            out.outcomes.append(self._outcome_row(state, self.version_base + self._seq))
+            seq += 1
+            append_outcome(self._outcome_row(state, base + seq))
+        self._seq = seq
         out.watermark = self._decision_watermark
         if sweep or self._decision_watermark - self._last_sweep >= self.sweep_interval_ms:
             self._sweep()

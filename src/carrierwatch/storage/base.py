@@ -18,12 +18,16 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from carrierwatch.core.model import CanonicalEvent, DeadLetter
 from carrierwatch.storage import migrator, rows
 from carrierwatch.storage.migrator import AppliedMigration, Migration
 from carrierwatch.storage.rows import RawEvent
+
+if TYPE_CHECKING:
+    from carrierwatch.core.pipeline import PackageOutcomeRow
+    from carrierwatch.core.windows import MetricWindowRow
 
 __all__ = ["TABLES", "Store", "check_identifier"]
 
@@ -127,6 +131,21 @@ class Store(ABC):
         if not events:
             return 0
         return self.insert_columns("canonical_events", rows.event_columns(events))
+
+    def insert_outcomes(self, outcomes: Sequence[PackageOutcomeRow]) -> int:
+        """Insert package outcome rows (idempotent: keyed by partner and package, latest version
+        wins). Columnar: no per-row dict or datetime is built."""
+        if not outcomes:
+            return 0
+        return self.insert_columns("package_outcomes", rows.outcome_columns(outcomes))
+
+    def insert_windows(self, windows: Sequence[MetricWindowRow]) -> int:
+        """Insert metric window rows (idempotent: keyed by partner, region, service level,
+        granularity, window start and shard, latest version wins). Columnar like
+        :meth:`insert_outcomes`."""
+        if not windows:
+            return 0
+        return self.insert_columns("metric_windows", rows.window_columns(windows))
 
     def insert_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> int:
         """Insert dead letters, raw bytes intact (idempotent: keyed by partner, payload, path)."""
