@@ -32,7 +32,7 @@ from carrierwatch.core.model import (
     DeadLetter,
     Location,
     event_id,
-    package_key,
+    new_event,
 )
 from carrierwatch.core.partner import PartnerSpec
 
@@ -142,13 +142,15 @@ class Transformer(Protocol):
 class Emitter:
     """Accumulates the result of one payload; see the module docstring."""
 
-    __slots__ = ("_book", "_ctx", "_partner_id", "_raw", "_result", "_synthetic", "_version")
+    __slots__ = ("_book", "_ctx", "_partner_id", "_raw", "_received_time", "_result", "_synthetic",
+                 "_version")
 
     def __init__(self, raw: bytes, ctx: TransformContext) -> None:
         self._raw = raw
         self._ctx = ctx
         self._book = ctx.codebook
         self._partner_id = ctx.partner.id
+        self._received_time = ctx.received_time
         self._version = ctx.partner.payload_schema_version
         self._synthetic = ctx.synthetic
         self._result = TransformResult()
@@ -218,32 +220,16 @@ class Emitter:
             self._result.gaps.append(raw_code)
         else:
             status, confidence, mapped_reason = mapping.status, mapping.confidence, mapping.reason
-        package_id = package_key(self._partner_id, tracking_number, discriminator)
-        event = CanonicalEvent(
-            event_id=event_id(self._partner_id, package_id, status, event_time),
-            partner_id=self._partner_id,
-            package_id=package_id,
-            tracking_number=tracking_number,
-            status=status,
-            confidence=confidence,
-            raw_code=raw_code,
-            event_time=event_time,
-            received_time=self._ctx.received_time,
-            timezone_ambiguous=timezone_ambiguous,
-            event_time_local=event_time_local,
-            shipment_id=shipment_id,
-            reason=reason if reason is not None else mapped_reason,
-            location=location,
-            promised_by=promised_by,
-            eta_start=eta_start,
-            eta_end=eta_end,
-            attempt_number=attempt_number,
-            proof_of_delivery=proof_of_delivery,
-            service_level=service_level,
-            synthetic=self._synthetic,
-            payload_schema_version=self._version,
-            partner_received_time=partner_received_time,
-        )
+        partner_id = self._partner_id
+        package_id = (f"{partner_id}:{tracking_number}:{discriminator}" if discriminator
+                      else f"{partner_id}:{tracking_number}")  # = package_key(...), inlined
+        event = new_event(
+            event_id(partner_id, package_id, status, event_time), partner_id, package_id,
+            tracking_number, status, confidence, raw_code, event_time, self._received_time,
+            timezone_ambiguous, event_time_local, shipment_id,
+            reason if reason is not None else mapped_reason, location, promised_by, eta_start,
+            eta_end, attempt_number, proof_of_delivery, service_level, self._synthetic,
+            self._version, partner_received_time)
         self._result.events.append(event)
         return event
 
