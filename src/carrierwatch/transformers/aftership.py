@@ -70,6 +70,7 @@ from carrierwatch.transformers._aggregators import (
     place_zone,
 )
 from carrierwatch.transformers.base import (
+    CONTAINED_ERRORS,
     Emitter,
     PayloadError,
     TransformContext,
@@ -169,14 +170,18 @@ def _emit_tracking(emitter: Emitter, ctx: TransformContext, msg: dict[str, Any],
     raw_checkpoints = opt_list(msg, "checkpoints", path)
     for index, body in enumerate(raw_checkpoints):
         cp_path = f"{path}.checkpoints[{index}]"
-        with emitter.element(cp_path):
+        try:
             checkpoints.append(_read_checkpoint(index, body, cp_path))
+        except CONTAINED_ERRORS as exc:  # = with emitter.element(cp_path), cheaper per checkpoint
+            emitter.contain(exc, cp_path)
     resolved = _resolve_groups(checkpoints, dest_zone)
 
     drafts: list[Draft] = []
     for cp in checkpoints:
-        with emitter.element(cp.path):
+        try:
             drafts.append(_checkpoint_draft(ctx, cp, resolved[cp.group], common, signed))
+        except CONTAINED_ERRORS as exc:  # = with emitter.element(cp.path)
+            emitter.contain(exc, cp.path)
     if not raw_checkpoints:
         drafts.append(_tracking_draft(ctx, msg, path, common))
     emit_drafts(emitter, drafts)

@@ -53,6 +53,7 @@ from carrierwatch.core.codebook import Codebook, Mapping
 from carrierwatch.core.model import CanonicalStatus, Location
 from carrierwatch.core.timeutil import parse_instant, resolve_local, zone_for
 from carrierwatch.transformers.base import (
+    CONTAINED_ERRORS,
     Emitter,
     PayloadError,
     TransformContext,
@@ -187,10 +188,12 @@ def _shipment(emitter: Emitter, ctx: TransformContext, shipment: Any, path: str)
         raise PayloadError(f"{path}.events", "shipment has neither events nor a status")
 
     for event, event_path in items:
-        with emitter.element(event_path):
+        try:
             _event(emitter, ctx.codebook, event, event_path, tracking_number=tracking_number,
                    default_country=default_country, eta_start=eta_start, eta_end=eta_end,
                    service_level=service_level, signed=signed)
+        except CONTAINED_ERRORS as exc:  # = with emitter.element(event_path), cheaper per event
+            emitter.contain(exc, event_path)
 
 
 def _event(emitter: Emitter, book: Codebook, event: Any, path: str, *, tracking_number: str,

@@ -70,6 +70,7 @@ from carrierwatch.transformers._aggregators import (
     place_zone,
 )
 from carrierwatch.transformers.base import (
+    CONTAINED_ERRORS,
     Emitter,
     PayloadError,
     TransformContext,
@@ -167,8 +168,10 @@ def _emit_tracker(emitter: Emitter, ctx: TransformContext, tracker: dict[str, An
     details = opt_list(tracker, "tracking_details", path)
     for index, detail in enumerate(details):
         detail_path = f"{path}.tracking_details[{index}]"
-        with emitter.element(detail_path):
+        try:
             drafts.append(_detail_draft(ctx, detail, detail_path, common, signed))
+        except CONTAINED_ERRORS as exc:  # = with emitter.element(detail_path), cheaper per detail
+            emitter.contain(exc, detail_path)
     if not details:
         drafts.append(_tracker_draft(ctx, tracker, path, common))
 

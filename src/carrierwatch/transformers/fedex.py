@@ -57,6 +57,7 @@ from typing import Any
 from carrierwatch.core.model import CanonicalStatus, ProofOfDelivery
 from carrierwatch.core.timeutil import parse_instant, parse_naive, resolve_local, zone_for
 from carrierwatch.transformers.base import (
+    CONTAINED_ERRORS,
     Emitter,
     ParsedScan,
     PayloadError,
@@ -166,8 +167,10 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
     scans: list[ParsedScan] = []
     for k, scan in enumerate(opt_list(track_result, "scanEvents", tpath)):
         spath = f"{tpath}.scanEvents[{k}]"
-        with emitter.element(spath):
+        try:
             scans.append(_scan(scan, spath, default_country))
+        except CONTAINED_ERRORS as exc:  # = with emitter.element(spath), cheaper per scan
+            emitter.contain(exc, spath)
     scans.sort(key=lambda s: s.time)
 
     zone, exact = _destination_zone(track_result, tpath, default_country, scans)

@@ -72,6 +72,7 @@ from carrierwatch.transformers._aggregators import (
     place_zone,
 )
 from carrierwatch.transformers.base import (
+    CONTAINED_ERRORS,
     Emitter,
     PayloadError,
     TransformContext,
@@ -167,8 +168,10 @@ def _emit_track(emitter: Emitter, ctx: TransformContext, track: dict[str, Any], 
                                                       "(and tracking_history is empty)")
     drafts: list[Draft] = []
     for entry_path, entry in entries:
-        with emitter.element(entry_path):
+        try:
             drafts.append(_status_draft(ctx, entry, entry_path, common))
+        except CONTAINED_ERRORS as exc:  # = with emitter.element(entry_path), cheaper per entry
+            emitter.contain(exc, entry_path)
     before = len(emitter.result.events)
     emit_drafts(emitter, drafts)
     if test or (carrier or "").lower() == _TEST_CARRIER or tracking_number in SHIPPO_TEST_NUMBERS:

@@ -58,6 +58,7 @@ from typing import Any
 from carrierwatch.core.model import CanonicalStatus, ProofOfDelivery
 from carrierwatch.core.timeutil import LocalTime, resolve_local, to_ms, zone_for
 from carrierwatch.transformers.base import (
+    CONTAINED_ERRORS,
     Emitter,
     ParsedScan,
     PayloadError,
@@ -171,8 +172,10 @@ def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
     listed = list(enumerate(opt_list(package, "activity", ppath)))
     for k, activity in reversed(listed):         # UPS lists newest first
         apath = f"{ppath}.activity[{k}]"
-        with emitter.element(apath):
+        try:
             activities.append(_activity(activity, apath, default_country))
+        except CONTAINED_ERRORS as exc:  # = with emitter.element(apath), cheaper per activity
+            emitter.contain(exc, apath)
     activities.sort(key=lambda a: a.time)
 
     no_zone: tuple[str | None, bool] = (None, False)
