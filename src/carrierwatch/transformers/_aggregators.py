@@ -244,11 +244,14 @@ def number_attempts(drafts: Sequence[Draft]) -> None:
     """
     attempts = sorted({d.event_time for d in drafts if d.status == _ATTEMPTED})
     for draft in drafts:
+        status = draft.status
+        if status != _ATTEMPTED and status != _DELIVERED:  # the common case: nothing to number
+            continue
         if draft.fields.get("attempt_number") is not None:
             continue
-        if draft.status == _ATTEMPTED:
+        if status == _ATTEMPTED:
             draft.fields["attempt_number"] = attempts.index(draft.event_time) + 1
-        elif draft.status == _DELIVERED:
+        else:
             draft.fields["attempt_number"] = sum(1 for t in attempts if t <= draft.event_time) + 1
 
 

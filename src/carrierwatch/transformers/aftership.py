@@ -262,13 +262,15 @@ def _checkpoint_draft(ctx: TransformContext, cp: _Checkpoint, when: tuple[int, b
         received = parse_event_time(created, f"{path}.created_at", None, False,
                                     naive_is_utc=True)[0]
     canonical = lookup_status(ctx.codebook, codes)
-    fields = dict(common)
-    fields.update(
-        raw_code=raw_code, codes=codes, event_time=when[0], timezone_ambiguous=when[1],
-        event_time_local=cp.time_text, partner_received_time=received,
-        location=location(_country(body, path), opt_str(body, "state", path),
-                          opt_str(body, "city", path), opt_str(body, "zip", path)),
-    )
+    fields = {**common,
+              "raw_code": raw_code,
+              "codes": codes,
+              "event_time": when[0],
+              "timezone_ambiguous": when[1],
+              "event_time_local": cp.time_text,
+              "partner_received_time": received,
+              "location": location(_country(body, path), opt_str(body, "state", path),
+                                   opt_str(body, "city", path), opt_str(body, "zip", path))}
     if canonical == "delivered":
         fields["proof_of_delivery"] = (ProofOfDelivery.SIGNATURE.value
                                        if signed or subtag == _SIGNED_SUBTAG else None)
@@ -284,7 +286,10 @@ def _tracking_draft(ctx: TransformContext, msg: dict[str, Any], path: str,
     text = req_str(msg, "created_at", path)
     event_time, ambiguous = parse_event_time(text, f"{path}.created_at", None, False,
                                              naive_is_utc=True)
-    fields = dict(common)
-    fields.update(raw_code=subtag or tag, codes=codes, event_time=event_time,
-                  timezone_ambiguous=ambiguous, event_time_local=text)
+    fields = {**common,
+              "raw_code": subtag or tag,
+              "codes": codes,
+              "event_time": event_time,
+              "timezone_ambiguous": ambiguous,
+              "event_time_local": text}
     return Draft(lookup_status(ctx.codebook, codes), fields)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import TracebackType
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, NoReturn, Protocol, TypeVar
 
 import orjson
 
@@ -39,6 +39,7 @@ from carrierwatch.core.partner import PartnerSpec
 __all__ = [
     "CONTAINED_ERRORS",
     "Emitter",
+    "ParseMemo",
     "ParsedScan",
     "PayloadError",
     "Promise",
@@ -56,6 +57,7 @@ __all__ = [
     "req_list",
     "req_str",
     "run_transform",
+    "text_key",
     "zone_of_newest_scan",
 ]
 
@@ -100,11 +102,11 @@ class TransformResult:
     gaps: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedScan:
+class ParsedScan(NamedTuple):
     """One scan of a carrier payload, parsed: its UTC time (and whether the zone was a guess),
     the carrier's local time string, its raw code, the codebook keys to try (most specific first)
-    and its coarse location."""
+    and its coarse location. (An immutable named tuple: built once per scan, it costs a third of
+    a frozen dataclass.)"""
 
     time: int
     ambiguous: bool
@@ -127,13 +129,58 @@ def zone_of_newest_scan(scans: list[ParsedScan]) -> tuple[str | None, bool]:
     return None, False
 
 
-@dataclass(frozen=True, slots=True)
-class Promise:
+class Promise(NamedTuple):
     """A payload's delivery promise and latest ETA window, UTC ms (None where the feed is silent)."""
 
     promised_by: int | None = None
     eta_start: int | None = None
     eta_end: int | None = None
+
+
+class ParseMemo(Generic[_T]):
+    """A bounded memo of parsed payload elements, keyed by the element's own text fields.
+
+    Feeds resend a package's whole history with every update (webhooks, polled track answers),
+    so most elements of a payload were parsed before. A transformer builds a key from the raw
+    fields a parse reads (:func:`text_key`), and reuses the earlier result: parsing is a pure
+    function of those fields, so the events are the same. Only successful parses are stored;
+    an element that fails is parsed (and dead-lettered) again each time. The memo forgets
+    everything when it is full, which bounds its memory and never changes a result.
+    """
+
+    __slots__ = ("_items", "_limit")
+
+    def __init__(self, limit: int = 16_384) -> None:
+        self._items: dict[tuple[object, ...], _T] = {}
+        self._limit = limit
+
+    def get(self, key: tuple[object, ...] | None) -> _T | None:
+        """The stored result for ``key`` (None when unknown or when ``key`` is None)."""
+        return None if key is None else self._items.get(key)
+
+    def put(self, key: tuple[object, ...] | None, value: _T) -> None:
+        """Store ``value`` for ``key`` (nothing when ``key`` is None)."""
+        if key is not None:
+            if len(self._items) >= self._limit:
+                self._items.clear()
+            self._items[key] = value
+
+
+def text_key(*values: object) -> tuple[object, ...] | None:
+    """``values`` as a memo key when each is a string or None, else None (no memo).
+
+    Other types are refused because they compare equal across types (``1 == 1.0 == True``)
+    while a parse may treat them differently.
+
+    >>> text_key("I", None, "20260301")
+    ('I', None, '20260301')
+    >>> text_key("I", 5) is None
+    True
+    """
+    for value in values:
+        if value.__class__ is not str and value is not None:
+            return None
+    return values
 
 
 class Transformer(Protocol):
@@ -190,10 +237,11 @@ class Emitter:
     def guarded(self, path: str, default: _T, work: Callable[[], _T]) -> _T:
         """Run ``work``; if a field it reads is bad, record a dead letter for ``path`` and
         return ``default`` instead (an optional part of a payload must not sink the rest)."""
-        result = default
-        with self.element(path):
-            result = work()
-        return result
+        try:
+            return work()
+        except _CONTAINED as exc:  # what ``with self.element(path)`` contains
+            self.contain(exc, path)
+            return default
 
     def event(
         self,

@@ -218,13 +218,14 @@ def _detail_draft(ctx: TransformContext, detail: Any, path: str, common: dict[st
     local_text = req_str(detail, "datetime", path)
     event_time, ambiguous = parse_event_time(local_text, f"{path}.datetime", zone, exact)
     canonical = lookup_status(ctx.codebook, codes)
-    fields = dict(common)
-    fields.update(
-        raw_code=raw_code, codes=codes, event_time=event_time, timezone_ambiguous=ambiguous,
-        event_time_local=local_text,
-        location=location(country, state, opt_str(where, "city", loc_path),
-                          opt_str(where, "zip", loc_path)),
-    )
+    fields = {**common,
+              "raw_code": raw_code,
+              "codes": codes,
+              "event_time": event_time,
+              "timezone_ambiguous": ambiguous,
+              "event_time_local": local_text,
+              "location": location(country, state, opt_str(where, "city", loc_path),
+                                   opt_str(where, "zip", loc_path))}
     if canonical == "delivered":
         fields["proof_of_delivery"] = ProofOfDelivery.SIGNATURE.value if signed else None
     return Draft(canonical, fields)
@@ -240,7 +241,10 @@ def _tracker_draft(ctx: TransformContext, tracker: dict[str, Any], path: str,
     local_text = req_str(tracker, key, path)
     event_time, ambiguous = parse_event_time(local_text, f"{path}.{key}", None, False,
                                              naive_is_utc=True)
-    fields = dict(common)
-    fields.update(raw_code=raw_code, codes=codes, event_time=event_time,
-                  timezone_ambiguous=ambiguous, event_time_local=local_text)
+    fields = {**common,
+              "raw_code": raw_code,
+              "codes": codes,
+              "event_time": event_time,
+              "timezone_ambiguous": ambiguous,
+              "event_time_local": local_text}
     return Draft(lookup_status(ctx.codebook, codes), fields)

@@ -60,6 +60,7 @@ from carrierwatch.transformers.base import (
     CONTAINED_ERRORS,
     Emitter,
     ParsedScan,
+    ParseMemo,
     PayloadError,
     Promise,
     TransformContext,
@@ -73,6 +74,7 @@ from carrierwatch.transformers.base import (
     req_dict,
     req_list,
     req_str,
+    text_key,
     zone_of_newest_scan,
 )
 
@@ -166,11 +168,17 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
 
     scans: list[ParsedScan] = []
     for k, scan in enumerate(opt_list(track_result, "scanEvents", tpath)):
-        spath = f"{tpath}.scanEvents[{k}]"
-        try:
-            scans.append(_scan(scan, spath, default_country))
-        except CONTAINED_ERRORS as exc:  # = with emitter.element(spath), cheaper per scan
-            emitter.contain(exc, spath)
+        key = _scan_key(scan, default_country)
+        parsed = _SCANS.get(key)
+        if parsed is None:
+            spath = f"{tpath}.scanEvents[{k}]"
+            try:
+                parsed = _scan(scan, spath, default_country)
+            except CONTAINED_ERRORS as exc:  # = with emitter.element(spath), cheaper
+                emitter.contain(exc, spath)
+                continue
+            _SCANS.put(key, parsed)
+        scans.append(parsed)
     scans.sort(key=lambda s: s.time)
 
     zone, exact = _destination_zone(track_result, tpath, default_country, scans)
@@ -211,6 +219,26 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
             proof_of_delivery=scan_proof,
             service_level=service_level,
         )
+
+
+_SCANS: ParseMemo[ParsedScan] = ParseMemo()
+
+
+def _scan_key(scan: Any, default_country: str | None) -> tuple[object, ...] | None:
+    """The memo key of a scan: every field :func:`_scan` reads (None: no memo)."""
+    if scan.__class__ is not dict:
+        return None
+    where = scan.get("scanLocation")
+    fields = (scan.get("eventType"), scan.get("exceptionCode"), scan.get("date"),
+              default_country)
+    if where:  # a non-empty place brings the partner's default country along
+        if where.__class__ is not dict:
+            return None
+        return text_key(*fields, where.get("countryCode"), where.get("stateOrProvinceCode"),
+                        where.get("city"), where.get("postalCode"))
+    if where is not None and where.__class__ is not dict:
+        return None
+    return text_key(*fields)
 
 
 def _scan(scan: Any, spath: str, default_country: str | None) -> ParsedScan:

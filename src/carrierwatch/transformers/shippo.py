@@ -208,11 +208,14 @@ def _status_draft(ctx: TransformContext, entry: Any, path: str, common: dict[str
                                              naive_is_utc=True)
     where = opt_dict(entry, "location", path) or {}
     loc_path = f"{path}.location"
-    fields = dict(common)
-    fields.update(
-        raw_code=raw_code, codes=codes, event_time=event_time, timezone_ambiguous=ambiguous,
-        event_time_local=text,
-        location=location(opt_str(where, "country", loc_path), opt_str(where, "state", loc_path),
-                          opt_str(where, "city", loc_path), opt_str(where, "zip", loc_path)),
-    )
+    fields = {**common,
+              "raw_code": raw_code,
+              "codes": codes,
+              "event_time": event_time,
+              "timezone_ambiguous": ambiguous,
+              "event_time_local": text,
+              "location": location(opt_str(where, "country", loc_path),
+                                   opt_str(where, "state", loc_path),
+                                   opt_str(where, "city", loc_path),
+                                   opt_str(where, "zip", loc_path))}
     return Draft(lookup_status(ctx.codebook, codes), fields)

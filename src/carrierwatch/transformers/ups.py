@@ -61,6 +61,7 @@ from carrierwatch.transformers.base import (
     CONTAINED_ERRORS,
     Emitter,
     ParsedScan,
+    ParseMemo,
     PayloadError,
     Promise,
     TransformContext,
@@ -74,6 +75,7 @@ from carrierwatch.transformers.base import (
     req_dict,
     req_list,
     req_str,
+    text_key,
     zone_of_newest_scan,
 )
 
@@ -171,11 +173,17 @@ def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
     activities: list[ParsedScan] = []
     listed = list(enumerate(opt_list(package, "activity", ppath)))
     for k, activity in reversed(listed):         # UPS lists newest first
-        apath = f"{ppath}.activity[{k}]"
-        try:
-            activities.append(_activity(activity, apath, default_country))
-        except CONTAINED_ERRORS as exc:  # = with emitter.element(apath), cheaper per activity
-            emitter.contain(exc, apath)
+        key = _activity_key(activity, default_country)
+        scan = _ACTIVITIES.get(key)
+        if scan is None:
+            apath = f"{ppath}.activity[{k}]"
+            try:
+                scan = _activity(activity, apath, default_country)
+            except CONTAINED_ERRORS as exc:  # = with emitter.element(apath), cheaper
+                emitter.contain(exc, apath)
+                continue
+            _ACTIVITIES.put(key, scan)
+        activities.append(scan)
     activities.sort(key=lambda a: a.time)
 
     no_zone: tuple[str | None, bool] = (None, False)
@@ -243,6 +251,30 @@ def _local_datetime(date: str, time: str | None, date_path: str, time_path: str)
         if compact_time is not None:
             _compact(compact_time, time_path, time=True)
         raise PayloadError(date_path, f"invalid date and time {date!r} {time!r}") from None
+
+
+_ACTIVITIES: ParseMemo[ParsedScan] = ParseMemo()
+
+
+def _activity_key(activity: Any, default_country: str | None) -> tuple[object, ...] | None:
+    """The memo key of an activity: every field :func:`_activity` reads (None: no memo)."""
+    if activity.__class__ is not dict:
+        return None
+    status = activity.get("status")
+    where = activity.get("location")
+    if status.__class__ is not dict or (where is not None and where.__class__ is not dict):
+        return None
+    address = where.get("address") if where else None
+    if address is not None and address.__class__ is not dict:
+        return None
+    fields = (status.get("type"), status.get("code"), activity.get("date"),
+              activity.get("time"), activity.get("gmtDate"), activity.get("gmtTime"),
+              activity.get("gmtOffset"), default_country)
+    if address:  # a non-empty address brings the partner's default country along
+        return text_key(*fields, address.get("countryCode"), address.get("country"),
+                        address.get("stateProvince"), address.get("city"),
+                        address.get("postalCode"))
+    return text_key(*fields)
 
 
 def _activity(activity: Any, apath: str, default_country: str | None) -> ParsedScan:
