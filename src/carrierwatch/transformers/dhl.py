@@ -47,7 +47,7 @@ Examples
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from carrierwatch.core.codebook import Codebook, Mapping
 from carrierwatch.core.model import CanonicalStatus, Location
@@ -55,6 +55,7 @@ from carrierwatch.core.timeutil import parse_instant, resolve_local, zone_for
 from carrierwatch.transformers.base import (
     CONTAINED_ERRORS,
     Emitter,
+    ParseMemo,
     PayloadError,
     TransformContext,
     TransformResult,
@@ -65,6 +66,7 @@ from carrierwatch.transformers.base import (
     parse_json,
     req,
     req_list,
+    text_key,
 )
 
 __all__ = ["EXPRESS_CODE", "choose_keys", "slug", "split_locality", "transform"]
@@ -196,9 +198,43 @@ def _shipment(emitter: Emitter, ctx: TransformContext, shipment: Any, path: str)
             emitter.contain(exc, event_path)
 
 
-def _event(emitter: Emitter, book: Codebook, event: Any, path: str, *, tracking_number: str,
-           default_country: str | None, eta_start: int | None, eta_end: int | None,
-           service_level: str | None, signed: bool) -> None:
+class _Reading(NamedTuple):
+    """The codebook-independent reading of one DHL event."""
+
+    status_code: str | None
+    express: str | None
+    keys: tuple[str | None, ...]
+    text: str | None
+    place: Location | None
+    event_time: int
+    ambiguous: bool
+    local: str
+
+
+_READINGS: ParseMemo[_Reading] = ParseMemo()
+
+
+def _reading_key(event: Any, default_country: str | None) -> tuple[object, ...] | None:
+    """The memo key of an event: every field :func:`_read` reads (None: no memo)."""
+    if event.__class__ is not dict:
+        return None
+    where = event.get("location")
+    address = None
+    if where is not None:
+        if where.__class__ is not dict:
+            return None
+        address = where.get("address")
+        if address is not None and address.__class__ is not dict:
+            return None
+    fields = (event.get("statusCode"), event.get("status"), event.get("description"),
+              event.get("timestamp"), default_country)
+    if address is None:
+        return text_key(*fields)
+    return text_key(*fields, address.get("countryCode"), address.get("addressLocality"),
+                    address.get("postalCode"))
+
+
+def _read(event: Any, path: str, default_country: str | None) -> _Reading:
     if not isinstance(event, dict):
         raise PayloadError(path, f"expected an object, got {type(event).__name__}")
     status_code = opt_str(event, "statusCode", path)
@@ -223,17 +259,29 @@ def _event(emitter: Emitter, book: Codebook, event: Any, path: str, *, tracking_
     keys = (f"express/{express}" if express else None,
             f"{status_code}/{slug(description)}" if status_code and description else None)
     text = f"{status_code}: {description}" if status_code and description else None
-    codes, text_arg, mapping = choose_keys(book, keys, text, status_code)
+    return _Reading(status_code, express, keys, text, place, event_time, ambiguous, local)
+
+
+def _event(emitter: Emitter, book: Codebook, event: Any, path: str, *, tracking_number: str,
+           default_country: str | None, eta_start: int | None, eta_end: int | None,
+           service_level: str | None, signed: bool) -> None:
+    key = _reading_key(event, default_country)
+    reading = _READINGS.get(key)
+    if reading is None:
+        reading = _read(event, path, default_country)
+        _READINGS.put(key, reading)
+    status_code = reading.status_code
+    codes, text_arg, mapping = choose_keys(book, reading.keys, reading.text, status_code)
     delivered = mapping is not None and mapping.status == _DELIVERED
     emitter.event(
         tracking_number=tracking_number,
-        raw_code=express or status_code or "",
-        event_time=event_time,
+        raw_code=reading.express or status_code or "",
+        event_time=reading.event_time,
         codes=codes,
         text=text_arg,
-        timezone_ambiguous=ambiguous,
-        event_time_local=local,
-        location=place,
+        timezone_ambiguous=reading.ambiguous,
+        event_time_local=reading.local,
+        location=reading.place,
         eta_start=eta_start,
         eta_end=eta_end,
         proof_of_delivery="signature" if delivered and signed else None,

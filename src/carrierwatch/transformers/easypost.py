@@ -57,9 +57,9 @@ Examples
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
-from carrierwatch.core.model import ProofOfDelivery
+from carrierwatch.core.model import Location, ProofOfDelivery
 from carrierwatch.transformers._aggregators import (
     Draft,
     emit_drafts,
@@ -72,6 +72,7 @@ from carrierwatch.transformers._aggregators import (
 from carrierwatch.transformers.base import (
     CONTAINED_ERRORS,
     Emitter,
+    ParseMemo,
     PayloadError,
     TransformContext,
     TransformResult,
@@ -82,6 +83,7 @@ from carrierwatch.transformers.base import (
     parse_json,
     req_dict,
     req_str,
+    text_key,
 )
 
 __all__ = ["transform"]
@@ -203,8 +205,35 @@ def _codes(status: str, status_detail: str | None) -> tuple[str, tuple[str | Non
     return raw_code, (raw_code, status)
 
 
-def _detail_draft(ctx: TransformContext, detail: Any, path: str, common: dict[str, Any],
-                  signed: bool) -> Draft:
+class _Detail(NamedTuple):
+    """The codebook-independent reading of one tracking detail."""
+
+    raw_code: str
+    codes: tuple[str | None, ...]
+    event_time: int
+    ambiguous: bool
+    local_text: str
+    location: Location | None
+
+
+_DETAILS: ParseMemo[_Detail] = ParseMemo()
+
+
+def _detail_key(detail: Any) -> tuple[object, ...] | None:
+    """The memo key of a tracking detail: every field :func:`_detail` reads (None: no memo)."""
+    if detail.__class__ is not dict:
+        return None
+    where = detail.get("tracking_location")
+    if where is None:
+        where = {}
+    elif where.__class__ is not dict:
+        return None
+    return text_key(detail.get("status"), detail.get("status_detail"), detail.get("datetime"),
+                    where.get("country"), where.get("state"), where.get("city"),
+                    where.get("zip"))
+
+
+def _detail(detail: Any, path: str) -> _Detail:
     if not isinstance(detail, dict):
         raise PayloadError(path, f"expected an object, got {type(detail).__name__}")
     status = req_str(detail, "status", path).strip()
@@ -217,15 +246,26 @@ def _detail_draft(ctx: TransformContext, detail: Any, path: str, common: dict[st
     zone, exact = place_zone(country, state)
     local_text = req_str(detail, "datetime", path)
     event_time, ambiguous = parse_event_time(local_text, f"{path}.datetime", zone, exact)
-    canonical = lookup_status(ctx.codebook, codes)
+    return _Detail(raw_code, codes, event_time, ambiguous, local_text,
+                   location(country, state, opt_str(where, "city", loc_path),
+                            opt_str(where, "zip", loc_path)))
+
+
+def _detail_draft(ctx: TransformContext, detail: Any, path: str, common: dict[str, Any],
+                  signed: bool) -> Draft:
+    key = _detail_key(detail)
+    parsed = _DETAILS.get(key)
+    if parsed is None:
+        parsed = _detail(detail, path)
+        _DETAILS.put(key, parsed)
+    canonical = lookup_status(ctx.codebook, parsed.codes)
     fields = {**common,
-              "raw_code": raw_code,
-              "codes": codes,
-              "event_time": event_time,
-              "timezone_ambiguous": ambiguous,
-              "event_time_local": local_text,
-              "location": location(country, state, opt_str(where, "city", loc_path),
-                                   opt_str(where, "zip", loc_path))}
+              "raw_code": parsed.raw_code,
+              "codes": parsed.codes,
+              "event_time": parsed.event_time,
+              "timezone_ambiguous": parsed.ambiguous,
+              "event_time_local": parsed.local_text,
+              "location": parsed.location}
     if canonical == "delivered":
         fields["proof_of_delivery"] = ProofOfDelivery.SIGNATURE.value if signed else None
     return Draft(canonical, fields)
