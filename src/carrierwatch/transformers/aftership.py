@@ -76,6 +76,7 @@ from carrierwatch.transformers.base import (
     PayloadError,
     TransformContext,
     TransformResult,
+    element_key,
     location,
     opt_dict,
     opt_list,
@@ -83,7 +84,6 @@ from carrierwatch.transformers.base import (
     parse_json,
     req_dict,
     req_str,
-    text_key,
 )
 
 __all__ = ["transform"]
@@ -130,6 +130,7 @@ class _Checkpoint:
     group: tuple[str, str]
     instant: int | None              # set when the time carries an offset
     zone: tuple[str | None, bool]    # the zone of the checkpoint's own place
+    key: tuple[str | None, bytes] | None  # its memo key (element_key)
 
 
 def _country(obj: dict[str, Any], path: str) -> str | None:
@@ -233,16 +234,13 @@ _DETAILS: ParseMemo[_Details] = ParseMemo()
 
 
 def _read_checkpoint(index: int, body: Any, path: str) -> _Checkpoint:
-    key = None
-    if body.__class__ is dict:
-        key = text_key(body.get("checkpoint_time"), body.get("subtag"), body.get("tag"),
-                       body.get("country_iso3"), body.get("country_region"), body.get("state"))
+    key = element_key(body)
     reading = _READINGS.get(key)
     if reading is None:
         reading = _read(body, path)
         _READINGS.put(key, reading)
     return _Checkpoint(index, body, path, reading.time_text, reading.group, reading.instant,
-                       reading.zone)
+                       reading.zone, key)
 
 
 def _read(body: Any, path: str) -> _Reading:
@@ -290,9 +288,7 @@ def _rank(cp: _Checkpoint) -> int:
 def _checkpoint_draft(ctx: TransformContext, cp: _Checkpoint, when: tuple[int, bool],
                       common: dict[str, Any], signed: bool) -> Draft:
     body = cp.body
-    key = text_key(body.get("tag"), body.get("subtag"), body.get("created_at"),
-                   body.get("country_iso3"), body.get("country_region"), body.get("state"),
-                   body.get("city"), body.get("zip"))
+    key = cp.key
     details = _DETAILS.get(key)
     if details is None:
         details = _details(body, cp.path)

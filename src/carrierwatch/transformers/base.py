@@ -46,6 +46,7 @@ __all__ = [
     "TransformContext",
     "TransformResult",
     "Transformer",
+    "element_key",
     "location",
     "opt_dict",
     "opt_list",
@@ -57,7 +58,6 @@ __all__ = [
     "req_list",
     "req_str",
     "run_transform",
-    "text_key",
     "zone_of_newest_scan",
 ]
 
@@ -138,27 +138,28 @@ class Promise(NamedTuple):
 
 
 class ParseMemo(Generic[_T]):
-    """A bounded memo of parsed payload elements, keyed by the element's own text fields.
+    """A bounded memo of parsed payload elements, keyed by the element's own JSON text.
 
     Feeds resend a package's whole history with every update (webhooks, polled track answers),
-    so most elements of a payload were parsed before. A transformer builds a key from the raw
-    fields a parse reads (:func:`text_key`), and reuses the earlier result: parsing is a pure
-    function of those fields, so the events are the same. Only successful parses are stored;
-    an element that fails is parsed (and dead-lettered) again each time. The memo forgets
-    everything when it is full, which bounds its memory and never changes a result.
+    so most elements of a payload were parsed before. A transformer keys an element by
+    :func:`element_key` (its exact JSON serialization plus whatever else the parse depends on)
+    and reuses the earlier result: the parse is a pure function of those, so the events are
+    the same. Only successful parses are stored (results must be immutable); an element that
+    fails is parsed, and dead-lettered, again each time. The memo forgets everything when it is
+    full, which bounds its memory and never changes a result.
     """
 
     __slots__ = ("_items", "_limit")
 
-    def __init__(self, limit: int = 16_384) -> None:
-        self._items: dict[tuple[object, ...], _T] = {}
+    def __init__(self, limit: int = 8192) -> None:
+        self._items: dict[object, _T] = {}
         self._limit = limit
 
-    def get(self, key: tuple[object, ...] | None) -> _T | None:
+    def get(self, key: object) -> _T | None:
         """The stored result for ``key`` (None when unknown or when ``key`` is None)."""
         return None if key is None else self._items.get(key)
 
-    def put(self, key: tuple[object, ...] | None, value: _T) -> None:
+    def put(self, key: object, value: _T) -> None:
         """Store ``value`` for ``key`` (nothing when ``key`` is None)."""
         if key is not None:
             if len(self._items) >= self._limit:
@@ -166,21 +167,23 @@ class ParseMemo(Generic[_T]):
             self._items[key] = value
 
 
-def text_key(*values: object) -> tuple[object, ...] | None:
-    """``values`` as a memo key when each is a string or None, else None (no memo).
+def element_key(element: Any, context: str | None = None) -> tuple[str | None, bytes] | None:
+    """A :class:`ParseMemo` key for a parsed JSON element: ``(context, its JSON bytes)``.
 
-    Other types are refused because they compare equal across types (``1 == 1.0 == True``)
-    while a parse may treat them differently.
+    The serialization tells types apart (``1``, ``1.0`` and ``true`` differ, as they may for a
+    parse) and costs less than reading the fields one by one. None (no memo) for a value that
+    cannot be serialized.
 
-    >>> text_key("I", None, "20260301")
-    ('I', None, '20260301')
-    >>> text_key("I", 5) is None
-    True
+    >>> element_key({"date": "20260301", "n": 1}, "US")
+    ('US', b'{"date":"20260301","n":1}')
     """
-    for value in values:
-        if value.__class__ is not str and value is not None:
-            return None
-    return values
+    try:
+        return context, _dumps(element)
+    except orjson.JSONEncodeError:
+        return None
+
+
+_dumps = orjson.dumps
 
 
 class Transformer(Protocol):

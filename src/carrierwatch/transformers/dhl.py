@@ -59,6 +59,7 @@ from carrierwatch.transformers.base import (
     PayloadError,
     TransformContext,
     TransformResult,
+    element_key,
     location,
     opt_dict,
     opt_list,
@@ -66,7 +67,6 @@ from carrierwatch.transformers.base import (
     parse_json,
     req,
     req_list,
-    text_key,
 )
 
 __all__ = ["EXPRESS_CODE", "choose_keys", "slug", "split_locality", "transform"]
@@ -214,26 +214,6 @@ class _Reading(NamedTuple):
 _READINGS: ParseMemo[_Reading] = ParseMemo()
 
 
-def _reading_key(event: Any, default_country: str | None) -> tuple[object, ...] | None:
-    """The memo key of an event: every field :func:`_read` reads (None: no memo)."""
-    if event.__class__ is not dict:
-        return None
-    where = event.get("location")
-    address = None
-    if where is not None:
-        if where.__class__ is not dict:
-            return None
-        address = where.get("address")
-        if address is not None and address.__class__ is not dict:
-            return None
-    fields = (event.get("statusCode"), event.get("status"), event.get("description"),
-              event.get("timestamp"), default_country)
-    if address is None:
-        return text_key(*fields)
-    return text_key(*fields, address.get("countryCode"), address.get("addressLocality"),
-                    address.get("postalCode"))
-
-
 def _read(event: Any, path: str, default_country: str | None) -> _Reading:
     if not isinstance(event, dict):
         raise PayloadError(path, f"expected an object, got {type(event).__name__}")
@@ -265,7 +245,7 @@ def _read(event: Any, path: str, default_country: str | None) -> _Reading:
 def _event(emitter: Emitter, book: Codebook, event: Any, path: str, *, tracking_number: str,
            default_country: str | None, eta_start: int | None, eta_end: int | None,
            service_level: str | None, signed: bool) -> None:
-    key = _reading_key(event, default_country)
+    key = element_key(event, default_country)
     reading = _READINGS.get(key)
     if reading is None:
         reading = _read(event, path, default_country)

@@ -76,6 +76,7 @@ from carrierwatch.transformers.base import (
     PayloadError,
     TransformContext,
     TransformResult,
+    element_key,
     location,
     opt_dict,
     opt_list,
@@ -83,7 +84,6 @@ from carrierwatch.transformers.base import (
     parse_json,
     req_dict,
     req_str,
-    text_key,
 )
 
 __all__ = ["transform"]
@@ -219,20 +219,6 @@ class _Detail(NamedTuple):
 _DETAILS: ParseMemo[_Detail] = ParseMemo()
 
 
-def _detail_key(detail: Any) -> tuple[object, ...] | None:
-    """The memo key of a tracking detail: every field :func:`_detail` reads (None: no memo)."""
-    if detail.__class__ is not dict:
-        return None
-    where = detail.get("tracking_location")
-    if where is None:
-        where = {}
-    elif where.__class__ is not dict:
-        return None
-    return text_key(detail.get("status"), detail.get("status_detail"), detail.get("datetime"),
-                    where.get("country"), where.get("state"), where.get("city"),
-                    where.get("zip"))
-
-
 def _detail(detail: Any, path: str) -> _Detail:
     if not isinstance(detail, dict):
         raise PayloadError(path, f"expected an object, got {type(detail).__name__}")
@@ -253,7 +239,7 @@ def _detail(detail: Any, path: str) -> _Detail:
 
 def _detail_draft(ctx: TransformContext, detail: Any, path: str, common: dict[str, Any],
                   signed: bool) -> Draft:
-    key = _detail_key(detail)
+    key = element_key(detail)
     parsed = _DETAILS.get(key)
     if parsed is None:
         parsed = _detail(detail, path)

@@ -65,6 +65,7 @@ from carrierwatch.transformers.base import (
     Promise,
     TransformContext,
     TransformResult,
+    element_key,
     location,
     opt_dict,
     opt_list,
@@ -74,7 +75,6 @@ from carrierwatch.transformers.base import (
     req_dict,
     req_list,
     req_str,
-    text_key,
     zone_of_newest_scan,
 )
 
@@ -168,7 +168,7 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
 
     scans: list[ParsedScan] = []
     for k, scan in enumerate(opt_list(track_result, "scanEvents", tpath)):
-        key = _scan_key(scan, default_country)
+        key = element_key(scan, default_country)
         parsed = _SCANS.get(key)
         if parsed is None:
             spath = f"{tpath}.scanEvents[{k}]"
@@ -222,23 +222,6 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
 
 
 _SCANS: ParseMemo[ParsedScan] = ParseMemo()
-
-
-def _scan_key(scan: Any, default_country: str | None) -> tuple[object, ...] | None:
-    """The memo key of a scan: every field :func:`_scan` reads (None: no memo)."""
-    if scan.__class__ is not dict:
-        return None
-    where = scan.get("scanLocation")
-    fields = (scan.get("eventType"), scan.get("exceptionCode"), scan.get("date"),
-              default_country)
-    if where:  # a non-empty place brings the partner's default country along
-        if where.__class__ is not dict:
-            return None
-        return text_key(*fields, where.get("countryCode"), where.get("stateOrProvinceCode"),
-                        where.get("city"), where.get("postalCode"))
-    if where is not None and where.__class__ is not dict:
-        return None
-    return text_key(*fields)
 
 
 def _scan(scan: Any, spath: str, default_country: str | None) -> ParsedScan:

@@ -66,6 +66,7 @@ from carrierwatch.transformers.base import (
     Promise,
     TransformContext,
     TransformResult,
+    element_key,
     location,
     opt_dict,
     opt_list,
@@ -75,7 +76,6 @@ from carrierwatch.transformers.base import (
     req_dict,
     req_list,
     req_str,
-    text_key,
     zone_of_newest_scan,
 )
 
@@ -173,7 +173,7 @@ def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
     activities: list[ParsedScan] = []
     listed = list(enumerate(opt_list(package, "activity", ppath)))
     for k, activity in reversed(listed):         # UPS lists newest first
-        key = _activity_key(activity, default_country)
+        key = element_key(activity, default_country)
         scan = _ACTIVITIES.get(key)
         if scan is None:
             apath = f"{ppath}.activity[{k}]"
@@ -254,27 +254,6 @@ def _local_datetime(date: str, time: str | None, date_path: str, time_path: str)
 
 
 _ACTIVITIES: ParseMemo[ParsedScan] = ParseMemo()
-
-
-def _activity_key(activity: Any, default_country: str | None) -> tuple[object, ...] | None:
-    """The memo key of an activity: every field :func:`_activity` reads (None: no memo)."""
-    if activity.__class__ is not dict:
-        return None
-    status = activity.get("status")
-    where = activity.get("location")
-    if status.__class__ is not dict or (where is not None and where.__class__ is not dict):
-        return None
-    address = where.get("address") if where else None
-    if address is not None and address.__class__ is not dict:
-        return None
-    fields = (status.get("type"), status.get("code"), activity.get("date"),
-              activity.get("time"), activity.get("gmtDate"), activity.get("gmtTime"),
-              activity.get("gmtOffset"), default_country)
-    if address:  # a non-empty address brings the partner's default country along
-        return text_key(*fields, address.get("countryCode"), address.get("country"),
-                        address.get("stateProvince"), address.get("city"),
-                        address.get("postalCode"))
-    return text_key(*fields)
 
 
 def _activity(activity: Any, apath: str, default_country: str | None) -> ParsedScan:
