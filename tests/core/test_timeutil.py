@@ -85,3 +85,38 @@ def test_from_record_converts_datetimes_exactly(value: int) -> None:
         "status": "delivered", "confidence": 1.0, "raw_code": "DL", "event_time": dt,
         "received_time": dt, "location": None})
     assert event.event_time == value == event.received_time
+
+
+def test_memoized_parsing_matches_the_uncached_functions() -> None:
+    """The LRU-cached paths give what the plain functions give, every time, and keep raising."""
+    from carrierwatch.core import timeutil
+
+    for text in ("2026-03-02T14:05:00-06:00", "2026-03-02T14:05:00", "2026-11-01T01:30:00"):
+        for _ in range(2):  # the second call is a cache hit
+            assert parse_instant(text) == timeutil._parse_instant.__wrapped__(text)
+            for zone in (None, "America/New_York", "Europe/Berlin"):
+                for exact in (True, False):
+                    assert resolve_local(text, zone, exact_zone=exact) == \
+                        timeutil._resolve_local.__wrapped__(text, zone, exact)
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            parse_instant("not a time")
+        with pytest.raises(ValueError):
+            LocalTime.from_compact("2026030", "120000")
+        with pytest.raises(ValueError):
+            LocalTime.offset("+25:00")
+    assert LocalTime.from_compact("20260302", None) == datetime(2026, 3, 2)
+    assert LocalTime.offset("-0500") == timedelta(hours=-5)
+
+
+def test_aware_datetimes_are_resolved_by_their_wall_clock_not_cached_by_instant() -> None:
+    """Two equal aware datetimes (one instant) name different wall-clock times: no shared cache
+    entry may answer for both."""
+    in_utc = datetime(2026, 3, 2, 20, 5, tzinfo=UTC)
+    in_chicago = in_utc.astimezone(ZoneInfo("America/Chicago"))
+    assert in_utc == in_chicago
+    first = resolve_local(in_utc, "Europe/Berlin", exact_zone=True)
+    second = resolve_local(in_chicago, "Europe/Berlin", exact_zone=True)
+    assert first != second
+    assert second == resolve_local(in_chicago.replace(tzinfo=None), "Europe/Berlin",
+                                   exact_zone=True)

@@ -32,6 +32,7 @@ __all__ = [
     "ProofOfDelivery",
     "event_id",
     "ms_to_iso",
+    "new_event",
     "package_key",
 ]
 
@@ -186,6 +187,89 @@ class CanonicalEvent:
             values["location"] = Location(**location)
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class _EventSlots:
+    """A mutable twin of :class:`CanonicalEvent`'s memory layout, used only to build events fast.
+
+    A frozen dataclass's ``__init__`` stores each of its 23 fields through ``object.__setattr__``
+    (about 2.5 µs per event); this class stores them with plain slot assignments and
+    :func:`new_event` then turns the object into a :class:`CanonicalEvent` by assigning its
+    ``__class__``, which CPython allows between classes with identical slot layouts. The result
+    is an ordinary, immutable ``CanonicalEvent`` (equality, hashing, ``replace`` and ``asdict``
+    behave as for one built by its constructor).
+    """
+
+    # Same names in the same order as CanonicalEvent's slots: the layouts must match.
+    __slots__ = ("event_id", "partner_id", "package_id", "tracking_number", "status",  # noqa: RUF023
+                 "confidence", "raw_code", "event_time", "received_time", "timezone_ambiguous",
+                 "event_time_local", "shipment_id", "reason", "location", "promised_by",
+                 "eta_start", "eta_end", "attempt_number", "proof_of_delivery", "service_level",
+                 "synthetic", "payload_schema_version", "partner_received_time")
+
+    def __init__(self, event_id: str, partner_id: str, package_id: str, tracking_number: str,
+                 status: str, confidence: float, raw_code: str, event_time: int,
+                 received_time: int, timezone_ambiguous: bool, event_time_local: str | None,
+                 shipment_id: str | None, reason: str | None, location: Location | None,
+                 promised_by: int | None, eta_start: int | None, eta_end: int | None,
+                 attempt_number: int | None, proof_of_delivery: str | None,
+                 service_level: str | None, synthetic: bool, payload_schema_version: str,
+                 partner_received_time: int | None) -> None:
+        self.event_id = event_id
+        self.partner_id = partner_id
+        self.package_id = package_id
+        self.tracking_number = tracking_number
+        self.status = status
+        self.confidence = confidence
+        self.raw_code = raw_code
+        self.event_time = event_time
+        self.received_time = received_time
+        self.timezone_ambiguous = timezone_ambiguous
+        self.event_time_local = event_time_local
+        self.shipment_id = shipment_id
+        self.reason = reason
+        self.location = location
+        self.promised_by = promised_by
+        self.eta_start = eta_start
+        self.eta_end = eta_end
+        self.attempt_number = attempt_number
+        self.proof_of_delivery = proof_of_delivery
+        self.service_level = service_level
+        self.synthetic = synthetic
+        self.payload_schema_version = payload_schema_version
+        self.partner_received_time = partner_received_time
+
+
+if _EventSlots.__slots__ != CanonicalEvent.__slots__:  # pragma: no cover - a definition error
+    raise TypeError("_EventSlots must list CanonicalEvent's fields in the same order")
+
+
+def new_event(event_id: str, partner_id: str, package_id: str, tracking_number: str,
+              status: str, confidence: float, raw_code: str, event_time: int,
+              received_time: int, timezone_ambiguous: bool, event_time_local: str | None,
+              shipment_id: str | None, reason: str | None, location: Location | None,
+              promised_by: int | None, eta_start: int | None, eta_end: int | None,
+              attempt_number: int | None, proof_of_delivery: str | None,
+              service_level: str | None, synthetic: bool, payload_schema_version: str,
+              partner_received_time: int | None) -> CanonicalEvent:
+    """A :class:`CanonicalEvent` from all 23 fields, positionally, in schema order.
+
+    Equal to ``CanonicalEvent(...)`` with the same values, five to six times faster; the hot
+    path of the transformers (:meth:`carrierwatch.transformers.base.Emitter.event`) uses it.
+
+    >>> e = new_event("id", "ups", "ups:1Z", "1Z", "delivered", 1.0, "D", 5, 7, False, None,
+    ...               None, None, None, None, None, None, 1, None, None, False, "1", None)
+    >>> e == CanonicalEvent("id", "ups", "ups:1Z", "1Z", "delivered", 1.0, "D", 5, 7,
+    ...                     attempt_number=1)
+    True
+    """
+    event = _EventSlots(event_id, partner_id, package_id, tracking_number, status, confidence,
+                        raw_code, event_time, received_time, timezone_ambiguous,
+                        event_time_local, shipment_id, reason, location, promised_by, eta_start,
+                        eta_end, attempt_number, proof_of_delivery, service_level, synthetic,
+                        payload_schema_version, partner_received_time)
+    event.__class__ = CanonicalEvent  # type: ignore[assignment]
+    return event  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,10 +42,17 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_MS = timedelta(milliseconds=1)
+
+# Partner feeds repeat their times: webhooks resend a package's whole history, and every scan of
+# a hub shares its place. The pure string → time functions below are therefore memoized (bounded
+# LRU caches of immutable results; an input that raises is never cached and raises again).
+_CACHE_SIZE = 16_384
+
+
 def to_ms(dt: datetime) -> int:
-    """Epoch milliseconds of an aware datetime (exact integer arithmetic)."""
-    delta = dt - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    """Epoch milliseconds of an aware datetime (exact integer arithmetic, floored)."""
+    return (dt - _EPOCH) // _MS
 
 
 def parse_instant(text: str) -> tuple[int | None, bool]:
@@ -54,10 +61,17 @@ def parse_instant(text: str) -> tuple[int | None, bool]:
     ``(None, False)`` when it is a valid local time without an offset (resolve it with
     :func:`resolve_local`). Raises ``ValueError`` when it is not a time at all.
     """
+    if text.__class__ is str:
+        return _parse_instant(text)
+    return _parse_instant.__wrapped__(text)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _parse_instant(text: str) -> tuple[int | None, bool]:
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
         return None, False
-    return to_ms(dt), True
+    return (dt - _EPOCH) // _MS, True
 
 
 def parse_naive(text: str) -> datetime:
@@ -77,14 +91,25 @@ def resolve_local(local: str | datetime, zone: str | None, *, exact_zone: bool
     Ambiguous when the zone is a guess (``exact_zone`` false or ``zone`` None, in which case UTC is
     assumed), or when the wall-clock time is in a DST fold or gap of the zone.
     """
+    kind = local.__class__
+    if (kind is str or (kind is datetime and local.tzinfo is None)) and (  # type: ignore[union-attr]
+            zone is None or zone.__class__ is str):
+        return _resolve_local(local, zone, exact_zone)
+    return _resolve_local.__wrapped__(local, zone, exact_zone)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _resolve_local(local: str | datetime, zone: str | None, exact_zone: bool) -> tuple[int, bool]:
+    # Cached only for strings and naive datetimes: aware datetimes that are equal (and so hash
+    # alike) can name different wall-clock times.
     naive = parse_naive(local) if isinstance(local, str) else local.replace(tzinfo=None)
     if zone is None:
-        return to_ms(naive.replace(tzinfo=UTC)), True
+        return (naive.replace(tzinfo=UTC) - _EPOCH) // _MS, True
     tz = _zone(zone)
     first = naive.replace(tzinfo=tz, fold=0)
     second = naive.replace(tzinfo=tz, fold=1)
     folded = first.utcoffset() != second.utcoffset()
-    return to_ms(first), folded or not exact_zone
+    return (first - _EPOCH) // _MS, folded or not exact_zone
 
 
 @lru_cache(maxsize=1024)
@@ -167,26 +192,40 @@ class LocalTime:
     @staticmethod
     def from_compact(date: str, time: str | None) -> datetime:
         """``20260302`` + ``140500`` → naive datetime. Raises ``ValueError`` on bad input."""
-        if len(date) != 8 or not date.isdigit():
-            raise ValueError(f"expected YYYYMMDD, got {date!r}")
-        time = (time or "000000").strip()
-        if len(time) != 6 or not time.isdigit():
-            raise ValueError(f"expected HHMMSS, got {time!r}")
-        return datetime(int(date[:4]), int(date[4:6]), int(date[6:]), int(time[:2]),
-                        int(time[2:4]), int(time[4:]))
+        if date.__class__ is str and (time is None or time.__class__ is str):
+            return _from_compact(date, time)
+        return _from_compact.__wrapped__(date, time)
 
     @staticmethod
     def offset(text: str) -> timedelta:
         """``-05:00``, ``-0500`` or ``-5`` → timedelta. Raises ``ValueError`` on bad input."""
-        raw = text.strip()
-        sign = -1 if raw.startswith("-") else 1
-        body = raw.lstrip("+-")
-        if ":" in body:
-            hours, minutes = body.split(":", 1)
-        elif len(body) == 4:
-            hours, minutes = body[:2], body[2:]
-        else:
-            hours, minutes = body, "0"
-        if not hours.isdigit() or not minutes.isdigit() or int(hours) > 14 or int(minutes) > 59:
-            raise ValueError(f"bad UTC offset {text!r}")
-        return sign * timedelta(hours=int(hours), minutes=int(minutes))
+        if text.__class__ is str:
+            return _offset(text)
+        return _offset.__wrapped__(text)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _from_compact(date: str, time: str | None) -> datetime:
+    if len(date) != 8 or not date.isdigit():
+        raise ValueError(f"expected YYYYMMDD, got {date!r}")
+    time = (time or "000000").strip()
+    if len(time) != 6 or not time.isdigit():
+        raise ValueError(f"expected HHMMSS, got {time!r}")
+    return datetime(int(date[:4]), int(date[4:6]), int(date[6:]), int(time[:2]),
+                    int(time[2:4]), int(time[4:]))
+
+
+@lru_cache(maxsize=256)
+def _offset(text: str) -> timedelta:
+    raw = text.strip()
+    sign = -1 if raw.startswith("-") else 1
+    body = raw.lstrip("+-")
+    if ":" in body:
+        hours, minutes = body.split(":", 1)
+    elif len(body) == 4:
+        hours, minutes = body[:2], body[2:]
+    else:
+        hours, minutes = body, "0"
+    if not hours.isdigit() or not minutes.isdigit() or int(hours) > 14 or int(minutes) > 59:
+        raise ValueError(f"bad UTC offset {text!r}")
+    return sign * timedelta(hours=int(hours), minutes=int(minutes))

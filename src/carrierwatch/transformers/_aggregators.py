@@ -35,6 +35,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -84,6 +85,13 @@ def place_zone(country: str | None, region: str | None) -> tuple[str | None, boo
     >>> place_zone(None, "TN")
     (None, False)
     """
+    if country.__class__ is str and (region is None or region.__class__ is str):
+        return _place_zone(country, region)
+    return _place_zone.__wrapped__(country, region)
+
+
+@lru_cache(maxsize=4096)
+def _place_zone(country: str | None, region: str | None) -> tuple[str | None, bool]:
     if not country or not country.strip():
         return None, False
     region = region.strip().upper().split("-")[-1] if region and region.strip() else None
@@ -108,6 +116,23 @@ def parse_event_time(value: object, path: str, zone: str | None, exact_zone: boo
     local midnight and flagged, since its time of day is unknown. A value that is not a time raises
     :class:`PayloadError` at ``path``.
     """
+    if value.__class__ is str and (zone is None or zone.__class__ is str):
+        try:
+            return _event_time(value, zone, exact_zone, naive_is_utc)
+        except (ValueError, OverflowError):
+            pass  # the complete path below names the problem
+    return _event_time_checked(value, path, zone, exact_zone, naive_is_utc)
+
+
+@lru_cache(maxsize=16_384)
+def _event_time(value: str, zone: str | None, exact_zone: bool, naive_is_utc: bool
+                ) -> tuple[int, bool]:
+    # Feeds resend whole histories: the same time strings come back with every webhook.
+    return _event_time_checked(value, "", zone, exact_zone, naive_is_utc)
+
+
+def _event_time_checked(value: object, path: str, zone: str | None, exact_zone: bool,
+                        naive_is_utc: bool) -> tuple[int, bool]:
     text = _text(value, path)
     try:
         ms, exact = parse_instant(text)
@@ -152,6 +177,21 @@ def parse_window(value: object, path: str, zone: str, *,
     >>> parse_window("2026-03-05T00:00:00Z", "$.eta", "America/Chicago", midnight_utc_is_date=True)
     (1772690400000, 1772776799999)
     """
+    if value.__class__ is str and zone.__class__ is str:
+        try:
+            return _window(value, zone, midnight_utc_is_date)
+        except (ValueError, OverflowError, KeyError):
+            pass  # the complete path below names the problem
+    return _window_checked(value, path, zone, midnight_utc_is_date)
+
+
+@lru_cache(maxsize=4096)
+def _window(value: str, zone: str, midnight_utc_is_date: bool) -> tuple[int | None, int]:
+    return _window_checked(value, "", zone, midnight_utc_is_date)
+
+
+def _window_checked(value: object, path: str, zone: str, midnight_utc_is_date: bool
+                    ) -> tuple[int | None, int]:
     text = _text(value, path)
     try:
         if _DATE_ONLY.match(text):
@@ -204,11 +244,14 @@ def number_attempts(drafts: Sequence[Draft]) -> None:
     """
     attempts = sorted({d.event_time for d in drafts if d.status == _ATTEMPTED})
     for draft in drafts:
+        status = draft.status
+        if status != _ATTEMPTED and status != _DELIVERED:  # the common case: nothing to number
+            continue
         if draft.fields.get("attempt_number") is not None:
             continue
-        if draft.status == _ATTEMPTED:
+        if status == _ATTEMPTED:
             draft.fields["attempt_number"] = attempts.index(draft.event_time) + 1
-        elif draft.status == _DELIVERED:
+        else:
             draft.fields["attempt_number"] = sum(1 for t in attempts if t <= draft.event_time) + 1
 
 

@@ -56,9 +56,9 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from carrierwatch.core.model import ProofOfDelivery
+from carrierwatch.core.model import Location, ProofOfDelivery
 from carrierwatch.core.timeutil import parse_instant
 from carrierwatch.transformers._aggregators import (
     Draft,
@@ -70,10 +70,13 @@ from carrierwatch.transformers._aggregators import (
     place_zone,
 )
 from carrierwatch.transformers.base import (
+    CONTAINED_ERRORS,
     Emitter,
+    ParseMemo,
     PayloadError,
     TransformContext,
     TransformResult,
+    element_key,
     location,
     opt_dict,
     opt_list,
@@ -127,6 +130,7 @@ class _Checkpoint:
     group: tuple[str, str]
     instant: int | None              # set when the time carries an offset
     zone: tuple[str | None, bool]    # the zone of the checkpoint's own place
+    key: tuple[str | None, bytes] | None  # its memo key (element_key)
 
 
 def _country(obj: dict[str, Any], path: str) -> str | None:
@@ -169,14 +173,18 @@ def _emit_tracking(emitter: Emitter, ctx: TransformContext, msg: dict[str, Any],
     raw_checkpoints = opt_list(msg, "checkpoints", path)
     for index, body in enumerate(raw_checkpoints):
         cp_path = f"{path}.checkpoints[{index}]"
-        with emitter.element(cp_path):
+        try:
             checkpoints.append(_read_checkpoint(index, body, cp_path))
+        except CONTAINED_ERRORS as exc:  # = with emitter.element(cp_path), cheaper per checkpoint
+            emitter.contain(exc, cp_path)
     resolved = _resolve_groups(checkpoints, dest_zone)
 
     drafts: list[Draft] = []
     for cp in checkpoints:
-        with emitter.element(cp.path):
+        try:
             drafts.append(_checkpoint_draft(ctx, cp, resolved[cp.group], common, signed))
+        except CONTAINED_ERRORS as exc:  # = with emitter.element(cp.path)
+            emitter.contain(exc, cp.path)
     if not raw_checkpoints:
         drafts.append(_tracking_draft(ctx, msg, path, common))
     emit_drafts(emitter, drafts)
@@ -202,7 +210,40 @@ def _eta(msg: dict[str, Any], path: str, zone: str) -> tuple[int | None, int | N
     return None, None
 
 
+class _Reading(NamedTuple):
+    """What :func:`_read_checkpoint` takes from a checkpoint (the rest is its place in the
+    payload)."""
+
+    time_text: str
+    group: tuple[str, str]
+    instant: int | None
+    zone: tuple[str | None, bool]
+
+
+class _Details(NamedTuple):
+    """What :func:`_checkpoint_draft` takes from a checkpoint, codebook aside."""
+
+    raw_code: str
+    codes: tuple[str | None, str | None]
+    received: int | None
+    location: Location | None
+
+
+_READINGS: ParseMemo[_Reading] = ParseMemo()
+_DETAILS: ParseMemo[_Details] = ParseMemo()
+
+
 def _read_checkpoint(index: int, body: Any, path: str) -> _Checkpoint:
+    key = element_key(body)
+    reading = _READINGS.get(key)
+    if reading is None:
+        reading = _read(body, path)
+        _READINGS.put(key, reading)
+    return _Checkpoint(index, body, path, reading.time_text, reading.group, reading.instant,
+                       reading.zone, key)
+
+
+def _read(body: Any, path: str) -> _Reading:
     if not isinstance(body, dict):
         raise PayloadError(path, f"expected an object, got {type(body).__name__}")
     text = req_str(body, "checkpoint_time", path).strip()
@@ -212,7 +253,7 @@ def _read_checkpoint(index: int, body: Any, path: str) -> _Checkpoint:
         raise PayloadError(f"{path}.checkpoint_time", f"unreadable time {text!r}: {exc}") from None
     code = opt_str(body, "subtag", path) or req_str(body, "tag", path)
     zone = place_zone(_country(body, path), opt_str(body, "state", path))
-    return _Checkpoint(index, body, path, text, (text[:19], code), instant, zone)
+    return _Reading(text, (text[:19], code), instant, zone)
 
 
 def _resolve_groups(checkpoints: list[_Checkpoint], dest_zone: str | None
@@ -246,7 +287,29 @@ def _rank(cp: _Checkpoint) -> int:
 
 def _checkpoint_draft(ctx: TransformContext, cp: _Checkpoint, when: tuple[int, bool],
                       common: dict[str, Any], signed: bool) -> Draft:
-    body, path = cp.body, cp.path
+    body = cp.body
+    key = cp.key
+    details = _DETAILS.get(key)
+    if details is None:
+        details = _details(body, cp.path)
+        _DETAILS.put(key, details)
+    canonical = lookup_status(ctx.codebook, details.codes)
+    fields = {**common,
+              "raw_code": details.raw_code,
+              "codes": details.codes,
+              "event_time": when[0],
+              "timezone_ambiguous": when[1],
+              "event_time_local": cp.time_text,
+              "partner_received_time": details.received,
+              "location": details.location}
+    if canonical == "delivered":
+        subtag = details.codes[0]
+        fields["proof_of_delivery"] = (ProofOfDelivery.SIGNATURE.value
+                                       if signed or subtag == _SIGNED_SUBTAG else None)
+    return Draft(canonical, fields)
+
+
+def _details(body: dict[str, Any], path: str) -> _Details:
     tag = opt_str(body, "tag", path)
     subtag = opt_str(body, "subtag", path)
     raw_code = subtag or tag or ""
@@ -256,18 +319,9 @@ def _checkpoint_draft(ctx: TransformContext, cp: _Checkpoint, when: tuple[int, b
     if created:
         received = parse_event_time(created, f"{path}.created_at", None, False,
                                     naive_is_utc=True)[0]
-    canonical = lookup_status(ctx.codebook, codes)
-    fields = dict(common)
-    fields.update(
-        raw_code=raw_code, codes=codes, event_time=when[0], timezone_ambiguous=when[1],
-        event_time_local=cp.time_text, partner_received_time=received,
-        location=location(_country(body, path), opt_str(body, "state", path),
-                          opt_str(body, "city", path), opt_str(body, "zip", path)),
-    )
-    if canonical == "delivered":
-        fields["proof_of_delivery"] = (ProofOfDelivery.SIGNATURE.value
-                                       if signed or subtag == _SIGNED_SUBTAG else None)
-    return Draft(canonical, fields)
+    return _Details(raw_code, codes, received,
+                    location(_country(body, path), opt_str(body, "state", path),
+                             opt_str(body, "city", path), opt_str(body, "zip", path)))
 
 
 def _tracking_draft(ctx: TransformContext, msg: dict[str, Any], path: str,
@@ -279,7 +333,10 @@ def _tracking_draft(ctx: TransformContext, msg: dict[str, Any], path: str,
     text = req_str(msg, "created_at", path)
     event_time, ambiguous = parse_event_time(text, f"{path}.created_at", None, False,
                                              naive_is_utc=True)
-    fields = dict(common)
-    fields.update(raw_code=subtag or tag, codes=codes, event_time=event_time,
-                  timezone_ambiguous=ambiguous, event_time_local=text)
+    fields = {**common,
+              "raw_code": subtag or tag,
+              "codes": codes,
+              "event_time": event_time,
+              "timezone_ambiguous": ambiguous,
+              "event_time_local": text}
     return Draft(lookup_status(ctx.codebook, codes), fields)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import TracebackType
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, Generic, NamedTuple, NoReturn, Protocol, TypeVar
 
 import orjson
 
@@ -32,18 +32,21 @@ from carrierwatch.core.model import (
     DeadLetter,
     Location,
     event_id,
-    package_key,
+    new_event,
 )
 from carrierwatch.core.partner import PartnerSpec
 
 __all__ = [
+    "CONTAINED_ERRORS",
     "Emitter",
+    "ParseMemo",
     "ParsedScan",
     "PayloadError",
     "Promise",
     "TransformContext",
     "TransformResult",
     "Transformer",
+    "element_key",
     "location",
     "opt_dict",
     "opt_list",
@@ -99,11 +102,11 @@ class TransformResult:
     gaps: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedScan:
+class ParsedScan(NamedTuple):
     """One scan of a carrier payload, parsed: its UTC time (and whether the zone was a guess),
     the carrier's local time string, its raw code, the codebook keys to try (most specific first)
-    and its coarse location."""
+    and its coarse location. (An immutable named tuple: built once per scan, it costs a third of
+    a frozen dataclass.)"""
 
     time: int
     ambiguous: bool
@@ -126,13 +129,61 @@ def zone_of_newest_scan(scans: list[ParsedScan]) -> tuple[str | None, bool]:
     return None, False
 
 
-@dataclass(frozen=True, slots=True)
-class Promise:
+class Promise(NamedTuple):
     """A payload's delivery promise and latest ETA window, UTC ms (None where the feed is silent)."""
 
     promised_by: int | None = None
     eta_start: int | None = None
     eta_end: int | None = None
+
+
+class ParseMemo(Generic[_T]):
+    """A bounded memo of parsed payload elements, keyed by the element's own JSON text.
+
+    Feeds resend a package's whole history with every update (webhooks, polled track answers),
+    so most elements of a payload were parsed before. A transformer keys an element by
+    :func:`element_key` (its exact JSON serialization plus whatever else the parse depends on)
+    and reuses the earlier result: the parse is a pure function of those, so the events are
+    the same. Only successful parses are stored (results must be immutable); an element that
+    fails is parsed, and dead-lettered, again each time. The memo forgets everything when it is
+    full, which bounds its memory and never changes a result.
+    """
+
+    __slots__ = ("_items", "_limit")
+
+    def __init__(self, limit: int = 8192) -> None:
+        self._items: dict[object, _T] = {}
+        self._limit = limit
+
+    def get(self, key: object) -> _T | None:
+        """The stored result for ``key`` (None when unknown or when ``key`` is None)."""
+        return None if key is None else self._items.get(key)
+
+    def put(self, key: object, value: _T) -> None:
+        """Store ``value`` for ``key`` (nothing when ``key`` is None)."""
+        if key is not None:
+            if len(self._items) >= self._limit:
+                self._items.clear()
+            self._items[key] = value
+
+
+def element_key(element: Any, context: str | None = None) -> tuple[str | None, bytes] | None:
+    """A :class:`ParseMemo` key for a parsed JSON element: ``(context, its JSON bytes)``.
+
+    The serialization tells types apart (``1``, ``1.0`` and ``true`` differ, as they may for a
+    parse) and costs less than reading the fields one by one. None (no memo) for a value that
+    cannot be serialized.
+
+    >>> element_key({"date": "20260301", "n": 1}, "US")
+    ('US', b'{"date":"20260301","n":1}')
+    """
+    try:
+        return context, _dumps(element)
+    except orjson.JSONEncodeError:
+        return None
+
+
+_dumps = orjson.dumps
 
 
 class Transformer(Protocol):
@@ -142,13 +193,15 @@ class Transformer(Protocol):
 class Emitter:
     """Accumulates the result of one payload; see the module docstring."""
 
-    __slots__ = ("_book", "_ctx", "_partner_id", "_raw", "_result", "_synthetic", "_version")
+    __slots__ = ("_book", "_ctx", "_partner_id", "_raw", "_received_time", "_result", "_synthetic",
+                 "_version")
 
     def __init__(self, raw: bytes, ctx: TransformContext) -> None:
         self._raw = raw
         self._ctx = ctx
         self._book = ctx.codebook
         self._partner_id = ctx.partner.id
+        self._received_time = ctx.received_time
         self._version = ctx.partner.payload_schema_version
         self._synthetic = ctx.synthetic
         self._result = TransformResult()
@@ -171,13 +224,27 @@ class Emitter:
         """
         return _Element(self, path)
 
+    def contain(self, exc: Exception, path: str) -> None:
+        """Record the error of the element at ``path`` as ``with element(path)`` would.
+
+        For hot loops, where a ``try``/``except CONTAINED_ERRORS as exc`` costs less than a
+        context manager per element; an exception outside :data:`CONTAINED_ERRORS` is re-raised.
+        """
+        if isinstance(exc, PayloadError):
+            self.dead_letter(exc.path, exc.message)
+        elif isinstance(exc, _CONTAINED):
+            self.dead_letter(path, f"{type(exc).__name__}: {exc}")
+        else:
+            raise exc
+
     def guarded(self, path: str, default: _T, work: Callable[[], _T]) -> _T:
         """Run ``work``; if a field it reads is bad, record a dead letter for ``path`` and
         return ``default`` instead (an optional part of a payload must not sink the rest)."""
-        result = default
-        with self.element(path):
-            result = work()
-        return result
+        try:
+            return work()
+        except _CONTAINED as exc:  # what ``with self.element(path)`` contains
+            self.contain(exc, path)
+            return default
 
     def event(
         self,
@@ -218,32 +285,16 @@ class Emitter:
             self._result.gaps.append(raw_code)
         else:
             status, confidence, mapped_reason = mapping.status, mapping.confidence, mapping.reason
-        package_id = package_key(self._partner_id, tracking_number, discriminator)
-        event = CanonicalEvent(
-            event_id=event_id(self._partner_id, package_id, status, event_time),
-            partner_id=self._partner_id,
-            package_id=package_id,
-            tracking_number=tracking_number,
-            status=status,
-            confidence=confidence,
-            raw_code=raw_code,
-            event_time=event_time,
-            received_time=self._ctx.received_time,
-            timezone_ambiguous=timezone_ambiguous,
-            event_time_local=event_time_local,
-            shipment_id=shipment_id,
-            reason=reason if reason is not None else mapped_reason,
-            location=location,
-            promised_by=promised_by,
-            eta_start=eta_start,
-            eta_end=eta_end,
-            attempt_number=attempt_number,
-            proof_of_delivery=proof_of_delivery,
-            service_level=service_level,
-            synthetic=self._synthetic,
-            payload_schema_version=self._version,
-            partner_received_time=partner_received_time,
-        )
+        partner_id = self._partner_id
+        package_id = (f"{partner_id}:{tracking_number}:{discriminator}" if discriminator
+                      else f"{partner_id}:{tracking_number}")  # = package_key(...), inlined
+        event = new_event(
+            event_id(partner_id, package_id, status, event_time), partner_id, package_id,
+            tracking_number, status, confidence, raw_code, event_time, self._received_time,
+            timezone_ambiguous, event_time_local, shipment_id,
+            reason if reason is not None else mapped_reason, location, promised_by, eta_start,
+            eta_end, attempt_number, proof_of_delivery, service_level, self._synthetic,
+            self._version, partner_received_time)
         self._result.events.append(event)
         return event
 
@@ -274,6 +325,8 @@ class _Element:
 
 
 _CONTAINED = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
+CONTAINED_ERRORS: tuple[type[Exception], ...] = _CONTAINED
+"""The errors of one element that become its dead letter (the rest of the payload goes on)."""
 
 
 def provider_error(errors: Any, path: str, what: str) -> PayloadError:
@@ -329,8 +382,20 @@ def parse_json(raw: bytes) -> Any:
         raise PayloadError("$", f"invalid JSON: {exc}") from None
 
 
+# Each helper tries the common case first (a dict holding a value of the expected type, checked
+# by exact class) and leaves everything else, errors included, to its complete ``_*_slow`` twin.
+
+
 def req(obj: Any, key: str, path: str) -> Any:
     """``obj[key]``, which must exist and not be null."""
+    if obj.__class__ is dict:
+        value = obj.get(key)
+        if value is not None:
+            return value
+    return _req_slow(obj, key, path)
+
+
+def _req_slow(obj: Any, key: str, path: str) -> Any:
     if not isinstance(obj, dict):
         fail(path, f"expected an object, got {type(obj).__name__}")
     value = obj.get(key)
@@ -340,27 +405,45 @@ def req(obj: Any, key: str, path: str) -> Any:
 
 
 def req_dict(obj: Any, key: str, path: str) -> dict[str, Any]:
-    value = req(obj, key, path)
+    if obj.__class__ is dict:
+        value = obj.get(key)
+        if value.__class__ is dict:
+            return value  # type: ignore[no-any-return]
+    value = _req_slow(obj, key, path)
     if not isinstance(value, dict):
         fail(f"{path}.{key}", f"expected an object, got {type(value).__name__}")
     return value
 
 
 def req_list(obj: Any, key: str, path: str) -> list[Any]:
-    value = req(obj, key, path)
+    if obj.__class__ is dict:
+        value = obj.get(key)
+        if value.__class__ is list:
+            return value  # type: ignore[no-any-return]
+    value = _req_slow(obj, key, path)
     if not isinstance(value, list):
         fail(f"{path}.{key}", f"expected a list, got {type(value).__name__}")
     return value
 
 
 def req_str(obj: Any, key: str, path: str) -> str:
-    value = req(obj, key, path)
+    if obj.__class__ is dict:
+        value = obj.get(key)
+        if value.__class__ is str and value.strip():
+            return value  # type: ignore[no-any-return]
+    value = _req_slow(obj, key, path)
     if not isinstance(value, str) or not value.strip():
         fail(f"{path}.{key}", f"expected a non-empty string, got {value!r:.60}")
     return value
 
 
 def opt_dict(obj: Any, key: str, path: str) -> dict[str, Any] | None:
+    if obj.__class__ is dict:
+        value = obj.get(key)
+        if value is None or value.__class__ is dict:
+            return value  # type: ignore[no-any-return]
+    elif obj is None:
+        return None
     value = obj.get(key) if isinstance(obj, dict) else None
     if value is None:
         return None
@@ -370,6 +453,10 @@ def opt_dict(obj: Any, key: str, path: str) -> dict[str, Any] | None:
 
 
 def opt_list(obj: Any, key: str, path: str) -> list[Any]:
+    if obj.__class__ is dict:
+        value = obj.get(key)
+        if value.__class__ is list:
+            return value  # type: ignore[no-any-return]
     value = obj.get(key) if isinstance(obj, dict) else None
     if value is None:
         return []
@@ -379,9 +466,21 @@ def opt_list(obj: Any, key: str, path: str) -> list[Any]:
 
 
 def opt_str(obj: Any, key: str, path: str) -> str | None:
+    if obj.__class__ is dict:
+        value = obj.get(key)
+        if value.__class__ is str:
+            return value if value else None  # type: ignore[no-any-return]
+        if value is None:
+            return None
+    elif obj is None:
+        return None
+    return _opt_str_slow(obj, key, path)
+
+
+def _opt_str_slow(obj: Any, key: str, path: str) -> str | None:
     value = obj.get(key) if isinstance(obj, dict) else None
-    if value.__class__ is str:  # the common case first
-        return value if value else None
+    if value.__class__ is str:
+        return value if value else None  # type: ignore[no-any-return]
     if value is None or value == "":
         return None
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):

@@ -47,16 +47,19 @@ Examples
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from carrierwatch.core.codebook import Codebook, Mapping
 from carrierwatch.core.model import CanonicalStatus, Location
 from carrierwatch.core.timeutil import parse_instant, resolve_local, zone_for
 from carrierwatch.transformers.base import (
+    CONTAINED_ERRORS,
     Emitter,
+    ParseMemo,
     PayloadError,
     TransformContext,
     TransformResult,
+    element_key,
     location,
     opt_dict,
     opt_list,
@@ -187,15 +190,31 @@ def _shipment(emitter: Emitter, ctx: TransformContext, shipment: Any, path: str)
         raise PayloadError(f"{path}.events", "shipment has neither events nor a status")
 
     for event, event_path in items:
-        with emitter.element(event_path):
+        try:
             _event(emitter, ctx.codebook, event, event_path, tracking_number=tracking_number,
                    default_country=default_country, eta_start=eta_start, eta_end=eta_end,
                    service_level=service_level, signed=signed)
+        except CONTAINED_ERRORS as exc:  # = with emitter.element(event_path), cheaper per event
+            emitter.contain(exc, event_path)
 
 
-def _event(emitter: Emitter, book: Codebook, event: Any, path: str, *, tracking_number: str,
-           default_country: str | None, eta_start: int | None, eta_end: int | None,
-           service_level: str | None, signed: bool) -> None:
+class _Reading(NamedTuple):
+    """The codebook-independent reading of one DHL event."""
+
+    status_code: str | None
+    express: str | None
+    keys: tuple[str | None, ...]
+    text: str | None
+    place: Location | None
+    event_time: int
+    ambiguous: bool
+    local: str
+
+
+_READINGS: ParseMemo[_Reading] = ParseMemo()
+
+
+def _read(event: Any, path: str, default_country: str | None) -> _Reading:
     if not isinstance(event, dict):
         raise PayloadError(path, f"expected an object, got {type(event).__name__}")
     status_code = opt_str(event, "statusCode", path)
@@ -220,17 +239,29 @@ def _event(emitter: Emitter, book: Codebook, event: Any, path: str, *, tracking_
     keys = (f"express/{express}" if express else None,
             f"{status_code}/{slug(description)}" if status_code and description else None)
     text = f"{status_code}: {description}" if status_code and description else None
-    codes, text_arg, mapping = choose_keys(book, keys, text, status_code)
+    return _Reading(status_code, express, keys, text, place, event_time, ambiguous, local)
+
+
+def _event(emitter: Emitter, book: Codebook, event: Any, path: str, *, tracking_number: str,
+           default_country: str | None, eta_start: int | None, eta_end: int | None,
+           service_level: str | None, signed: bool) -> None:
+    key = element_key(event, default_country)
+    reading = _READINGS.get(key)
+    if reading is None:
+        reading = _read(event, path, default_country)
+        _READINGS.put(key, reading)
+    status_code = reading.status_code
+    codes, text_arg, mapping = choose_keys(book, reading.keys, reading.text, status_code)
     delivered = mapping is not None and mapping.status == _DELIVERED
     emitter.event(
         tracking_number=tracking_number,
-        raw_code=express or status_code or "",
-        event_time=event_time,
+        raw_code=reading.express or status_code or "",
+        event_time=reading.event_time,
         codes=codes,
         text=text_arg,
-        timezone_ambiguous=ambiguous,
-        event_time_local=local,
-        location=place,
+        timezone_ambiguous=reading.ambiguous,
+        event_time_local=reading.local,
+        location=reading.place,
         eta_start=eta_start,
         eta_end=eta_end,
         proof_of_delivery="signature" if delivered and signed else None,

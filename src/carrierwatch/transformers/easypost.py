@@ -57,9 +57,9 @@ Examples
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
-from carrierwatch.core.model import ProofOfDelivery
+from carrierwatch.core.model import Location, ProofOfDelivery
 from carrierwatch.transformers._aggregators import (
     Draft,
     emit_drafts,
@@ -70,10 +70,13 @@ from carrierwatch.transformers._aggregators import (
     place_zone,
 )
 from carrierwatch.transformers.base import (
+    CONTAINED_ERRORS,
     Emitter,
+    ParseMemo,
     PayloadError,
     TransformContext,
     TransformResult,
+    element_key,
     location,
     opt_dict,
     opt_list,
@@ -167,8 +170,10 @@ def _emit_tracker(emitter: Emitter, ctx: TransformContext, tracker: dict[str, An
     details = opt_list(tracker, "tracking_details", path)
     for index, detail in enumerate(details):
         detail_path = f"{path}.tracking_details[{index}]"
-        with emitter.element(detail_path):
+        try:
             drafts.append(_detail_draft(ctx, detail, detail_path, common, signed))
+        except CONTAINED_ERRORS as exc:  # = with emitter.element(detail_path), cheaper per detail
+            emitter.contain(exc, detail_path)
     if not details:
         drafts.append(_tracker_draft(ctx, tracker, path, common))
 
@@ -200,8 +205,21 @@ def _codes(status: str, status_detail: str | None) -> tuple[str, tuple[str | Non
     return raw_code, (raw_code, status)
 
 
-def _detail_draft(ctx: TransformContext, detail: Any, path: str, common: dict[str, Any],
-                  signed: bool) -> Draft:
+class _Detail(NamedTuple):
+    """The codebook-independent reading of one tracking detail."""
+
+    raw_code: str
+    codes: tuple[str | None, ...]
+    event_time: int
+    ambiguous: bool
+    local_text: str
+    location: Location | None
+
+
+_DETAILS: ParseMemo[_Detail] = ParseMemo()
+
+
+def _detail(detail: Any, path: str) -> _Detail:
     if not isinstance(detail, dict):
         raise PayloadError(path, f"expected an object, got {type(detail).__name__}")
     status = req_str(detail, "status", path).strip()
@@ -214,14 +232,26 @@ def _detail_draft(ctx: TransformContext, detail: Any, path: str, common: dict[st
     zone, exact = place_zone(country, state)
     local_text = req_str(detail, "datetime", path)
     event_time, ambiguous = parse_event_time(local_text, f"{path}.datetime", zone, exact)
-    canonical = lookup_status(ctx.codebook, codes)
-    fields = dict(common)
-    fields.update(
-        raw_code=raw_code, codes=codes, event_time=event_time, timezone_ambiguous=ambiguous,
-        event_time_local=local_text,
-        location=location(country, state, opt_str(where, "city", loc_path),
-                          opt_str(where, "zip", loc_path)),
-    )
+    return _Detail(raw_code, codes, event_time, ambiguous, local_text,
+                   location(country, state, opt_str(where, "city", loc_path),
+                            opt_str(where, "zip", loc_path)))
+
+
+def _detail_draft(ctx: TransformContext, detail: Any, path: str, common: dict[str, Any],
+                  signed: bool) -> Draft:
+    key = element_key(detail)
+    parsed = _DETAILS.get(key)
+    if parsed is None:
+        parsed = _detail(detail, path)
+        _DETAILS.put(key, parsed)
+    canonical = lookup_status(ctx.codebook, parsed.codes)
+    fields = {**common,
+              "raw_code": parsed.raw_code,
+              "codes": parsed.codes,
+              "event_time": parsed.event_time,
+              "timezone_ambiguous": parsed.ambiguous,
+              "event_time_local": parsed.local_text,
+              "location": parsed.location}
     if canonical == "delivered":
         fields["proof_of_delivery"] = ProofOfDelivery.SIGNATURE.value if signed else None
     return Draft(canonical, fields)
@@ -237,7 +267,10 @@ def _tracker_draft(ctx: TransformContext, tracker: dict[str, Any], path: str,
     local_text = req_str(tracker, key, path)
     event_time, ambiguous = parse_event_time(local_text, f"{path}.{key}", None, False,
                                              naive_is_utc=True)
-    fields = dict(common)
-    fields.update(raw_code=raw_code, codes=codes, event_time=event_time,
-                  timezone_ambiguous=ambiguous, event_time_local=local_text)
+    fields = {**common,
+              "raw_code": raw_code,
+              "codes": codes,
+              "event_time": event_time,
+              "timezone_ambiguous": ambiguous,
+              "event_time_local": local_text}
     return Draft(lookup_status(ctx.codebook, codes), fields)

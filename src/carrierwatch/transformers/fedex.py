@@ -57,12 +57,15 @@ from typing import Any
 from carrierwatch.core.model import CanonicalStatus, ProofOfDelivery
 from carrierwatch.core.timeutil import parse_instant, parse_naive, resolve_local, zone_for
 from carrierwatch.transformers.base import (
+    CONTAINED_ERRORS,
     Emitter,
     ParsedScan,
+    ParseMemo,
     PayloadError,
     Promise,
     TransformContext,
     TransformResult,
+    element_key,
     location,
     opt_dict,
     opt_list,
@@ -165,9 +168,17 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
 
     scans: list[ParsedScan] = []
     for k, scan in enumerate(opt_list(track_result, "scanEvents", tpath)):
-        spath = f"{tpath}.scanEvents[{k}]"
-        with emitter.element(spath):
-            scans.append(_scan(scan, spath, default_country))
+        key = element_key(scan, default_country)
+        parsed = _SCANS.get(key)
+        if parsed is None:
+            spath = f"{tpath}.scanEvents[{k}]"
+            try:
+                parsed = _scan(scan, spath, default_country)
+            except CONTAINED_ERRORS as exc:  # = with emitter.element(spath), cheaper
+                emitter.contain(exc, spath)
+                continue
+            _SCANS.put(key, parsed)
+        scans.append(parsed)
     scans.sort(key=lambda s: s.time)
 
     zone, exact = _destination_zone(track_result, tpath, default_country, scans)
@@ -208,6 +219,9 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
             proof_of_delivery=scan_proof,
             service_level=service_level,
         )
+
+
+_SCANS: ParseMemo[ParsedScan] = ParseMemo()
 
 
 def _scan(scan: Any, spath: str, default_country: str | None) -> ParsedScan:

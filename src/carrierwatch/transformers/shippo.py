@@ -72,6 +72,7 @@ from carrierwatch.transformers._aggregators import (
     place_zone,
 )
 from carrierwatch.transformers.base import (
+    CONTAINED_ERRORS,
     Emitter,
     PayloadError,
     TransformContext,
@@ -167,8 +168,10 @@ def _emit_track(emitter: Emitter, ctx: TransformContext, track: dict[str, Any], 
                                                       "(and tracking_history is empty)")
     drafts: list[Draft] = []
     for entry_path, entry in entries:
-        with emitter.element(entry_path):
+        try:
             drafts.append(_status_draft(ctx, entry, entry_path, common))
+        except CONTAINED_ERRORS as exc:  # = with emitter.element(entry_path), cheaper per entry
+            emitter.contain(exc, entry_path)
     before = len(emitter.result.events)
     emit_drafts(emitter, drafts)
     if test or (carrier or "").lower() == _TEST_CARRIER or tracking_number in SHIPPO_TEST_NUMBERS:
@@ -205,11 +208,14 @@ def _status_draft(ctx: TransformContext, entry: Any, path: str, common: dict[str
                                              naive_is_utc=True)
     where = opt_dict(entry, "location", path) or {}
     loc_path = f"{path}.location"
-    fields = dict(common)
-    fields.update(
-        raw_code=raw_code, codes=codes, event_time=event_time, timezone_ambiguous=ambiguous,
-        event_time_local=text,
-        location=location(opt_str(where, "country", loc_path), opt_str(where, "state", loc_path),
-                          opt_str(where, "city", loc_path), opt_str(where, "zip", loc_path)),
-    )
+    fields = {**common,
+              "raw_code": raw_code,
+              "codes": codes,
+              "event_time": event_time,
+              "timezone_ambiguous": ambiguous,
+              "event_time_local": text,
+              "location": location(opt_str(where, "country", loc_path),
+                                   opt_str(where, "state", loc_path),
+                                   opt_str(where, "city", loc_path),
+                                   opt_str(where, "zip", loc_path))}
     return Draft(lookup_status(ctx.codebook, codes), fields)

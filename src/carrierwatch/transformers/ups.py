@@ -58,12 +58,15 @@ from typing import Any
 from carrierwatch.core.model import CanonicalStatus, ProofOfDelivery
 from carrierwatch.core.timeutil import LocalTime, resolve_local, to_ms, zone_for
 from carrierwatch.transformers.base import (
+    CONTAINED_ERRORS,
     Emitter,
     ParsedScan,
+    ParseMemo,
     PayloadError,
     Promise,
     TransformContext,
     TransformResult,
+    element_key,
     location,
     opt_dict,
     opt_list,
@@ -170,9 +173,17 @@ def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
     activities: list[ParsedScan] = []
     listed = list(enumerate(opt_list(package, "activity", ppath)))
     for k, activity in reversed(listed):         # UPS lists newest first
-        apath = f"{ppath}.activity[{k}]"
-        with emitter.element(apath):
-            activities.append(_activity(activity, apath, default_country))
+        key = element_key(activity, default_country)
+        scan = _ACTIVITIES.get(key)
+        if scan is None:
+            apath = f"{ppath}.activity[{k}]"
+            try:
+                scan = _activity(activity, apath, default_country)
+            except CONTAINED_ERRORS as exc:  # = with emitter.element(apath), cheaper
+                emitter.contain(exc, apath)
+                continue
+            _ACTIVITIES.put(key, scan)
+        activities.append(scan)
     activities.sort(key=lambda a: a.time)
 
     no_zone: tuple[str | None, bool] = (None, False)
@@ -240,6 +251,9 @@ def _local_datetime(date: str, time: str | None, date_path: str, time_path: str)
         if compact_time is not None:
             _compact(compact_time, time_path, time=True)
         raise PayloadError(date_path, f"invalid date and time {date!r} {time!r}") from None
+
+
+_ACTIVITIES: ParseMemo[ParsedScan] = ParseMemo()
 
 
 def _activity(activity: Any, apath: str, default_country: str | None) -> ParsedScan:
