@@ -166,6 +166,10 @@ class ParseMemo(Generic[_T]):
                 self._items.clear()
             self._items[key] = value
 
+    def clear(self) -> None:
+        """Forget every stored result (benchmarks start cold with it)."""
+        self._items.clear()
+
 
 def element_key(element: Any, context: str | None = None) -> tuple[str | None, bytes] | None:
     """A :class:`ParseMemo` key for a parsed JSON element: ``(context, its JSON bytes)``.
