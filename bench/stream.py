@@ -8,7 +8,13 @@ partners) is produced once to the ``raw.<partner>`` topics. Then, over the same 
   (a separate process, like a worker);
 - **(c) carrierwatch**: ``carrierwatch worker`` + ``carrierwatch sink`` processes end to end —
   transform, Avro, ``events.canonical``, the core pipelines with checkpoints, ``cw.sink``, chDB —
-  timed from the worker's partition assignment until the sink committed its last write.
+  timed from the worker's partition assignment until the sink committed its last write (and the
+  track stage committed its last checkpoint).
+
+Before that, **Avro costs** on the feed's canonical events, single-threaded, best of three: µs per
+event to serialize and to deserialize with confluent-kafka's ``AvroSerializer``/``AvroDeserializer``
+(the serde of earlier versions) and with :class:`~carrierwatch.registry.serde.CanonicalSerde`
+(fastavro schemaless with the Confluent framing), over the same events and the same registry.
 
 Throughput is counted in canonical events (the payloads carry several each): messages/s × events
 per payload for (a) and (b). Then **freshness**: a second feed is produced live at half of (c)'s
@@ -88,6 +94,42 @@ def _ceiling(topics: list[str], expected: int, bootstrap: str) -> tuple[int, flo
         consumer.close()
 
 
+def _serde_costs(events: list[Any], data_dir: Path) -> dict[str, float]:
+    """µs per event: confluent-kafka's Avro classes vs CanonicalSerde, on the same events."""
+    from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from carrierwatch.registry.client import registry_client
+    from carrierwatch.registry.serde import CanonicalSerde, event_to_record, record_to_event
+    from carrierwatch.settings import Settings
+
+    def best(run: Any) -> float:
+        times = []
+        for _ in range(3):
+            begin = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - begin)
+        return round(min(times) / len(events) * 1e6, 2)
+
+    with registry_client(Settings(data_dir=data_dir)) as client:
+        serde = CanonicalSerde(client)
+        context = SerializationContext(serde.topic, MessageField.VALUE)
+        strategy = {"subject.name.strategy.type": "TOPIC"}
+        serializer = AvroSerializer(client, serde.schema.schema_str, to_dict=event_to_record,
+                                    conf=strategy)
+        deserializer = AvroDeserializer(client, serde.schema.schema_str, conf=strategy)
+        encoded = [serializer(e, context) for e in events]
+        if serde.serialize_many(events) != encoded or serde.deserialize_many(encoded) != events:
+            raise SystemExit("CanonicalSerde disagrees with confluent-kafka's Avro classes")
+        return {
+            "confluent_serialize_us": best(lambda: [serializer(e, context) for e in events]),
+            "confluent_deserialize_us": best(
+                lambda: [record_to_event(deserializer(d, None)) for d in encoded]),
+            "serde_serialize_us": best(lambda: serde.serialize_many(events)),
+            "serde_deserialize_us": best(lambda: serde.deserialize_many(encoded)),
+        }
+
+
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
     """Prometheus ``histogram_quantile`` over cumulative ``(upper bound, count)`` buckets."""
     total = buckets[-1][1]
@@ -148,11 +190,18 @@ def main() -> None:
     simulate(partners, days=args.days, seed=1, out_dir=work / "sim",
              packages_per_day=args.packages_per_day)
     records = list(iter_inputs([work / "sim"]))
-    events = sum(len(registry.get(r.partner).transform(r.body, r.received_time, r.headers).events)
-                 for r in records)
+    canonical = [e for r in records
+                 for e in registry.get(r.partner).transform(r.body, r.received_time,
+                                                            r.headers).events]
+    events = len(canonical)
     per_payload = events / len(records)
     print(f"feed: {len(records)} payloads, {events} canonical events "
           f"({per_payload:.2f} per payload), partners {partners}", flush=True)
+    avro = _serde_costs(canonical[:20_000], work / "serde")
+    del canonical
+    print(f"Avro µs/event: confluent-kafka serialize {avro['confluent_serialize_us']}, "
+          f"deserialize {avro['confluent_deserialize_us']}; CanonicalSerde serialize "
+          f"{avro['serde_serialize_us']}, deserialize {avro['serde_deserialize_us']}", flush=True)
 
     broker = KafkaBroker(work / "kafka", heap="1g")
     broker.start(timeout=120)
@@ -208,7 +257,7 @@ def main() -> None:
                 raise SystemExit(f"worker did not start:\n{text[-3000:]}")
             time.sleep(0.05)
         wait_caught_up(bootstrap, topology.app_id, raw_topics, timeout=900, poll=0.2)
-        wait_caught_up(bootstrap, topology.app_id, [topology.events], timeout=900, poll=0.2)
+        wait_caught_up(bootstrap, topology.track_group, [topology.events], timeout=900, poll=0.2)
         wait_caught_up(bootstrap, topology.sink_group, [topology.sink], timeout=900, poll=0.2)
         elapsed = time.time() - started
         worker_rate = events / elapsed
@@ -238,7 +287,7 @@ def main() -> None:
             time.sleep(0.002)
         producer.flush()
         wait_caught_up(bootstrap, topology.app_id, raw_topics, timeout=300, poll=0.2)
-        wait_caught_up(bootstrap, topology.app_id, [topology.events], timeout=300, poll=0.2)
+        wait_caught_up(bootstrap, topology.track_group, [topology.events], timeout=300, poll=0.2)
         wait_caught_up(bootstrap, topology.sink_group, [topology.sink], timeout=300, poll=0.2)
         after, after_count = _scrape_freshness(metrics_port)
         old = dict(before)
@@ -257,6 +306,7 @@ def main() -> None:
             "worker_vs_ceiling_events": round(worker_rate / ceiling, 3),
             "freshness_rate_events_per_s": round(rate * per_payload),
             "freshness_p50_s": round(p50, 3), "freshness_p99_s": round(p99, 3),
+            **avro,
             "goal_worker_ge_faust_bare": worker_rate >= bare,
             "goal_worker_ge_25pct_ceiling": worker_rate >= 0.25 * ceiling,
             "goal_p99_lt_2s": p99 < 2.0,
