@@ -20,8 +20,9 @@ Every worker process runs two stages:
 
     **Checkpoints, positions and exact re-runs.** Pickling a partition's whole pipeline costs
     time in proportion to the packages in flight, so it is done every ``checkpoint_interval``
-    seconds (5 by default; one partition per batch at most, at once after an end-of-input flush,
-    when the input pauses, on revocation and at a clean stop), not after every batch
+    seconds (5 by default; one partition per batch at most, at once for a partition without any
+    checkpoint and after an end-of-input flush, when the input pauses, on revocation and at a
+    clean stop), not after every batch
     (``checkpoint_interval`` = 0 does that). The durable progress of a partition is its
     checkpoint (the pipeline and the offset of the last message in it) plus its *call journal*:
     before a call's output is produced, the offset at which the call ends is appended to the
