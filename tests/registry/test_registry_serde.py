@@ -224,3 +224,58 @@ def test_current_parsed_schema_matches_model() -> None:
     names = [f["name"] for f in current_parsed_schema()["fields"]]
     assert names == list(CanonicalEvent.__dataclass_fields__)
     assert json.dumps(current_parsed_schema()["name"]) == '"io.carrierwatch.events.CanonicalEvent"'
+
+
+def test_wire_compatible_with_confluent_kafka_both_ways(serde: CanonicalSerde,
+                                                        seeded: SchemaRegistryClient) -> None:
+    """CanonicalSerde frames fastavro itself: confluent-kafka's classes read what it writes and
+    write what it reads, byte for byte."""
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+
+    context = SerializationContext(CANONICAL_TOPIC, MessageField.VALUE)
+    strategy = {"subject.name.strategy.type": "TOPIC"}
+    serializer = AvroSerializer(seeded, serde.schema.schema_str, to_dict=event_to_record,
+                                conf={"auto.register.schemas": False, **strategy})
+    deserializer = AvroDeserializer(seeded, serde.schema.schema_str, from_dict=record_to_event,
+                                    conf=strategy)
+    events = [make_event(), make_event(location=None, reason=None, promised_by=None),
+              make_event(event_time=2_191_250_717_857, location=Location(latitude=1.5))]
+    for event in events:
+        ours = serde.serialize(event)
+        theirs = serializer(event, context)
+        assert ours == theirs
+        assert deserializer(ours, context) == event  # confluent-kafka reads ours
+        assert serde.deserialize(theirs) == event  # we read confluent-kafka's
+
+
+def test_data_written_with_v1_is_read_with_v2(seeded: SchemaRegistryClient,
+                                             committed_versions: list[SchemaVersion]) -> None:
+    """Schema evolution through the fast path: a v1 writer (CanonicalSerde pinned to v1), the
+    current reader resolving the writer schema by its id."""
+    first, current = committed_versions[0], committed_versions[-1]
+    assert first.version < current.version
+    old_writer = CanonicalSerde(seeded, schema=first, auto_register=False)
+    reader = CanonicalSerde(seeded, auto_register=False)
+    record = _old_record(make_event().to_record(), first)
+    data = old_writer.serialize(record_to_event(dict(record)))
+    assert wire_schema_id(data) == seeded.lookup_schema(SCHEMA_SUBJECT,
+                                                        _schema(first.schema_str)).schema_id
+    assert wire_schema_id(data) != reader.schema_id()
+    event = reader.deserialize(data)
+    read = event.to_record()
+    defaults = {f["name"]: f.get("default") for f in current.schema_dict["fields"]}
+    for name, value in read.items():
+        assert value == record.get(name, defaults[name]), name
+    assert event.partner_received_time is None  # added in v2: the default
+
+
+def test_truncated_and_foreign_bodies_raise_serialization_errors(serde: CanonicalSerde) -> None:
+    from confluent_kafka.serialization import SerializationError
+
+    data = serde.serialize(make_event())
+    with pytest.raises(SerializationError):
+        serde.deserialize(data[:20])
+    with pytest.raises(SerializationError):
+        serde.deserialize(b"\x01" + data[1:])
+    with pytest.raises(SerializationError):
+        serde.deserialize(data[:5])

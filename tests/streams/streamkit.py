@@ -170,7 +170,7 @@ class StreamHarness:
         topology = self.topology
         self.wait(topology.app_id, topology.raw_topics, timeout)
         send_flush(self.bootstrap, topology.events, watermark)
-        self.wait(topology.app_id, [topology.events], timeout)
+        self.wait(topology.track_group, [topology.events], timeout)
         self.wait(topology.sink_group, [topology.sink], timeout)
 
     def snapshot(self) -> dict[str, Any]:

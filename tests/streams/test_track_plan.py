@@ -2,7 +2,7 @@
 
 The cut is what makes a re-run after a crash exact: a restored partition must end its calls at the
 journaled offsets whatever batches Kafka delivers, and hold back what lies past a cut until the
-rest of the call arrives. Real Faust ``Message`` objects, a real registry client and producer
+rest of the call arrives. Real librdkafka ``Message`` objects, a real registry client and producer
 (their endpoints are the session's embedded registry and broker); no Kafka traffic is needed.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from confluent_kafka import Message
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from faust.types.tuples import Message
 
 from carrierwatch.core.pipeline import Pipeline
 from carrierwatch.registry.serde import CANONICAL_TOPIC, CanonicalSerde
@@ -25,20 +25,14 @@ from carrierwatch.streams.topology import StreamConfig, Topology, ensure_topics
 from carrierwatch.transformers.registry import load_registry
 
 
-class Delivered(NamedTuple):
-    """What Faust's ``take_events`` yields: the message and its value."""
-
-    message: Message
-    value: bytes
-
-
-def delivered(partition: int, *offsets: int) -> list[Delivered]:
-    return [Delivered(Message("events.canonical", partition, offset, 0.0, 0, [], b"k",
-                              b"v", None), b"v") for offset in offsets]
+def delivered(partition: int, *offsets: int) -> list[Message]:
+    """Messages as ``Consumer.consume`` returns them."""
+    return [Message(topic="events.canonical", partition=partition, offset=offset, key=b"k",
+                    value=b"v", timestamp=(1, 0)) for offset in offsets]
 
 
 def offsets_of(calls: dict[int, list[list[Any]]]) -> dict[int, list[list[int]]]:
-    return {p: [[e.message.offset for e in call] for call in cut] for p, cut in calls.items()}
+    return {p: [[m.offset() for m in call] for call in cut] for p, cut in calls.items()}
 
 
 def runtime(tmp_path: Path, kafka_broker: KafkaBroker, registry_url: str) -> WorkerRuntime:
@@ -65,8 +59,8 @@ def test_without_a_journal_each_batch_is_one_call_and_is_journaled(
     calls, grown = rt.plan([*delivered(0, 2, 3), *delivered(1, 4, 5)])
     assert calls == {} and grown == [] and rt.rewinds == {1: 1}
     assert rt.stats.skipped == 4
-    # a new partition without a checkpoint is due for its first one at once
-    assert rt.due_checkpoints() == [0]
+    # partitions without a checkpoint are all due for their first one at once
+    assert rt.due_checkpoints() == [0, 1]
 
 
 def test_a_restored_partition_repeats_the_journaled_cuts(
@@ -78,11 +72,11 @@ def test_a_restored_partition_repeats_the_journaled_cuts(
     assert rt.offsets[2] == 9 and list(rt.replay[2]) == [12, 15, 20]
     calls, grown = rt.plan(delivered(2, *range(5, 14)))  # 5..9 are in the checkpoint
     assert offsets_of(calls) == {2: [[10, 11, 12]]} and grown == []
-    assert [e.message.offset for e in rt.held[2]] == [13]
+    assert [m.offset() for m in rt.held[2]] == [13]
     rt.offsets[2] = 12
     calls, grown = rt.plan(delivered(2, 14, 15, 16))
     assert offsets_of(calls) == {2: [[13, 14, 15]]} and grown == []
-    assert [e.message.offset for e in rt.held[2]] == [16]
+    assert [m.offset() for m in rt.held[2]] == [16]
     rt.offsets[2] = 15
     # the journal's last cut reached: what follows is a new call, appended to the journal
     calls, grown = rt.plan(delivered(2, *range(17, 24)))
@@ -94,3 +88,22 @@ def test_a_restored_partition_repeats_the_journaled_cuts(
     rt.producer.flush()
     assert rt.checkpointed[2] == 23 and rt.journal[2] == [] and rt.stats.checkpoints == 1
     assert rt.due_checkpoints() == []
+
+
+def test_checkpoints_are_time_based_idle_and_commits_follow_them(
+        tmp_path: Path, kafka_broker: KafkaBroker, schema_registry_url: str) -> None:
+    rt = runtime(tmp_path, kafka_broker, schema_registry_url)
+    state = Pipeline({}, shard=0).to_bytes()
+    rt.restore({0, 1}, {0: SavedPartition(4, state, []), 1: SavedPartition(9, state, [])})
+    assert rt.commit_positions([0, 1]) == {0: 5, 1: 10}  # the offsets after the checkpoints
+    rt.offsets.update({0: 7, 1: 12})  # both ran past their checkpoints
+    now = rt.checkpoint_times[0]
+    assert rt.changed() == [0, 1]
+    assert rt.due_checkpoints(now + 0.5) == []
+    assert rt.due_checkpoints(now + 0.5, idle=True) == []  # checkpoints younger than a second
+    assert rt.due_checkpoints(now + 1.5, idle=True) == [0, 1]  # idle: every changed partition
+    assert rt.due_checkpoints(now + 5.5) == [0]  # busy: one late partition per batch
+    rt.checkpoint([0])
+    rt.producer.flush()
+    # the commit never runs ahead of a checkpoint: partition 1 still commits its old one
+    assert rt.commit_positions([0, 1]) == {0: 8, 1: 10}

@@ -1,11 +1,21 @@
 """Canonical events to and from the Confluent wire format.
 
-Bytes are ``0x00`` (magic byte) + the schema id (4 bytes, big-endian) + the Avro binary body, made
-and read by confluent-kafka's :class:`~confluent_kafka.schema_registry.avro.AvroSerializer` and
-:class:`~confluent_kafka.schema_registry.avro.AvroDeserializer` (fastavro underneath), under the
-subject ``events.canonical-value`` (TopicNameStrategy for the topic ``events.canonical``).
+Bytes are ``0x00`` (magic byte) + the schema id (4 bytes, big-endian) + the Avro binary body, under
+the subject ``events.canonical-value`` (TopicNameStrategy for the topic ``events.canonical``): the
+framing of confluent-kafka's :class:`~confluent_kafka.schema_registry.avro.AvroSerializer` and
+:class:`~confluent_kafka.schema_registry.avro.AvroDeserializer`, which read what
+:class:`CanonicalSerde` writes and write what it reads (tested both ways).
 
-The hot path is kept lean:
+:class:`CanonicalSerde` frames fastavro's ``schemaless_writer``/``schemaless_reader`` itself
+(about 10× cheaper per event than going through confluent-kafka's classes, which rebuild a
+context, look the schema up and walk it for rule tags on every message):
+
+- the writer's schema id is looked up (or registered) once; the reader resolves each writer
+  schema id through the registry client once and keeps the parsed schema per id (no Avro schema
+  resolution at all when the writer schema is the reader's);
+- the schemas are parsed without the ``timestamp-millis`` logical type (the encoding is the
+  ``long`` underneath): the model holds epoch milliseconds, so fastavro neither builds nor takes
+  ``datetime`` objects;
 
 - :func:`event_to_record` builds the record dict from the slots dataclass with one
   :func:`operator.attrgetter` call and a ``zip`` (no :func:`dataclasses.asdict`, which copies
@@ -31,14 +41,18 @@ True
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
 import operator
+import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import fastavro
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
 from carrierwatch.core.model import SCHEMA_SUBJECT, CanonicalEvent, Location
 from carrierwatch.registry.schemas import SchemaVersion, current_schema_version
@@ -48,6 +62,7 @@ __all__ = [
     "MAGIC_BYTE",
     "CanonicalSerde",
     "event_to_record",
+    "parse_without_time_types",
     "record_to_event",
     "wire_schema_id",
 ]
@@ -64,6 +79,38 @@ _TIME_FIELDS = ("event_time", "received_time", "promised_by", "eta_start", "eta_
                 "partner_received_time")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
+#: logical types over ``int``/``long`` whose values the model keeps as plain numbers
+_NUMERIC_TIME_TYPES = frozenset({"timestamp-millis", "timestamp-micros", "local-timestamp-millis",
+                                 "local-timestamp-micros", "time-millis", "time-micros", "date"})
+
+
+def _strip_time_types(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_strip_time_types(branch) for branch in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _strip_time_types(value) for key, value in schema.items()
+           if key != "logicalType"}
+    logical = schema.get("logicalType")
+    if logical is not None and (logical not in _NUMERIC_TIME_TYPES
+                                or schema.get("type") not in ("int", "long")):
+        out["logicalType"] = logical
+    if out.keys() == {"type"} and isinstance(out["type"], str):
+        return out["type"]  # {"type": "long"} is "long" (fastavro takes the short form faster)
+    return out
+
+
+def parse_without_time_types(schema: dict[str, Any] | str) -> Any:
+    """``schema`` parsed by fastavro with its time logical types removed (the ``int``/``long``
+    encoding is unchanged; values are read and written as plain numbers).
+
+    >>> parsed = parse_without_time_types('{"type": "record", "name": "T", "fields": '
+    ...     '[{"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}')
+    >>> parsed["fields"][0]["type"]
+    'long'
+    """
+    loaded = json.loads(schema) if isinstance(schema, str) else schema
+    return fastavro.parse_schema(_strip_time_types(loaded), named_schemas={})
 
 
 def event_to_record(event: CanonicalEvent, ctx: SerializationContext | None = None
@@ -129,16 +176,18 @@ class CanonicalSerde:
         Register the schema on first use (idempotent). With ``False`` the schema must already be
         registered (the registry is seeded), and is only looked up.
     rules
-        Run data-contract rules (``ruleSet`` of the registered schema) when deserializing. Off by
-        default: with a serialization context confluent-kafka walks the whole reader schema for
-        inline rule tags on every message, which measured at about half of the decode time, and the
-        canonical subject carries no rules (the embedded registry refuses them). Without it the
-        deserializer is called without a context and :func:`record_to_event` is applied here.
+        Deserialize through confluent-kafka's ``AvroDeserializer`` with a serialization context,
+        which runs data-contract rules (``ruleSet`` of the registered schema). Off by default:
+        confluent-kafka then walks the whole reader schema for inline rule tags on every message
+        (about half of its decode time), and the canonical subject carries no rules (the
+        embedded registry refuses them).
 
     Notes
     -----
-    A message written with any earlier registered schema version is read with this serde's schema
-    as the reader (Avro schema resolution fills the defaults of fields added since).
+    A message written with any registered schema version is read with this serde's schema as
+    the reader (Avro schema resolution fills the defaults of fields added since). The writer
+    schema of each id is fetched from the registry once (the client caches it too) and kept
+    parsed. Instances may be shared between threads.
     """
 
     def __init__(self, client: SchemaRegistryClient, *, schema: SchemaVersion | None = None,
@@ -148,27 +197,61 @@ class CanonicalSerde:
         self._client = client
         self.topic = topic
         self.subject = f"{topic}-value"
+        self._auto_register = auto_register
+        self._schema_dict = self.schema.schema_dict
+        self._parsed = parse_without_time_types(self._schema_dict)
+        self._header: bytes | None = None
+        #: writer schema id -> (parsed writer schema, reader schema or None when they are equal)
+        self._readers: dict[int, tuple[Any, Any]] = {}
+        self._lock = threading.Lock()
+        self._rules_deserializer = AvroDeserializer(
+            client, self.schema.schema_str, from_dict=record_to_event,
+            conf={"subject.name.strategy.type": "TOPIC"}) if rules else None
         self._context = SerializationContext(topic, MessageField.VALUE)
-        strategy = {"subject.name.strategy.type": "TOPIC"}
-        self._serializer = AvroSerializer(
-            client, self.schema.schema_str, to_dict=event_to_record,
-            conf={"auto.register.schemas": auto_register, **strategy})
-        self._deserializer = AvroDeserializer(
-            client, self.schema.schema_str, from_dict=record_to_event if rules else None,
-            conf=strategy)
-        self._rules_context = self._context if rules else None
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def _registered_header(self) -> bytes:
+        schema = Schema(self.schema.schema_str, "AVRO")
+        if self._auto_register:
+            schema_id = self._client.register_schema(self.subject, schema)
+        else:
+            found = self._client.lookup_schema(self.subject, schema)
+            if found.schema_id is None:
+                raise LookupError(f"the registry returned no id for {self.subject}")
+            schema_id = found.schema_id
+        header = bytes([MAGIC_BYTE]) + int(schema_id).to_bytes(4, "big")
+        self._header = header
+        return header
 
     def serialize(self, event: CanonicalEvent) -> bytes:
         """One event as Confluent wire-format bytes."""
-        data = self._serializer(event, self._context)
-        if not isinstance(data, bytes):  # None only for a None event, which the signature excludes
-            raise TypeError("cannot serialize None")
-        return data
+        header = self._header if self._header is not None else self._registered_header()
+        out = io.BytesIO()
+        out.write(header)
+        fastavro.schemaless_writer(out, self._parsed, event_to_record(event))
+        return out.getvalue()
 
     def serialize_many(self, events: Iterable[CanonicalEvent]) -> list[bytes]:
         """Many events, in order."""
-        serializer, context = self._serializer, self._context
-        return [serializer(event, context) for event in events]  # type: ignore[misc]
+        serialize = self.serialize
+        return [serialize(event) for event in events]
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _reader_for(self, schema_id: int) -> tuple[Any, Any]:
+        with self._lock:
+            found = self._readers.get(schema_id)
+            if found is not None:
+                return found
+            registered = self._client.get_schema(schema_id)
+            writer = json.loads(registered.schema_str or "null")
+            if writer == self._schema_dict:
+                found = (self._parsed, None)
+            else:
+                found = (parse_without_time_types(writer), self._parsed)
+            self._readers[schema_id] = found
+            return found
 
     def deserialize(self, data: bytes) -> CanonicalEvent:
         """One event from wire-format bytes written with any registered schema version.
@@ -180,15 +263,26 @@ class CanonicalSerde:
         confluent_kafka.schema_registry.error.SchemaRegistryError
             If the writer schema id is unknown to the registry.
         """
-        if self._rules_context is not None:
-            event = self._deserializer(data, self._rules_context)
+        if self._rules_deserializer is not None:
+            event = self._rules_deserializer(data, self._context)
             if not isinstance(event, CanonicalEvent):
                 raise TypeError(f"deserializer returned {type(event).__name__}")
             return event
-        record = self._deserializer(data, None)
-        if not isinstance(record, dict):
-            raise TypeError(f"deserializer returned {type(record).__name__}")
-        return record_to_event(record)
+        if len(data) <= 5 or data[0] != MAGIC_BYTE:
+            raise SerializationError("not a Confluent wire-format Avro message "
+                                     "(magic byte 0 + 4-byte schema id + body)")
+        schema_id = int.from_bytes(data[1:5], "big")
+        reader = self._readers.get(schema_id)
+        if reader is None:
+            reader = self._reader_for(schema_id)
+        body = io.BytesIO(data)
+        body.seek(5)
+        try:
+            record = fastavro.schemaless_reader(body, reader[0], reader[1])
+            return record_to_event(record)  # type: ignore[arg-type]
+        except Exception as exc:
+            raise SerializationError(f"undecodable Avro body (schema id {schema_id}): "
+                                     f"{type(exc).__name__}: {exc}") from exc
 
     def deserialize_many(self, messages: Iterable[bytes]) -> list[CanonicalEvent]:
         """Many events, in order."""

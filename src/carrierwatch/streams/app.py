@@ -1,58 +1,62 @@
-"""The Faust worker: thin agents over the pure core (``carrierwatch worker``).
+"""The Faust worker: thin stages over the pure core (``carrierwatch worker``).
 
-Two agents run in every worker process of the consumer group :attr:`Topology.app_id`:
+Every worker process runs two stages:
 
-``normalize`` (``raw.<partner>`` → ``events.canonical`` + ``dlq.<partner>``)
-    takes up to ``normalize_batch`` raw payloads, runs each partner's transformer
-    (:meth:`Partner.transform`, which never raises), produces every canonical event in the
-    Confluent wire format keyed by package id, every dead letter as JSON to ``dlq.<partner>``, and
-    one :class:`~carrierwatch.sink.SinkBatch` with the dead letters to ``cw.sink`` (so they reach
-    ClickHouse too). The raw messages are acknowledged (and later committed) only after the
-    producer flushed: at-least-once.
+``normalize`` (``raw.<partner>`` → ``events.canonical`` + ``dlq.<partner>``), a Faust agent
+    in the consumer group :attr:`Topology.app_id`: takes up to ``normalize_batch`` raw payloads,
+    runs each partner's transformer (:meth:`Partner.transform`, which never raises), produces
+    every canonical event in the Confluent wire format keyed by package id, every dead letter as
+    JSON to ``dlq.<partner>``, and one :class:`~carrierwatch.sink.SinkBatch` with the dead letters
+    to ``cw.sink`` (so they reach ClickHouse too). The raw messages are acknowledged (and later
+    committed) only after the producer flushed: at-least-once.
 
-``track`` (``events.canonical`` → ``cw.sink`` + ``cw.checkpoints``)
+``track`` (``events.canonical`` → ``cw.sink`` + ``cw.checkpoints``), a librdkafka consumer in
+    a thread of the same process (:class:`~carrierwatch.streams.track.TrackStage`, consumer
+    group :attr:`Topology.track_group`), started and stopped with the Faust app as a service:
     keeps one core :class:`~carrierwatch.core.pipeline.Pipeline` per assigned partition
-    (``shard`` = partition). A batch makes one pipeline call per touched partition (a flush
-    marker splits it): decode, ``process``, one :class:`~carrierwatch.sink.SinkBatch` per
-    partition to ``cw.sink``, flush, then acknowledge.
+    (``shard`` = partition). A batch (``consume(track_batch)``) makes one pipeline call per
+    touched partition (a flush marker splits it): decode, ``process``, one
+    :class:`~carrierwatch.sink.SinkBatch` per partition to ``cw.sink``, flush.
 
-    **Checkpoints and exact re-runs.** Pickling a partition's whole pipeline costs time in
-    proportion to the packages in flight. With ``checkpoint_interval`` > 0 it is done every that
-    many seconds (one partition per batch at most, and at every end-of-input flush) instead of
-    after every batch (``checkpoint_interval`` = 0, the default until the seek back described in
-    docs/scaling.md is reliable). What makes rare checkpoints safe is the *call journal*:
+    **Checkpoints, positions and exact re-runs.** Pickling a partition's whole pipeline costs
+    time in proportion to the packages in flight, so it is done every ``checkpoint_interval``
+    seconds (5 by default; one partition per batch at most, at once for a partition without any
+    checkpoint and after an end-of-input flush, when the input pauses, on revocation and at a
+    clean stop), not after every batch
+    (``checkpoint_interval`` = 0 does that). The durable progress of a partition is its
+    checkpoint (the pipeline and the offset of the last message in it) plus its *call journal*:
     before a call's output is produced, the offset at which the call ends is appended to the
-    partition's journal on
-    ``cw.checkpoints`` (key ``"<p>/calls"``) and flushed. After a crash or a rebalance the new
-    owner restores the latest checkpoint and repeats the journaled calls with exactly the same
-    cuts (messages past a journaled cut wait in :attr:`WorkerRuntime.held` until it is reached).
-    Same state + same calls → same rows with the same versions (the core numbers versions by
-    call sequence), so the rows the crashed owner already wrote are rewritten identically and no
-    stale row can ever carry a higher version than the final one. Without the journal a re-run
-    with other batch cuts could compute different intermediate rows (the core decides deadlines
-    at the watermark of the end of the previous call) under lower versions than rows already in
-    the store.
+    partition's journal on ``cw.checkpoints`` (key ``"<p>/calls"``) and flushed. A new owner
+    (after kill -9, a rebalance or a stop) restores the latest checkpoint, is *assigned at the
+    offset after it* (an exact position: nothing fetched earlier can slip in) and repeats the
+    journaled calls with exactly the same cuts (messages past a journaled cut wait in
+    :attr:`WorkerRuntime.held` until it is reached). Same state + same calls → same rows with the
+    same versions (the core numbers versions by call sequence), so the rows the crashed owner
+    already wrote are rewritten identically and no stale row can ever carry a higher version
+    than the final one. Without the journal a re-run with other batch cuts could compute
+    different intermediate rows (the core decides deadlines at the watermark of the end of the
+    previous call) under lower versions than rows already in the store.
 
-    Since acknowledgement runs ahead of checkpoints, Kafka normally resumes a new owner past
-    the offset following the checkpoint: the agent seeks back to it and drops messages until it
-    comes again (messages up to the checkpoint offset that Kafka delivers again are skipped).
-    Re-processing is harmless: the core drops events it has seen (event id), and the store keeps
-    one row per key (latest version). Revoked partitions drop their pipeline, so a partition that
-    comes back restores what its other owner checkpointed and journaled in between. Crashes
-    inside an agent exit the process at once (:func:`_fail_stop`) so that nothing unfinished is
-    acknowledged.
+    The group's committed offset of a partition is the one after its latest *flushed*
+    checkpoint, committed after it: it never runs ahead of the durable state, and a new owner
+    does not depend on it (a committed offset past the checkpoint, which only a tool can set, is
+    logged and ignored). Re-processing is harmless: the core drops events it has seen (event
+    id), and the store keeps one row per key (latest version). Crashes inside a stage exit the
+    process at once (:func:`_fail_stop`) so that nothing unfinished is acknowledged,
+    checkpointed or committed.
 
     A flush marker (:func:`carrierwatch.streams.kafka.send_flush`) on a partition advances that
     pipeline's watermark to the marker's value and flushes it, as the replay driver does at the
     end of its input.
 
-The agents are supervised by :class:`mode.supervisors.CrashingSupervisor`: an infrastructure
-error (a message Kafka refuses for good) stops the worker, whose unacknowledged input is then
-processed again by the next owner, instead of leaving a gap.
+The normalize agent is supervised by :class:`mode.supervisors.CrashingSupervisor`: an
+infrastructure error (a message Kafka refuses for good) stops the worker, whose unacknowledged
+input is then processed again by the next owner, instead of leaving a gap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -62,7 +66,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
-from faust.types import TP
+from confluent_kafka import Message
+from mode import Service
 from mode.supervisors import CrashingSupervisor
 
 from carrierwatch.core.model import CanonicalEvent, DeadLetter
@@ -71,14 +76,10 @@ from carrierwatch.registry.serde import CanonicalSerde
 from carrierwatch.replay import pipeline_for
 from carrierwatch.settings import Settings
 from carrierwatch.sink import SinkBatch
-from carrierwatch.streams.kafka import (
-    OutputProducer,
-    SavedPartition,
-    load_checkpoints,
-    log_start_offset,
-)
+from carrierwatch.streams.kafka import OutputProducer, SavedPartition
 from carrierwatch.streams.records import (
     CONTROL_FLUSH,
+    HeaderList,
     checkpoint_key,
     control_kind,
     encode_checkpoint,
@@ -93,12 +94,16 @@ from carrierwatch.streams.records import (
 from carrierwatch.streams.topology import StreamConfig, Topology
 from carrierwatch.transformers.registry import PartnerRegistry
 
-__all__ = ["WorkerRuntime", "WorkerStats", "create_app"]
+__all__ = ["IDLE_CHECKPOINT_AGE", "WorkerRuntime", "WorkerStats", "create_app"]
 
 log = logging.getLogger(__name__)
 
 #: The partner id of dead letters for undecodable messages on ``events.canonical``.
 CANONICAL_DEAD_LETTER_PARTNER = "events.canonical"
+
+#: Seconds: an idle partition (the last poll returned nothing) is checkpointed once its
+#: checkpoint is this old (or ``checkpoint_interval``, if shorter).
+IDLE_CHECKPOINT_AGE = 1.0
 
 
 @dataclass
@@ -125,10 +130,12 @@ class WorkerRuntime:
     registry: PartnerRegistry
     serde: CanonicalSerde
     producer: OutputProducer
+    #: the track stage's own producer (None: :attr:`producer`)
+    track_producer: OutputProducer | None = None
     pipelines: dict[int, Pipeline] = field(default_factory=dict)
     #: offset of the last canonical message each pipeline contains (-1: none)
     offsets: dict[int, int] = field(default_factory=dict)
-    #: partition -> offset to seek back to (a gap after the checkpoint was seen)
+    #: partition -> offset to seek back to (a gap after the expected offset was seen)
     rewinds: dict[int, int] = field(default_factory=dict)
     stats: WorkerStats = field(default_factory=WorkerStats)
     #: partitions whose pipeline a flush marker flushed in the current batch
@@ -142,6 +149,8 @@ class WorkerRuntime:
     journal: dict[int, list[int]] = field(default_factory=dict)
     #: messages past a partition's offset waiting for the end of a journaled call
     held: dict[int, list[Any]] = field(default_factory=dict)
+    #: partitions that made a call since they were restored (the first one is logged)
+    started: set[int] = field(default_factory=set)
 
     # -- normalize ------------------------------------------------------------------------------
 
@@ -174,10 +183,10 @@ class WorkerRuntime:
 
     # -- track ----------------------------------------------------------------------------------
 
-    def missing_partitions(self, events: Sequence[Any]) -> set[int]:
-        """Partitions of the batch without a pipeline in this process."""
-        pipelines = self.pipelines
-        return {e.message.partition for e in events if e.message.partition not in pipelines}
+    @property
+    def track_output(self) -> OutputProducer:
+        """The producer of the track stage (its own, so its flushes wait for nothing else)."""
+        return self.track_producer if self.track_producer is not None else self.producer
 
     def restore(self, partitions: set[int], saved: dict[int, SavedPartition]) -> None:
         """Create the pipelines of ``partitions`` from their checkpoints (new ones when there are
@@ -190,18 +199,17 @@ class WorkerRuntime:
                 self.pipelines[partition] = pipeline_for(
                     self.registry, shard=partition,
                     allowed_lateness_ms=self.config.allowed_lateness_ms)
-                log.info("partition %d: no checkpoint, new pipeline; %d journaled calls to repeat",
-                         partition, len(calls))
+                log.info("track: canonical partition %d has no checkpoint: new pipeline; "
+                         "%d journaled calls to repeat", partition, len(calls))
             else:
                 self.pipelines[partition] = Pipeline.from_bytes(found.state)
-                log.info("partition %d: restored checkpoint at offset %d (%d bytes); "
-                         "%d journaled calls to repeat", partition, found.offset,
+                log.info("track: canonical partition %d restored checkpoint at offset %d "
+                         "(%d bytes); %d journaled calls to repeat", partition, found.offset,
                          len(found.state), len(calls))
             self.offsets[partition] = found.offset
-            self.checkpointed[partition] = found.offset
-            # a partition without a checkpoint takes its first one at once (its state is small)
-            self.checkpoint_times[partition] = now if found.state is not None \
-                else now - self.config.checkpoint_interval
+            self.checkpointed[partition] = found.offset if found.state is not None else -1
+            self.checkpoint_times[partition] = now
+            self.started.discard(partition)
             self.replay[partition] = deque(calls)
             self.journal[partition] = list(calls)
             self.held[partition] = []
@@ -212,17 +220,18 @@ class WorkerRuntime:
             for table in (self.pipelines, self.offsets, self.rewinds, self.checkpointed,
                           self.checkpoint_times, self.replay, self.journal, self.held):
                 table.pop(partition, None)
+            self.started.discard(partition)
 
-    def plan(self, events: Sequence[Any]) -> tuple[dict[int, list[list[Any]]], list[int]]:
-        """Cut a batch of canonical Faust events into pipeline calls, per partition.
+    def plan(self, messages: Sequence[Message]) -> tuple[dict[int, list[list[Message]]], list[int]]:
+        """Cut a batch of canonical messages (librdkafka's) into pipeline calls, per partition.
 
         Each partition's messages are taken in offset order from the one after its pipeline's
         offset (and after the messages :attr:`held` back): earlier ones are skipped (already in
-        the state); a later one means a gap (Kafka delivered from a committed offset past the
-        checkpoint), recorded in :attr:`rewinds` — the agent seeks back and the partition's
-        messages are dropped until the one expected comes again. Offsets of
-        ``events.canonical`` are contiguous (no transactional producer writes it; transaction
-        markers would look like gaps).
+        the state); a later one means a gap, recorded in :attr:`rewinds` — the track stage seeks
+        back and the partition's messages are dropped until the one expected comes again. (The
+        stage positions each assigned partition at its checkpoint, so a gap only follows
+        messages gone from the log.) Offsets of ``events.canonical`` are contiguous (no
+        transactional producer writes it; transaction markers would look like gaps).
 
         While a partition repeats the calls of its journal (after a restore), its calls end
         exactly at the journaled offsets, and messages past the last one reached wait in
@@ -233,17 +242,19 @@ class WorkerRuntime:
         offsets = self.offsets
         rewinds = self.rewinds
         held = self.held
-        by_partition: dict[int, list[Any]] = {}
-        for event in events:
-            message = event.message
-            partition = message.partition
-            offset = message.offset
-            taken = by_partition.get(partition)
-            if taken is not None:
-                expected = taken[-1].message.offset + 1
-            else:
+        by_partition: dict[int, list[Message]] = {}
+        last: dict[int, int] = {}
+        for message in messages:
+            partition = cast(int, message.partition())
+            offset = cast(int, message.offset())
+            previous = last.get(partition)
+            if previous is None:
+                if partition not in offsets:
+                    self.stats.skipped += 1  # not (or no longer) ours
+                    continue
                 waiting = held[partition]
-                expected = (waiting[-1].message.offset if waiting else offsets[partition]) + 1
+                previous = cast(int, waiting[-1].offset()) if waiting else offsets[partition]
+            expected = previous + 1
             if offset < expected:
                 self.stats.skipped += 1
                 continue
@@ -252,11 +263,13 @@ class WorkerRuntime:
                 self.stats.skipped += 1
                 continue
             rewinds.pop(partition, None)
+            last[partition] = offset
+            taken = by_partition.get(partition)
             if taken is None:
-                by_partition[partition] = [event]
+                by_partition[partition] = [message]
             else:
-                taken.append(event)
-        calls: dict[int, list[list[Any]]] = {}
+                taken.append(message)
+        calls: dict[int, list[list[Message]]] = {}
         grown: list[int] = []
         for partition, items in by_partition.items():
             if held[partition]:
@@ -264,11 +277,11 @@ class WorkerRuntime:
             replay = self.replay[partition]
             while replay and replay[0] <= offsets[partition]:
                 replay.popleft()  # messages gone from the log (retention) were skipped
-            cut: list[list[Any]] = []
+            cut: list[list[Message]] = []
             start = 0
             if replay:
-                for index, event in enumerate(items):
-                    if event.message.offset == replay[0]:
+                for index, message in enumerate(items):
+                    if message.offset() == replay[0]:
                         cut.append(items[start:index + 1])
                         start = index + 1
                         replay.popleft()
@@ -281,7 +294,7 @@ class WorkerRuntime:
                     held[partition] = rest
                 else:
                     cut.append(rest)
-                    self.journal[partition].append(rest[-1].message.offset)
+                    self.journal[partition].append(cast(int, rest[-1].offset()))
                     grown.append(partition)
             if cut:
                 calls[partition] = cut
@@ -290,10 +303,11 @@ class WorkerRuntime:
     def write_journal(self, partitions: Sequence[int]) -> None:
         """Queue the call journal of each partition (flush it before the calls' output)."""
         for partition in partitions:
-            self.producer.produce(self.topology.checkpoints,
-                                  encode_journal(self.journal[partition]), journal_key(partition))
+            self.track_output.produce(self.topology.checkpoints,
+                                      encode_journal(self.journal[partition]),
+                                      journal_key(partition))
 
-    def run(self, calls: dict[int, list[list[Any]]]) -> list[int]:
+    def run(self, calls: dict[int, list[list[Message]]]) -> list[int]:
         """Run the planned calls through the pipelines; queue one sink batch per partition.
 
         Within a call, a flush marker ends the ``process`` call before it (the cut is a function
@@ -303,40 +317,45 @@ class WorkerRuntime:
         for partition, cut in calls.items():
             pipeline = self.pipelines[partition]
             batch = SinkBatch()
+            if partition not in self.started:
+                self.started.add(partition)
+                log.info("partition %d: tracking from offset %d", partition,
+                         cast(int, cut[0][0].offset()))
             for items in cut:
                 pending: list[CanonicalEvent] = []
-                for event in items:
-                    message = event.message
-                    kind = control_kind(message.headers)
+                for message in items:
+                    headers = message.headers()
+                    kind = control_kind(cast(HeaderList, headers)) if headers else None
                     if kind is not None:
                         if pending:
                             batch.add_output(pipeline.process(pending))
                             pending = []
                         if kind == CONTROL_FLUSH:
-                            self._flush(pipeline, batch, flush_watermark(event.value))
+                            self._flush(pipeline, batch, flush_watermark(message.value()))
                         continue
+                    value = message.value()
                     try:
-                        pending.append(deserialize(event.value))
+                        pending.append(deserialize(value))  # type: ignore[arg-type]
                     except Exception as exc:  # foreign bytes on the topic: a dead letter
-                        raw = event.value if isinstance(event.value, bytes) else b""
                         batch.dead_letters.append(DeadLetter(
                             CANONICAL_DEAD_LETTER_PARTNER,
-                            received_time_of(None, message.timestamp),
-                            f"undecodable canonical message at {message.topic}[{partition}]"
-                            f"@{message.offset}: {type(exc).__name__}: {exc}", "$", raw))
+                            received_time_of(None, message.timestamp()[1] / 1000),
+                            f"undecodable canonical message at {message.topic()}[{partition}]"
+                            f"@{message.offset()}: {type(exc).__name__}: {exc}", "$",
+                            value if isinstance(value, bytes) else b""))
                 if pending:
                     batch.add_output(pipeline.process(pending))
                 self.stats.events_in += len(items)
-                self.offsets[partition] = items[-1].message.offset
+                self.offsets[partition] = cast(int, items[-1].offset())
             if len(batch):
-                self.producer.produce(self.topology.sink, encode_sink_batch(batch),
-                                      str(partition).encode())
+                self.track_output.produce(self.topology.sink, encode_sink_batch(batch),
+                                          str(partition).encode())
         return sorted(calls)
 
-    def track(self, events: Sequence[Any]) -> list[int]:
+    def track(self, messages: Sequence[Message]) -> list[int]:
         """:meth:`plan`, then :meth:`run` (the journal is queued, not flushed, in between:
         for tests and tools that flush once)."""
-        calls, grown = self.plan(events)
+        calls, grown = self.plan(messages)
         self.write_journal(grown)
         return self.run(calls)
 
@@ -347,46 +366,72 @@ class WorkerRuntime:
         self.stats.flushes += 1
         self.flushed.append(pipeline.shard)
 
-    def due_checkpoints(self, now: float | None = None) -> list[int]:
-        """Partitions to checkpoint after this batch: every partition a flush marker flushed,
-        and the one whose checkpoint is oldest once it is ``checkpoint_interval`` old (one per
-        batch, so the pickling of large states is spread over batches)."""
+    def changed(self) -> list[int]:
+        """Partitions whose pipeline holds messages its checkpoint does not."""
+        return sorted(p for p in self.pipelines if self.offsets[p] > self.checkpointed[p])
+
+    def due_checkpoints(self, now: float | None = None, *, idle: bool = False) -> list[int]:
+        """Partitions to checkpoint after this batch.
+
+        Every changed partition when ``checkpoint_interval`` is 0, and every changed partition
+        that has no checkpoint yet (its state is small). When the stage is ``idle``
+        (its last poll returned nothing), every changed partition whose checkpoint is
+        :data:`IDLE_CHECKPOINT_AGE` old: the pickling costs no throughput then, and the committed
+        offsets catch up with the input. Otherwise every partition a flush marker flushed, and
+        the one whose checkpoint is oldest once it is ``checkpoint_interval`` old (one per batch,
+        so the pickling of large states is spread over batches).
+        """
         now = time.monotonic() if now is None else now
-        changed = [p for p in self.pipelines if self.offsets[p] > self.checkpointed[p]]
-        if self.config.checkpoint_interval <= 0:
-            return sorted(changed)
-        due = sorted(p for p in changed if p in self.flushed)
-        late = [p for p in changed if p not in due
-                and now - self.checkpoint_times[p] >= self.config.checkpoint_interval]
+        changed = self.changed()
+        interval = self.config.checkpoint_interval
+        if interval <= 0:
+            return changed
+        times = self.checkpoint_times
+        if idle:
+            age = min(interval, IDLE_CHECKPOINT_AGE)
+            return [p for p in changed if p in self.flushed or self.checkpointed[p] < 0
+                    or now - times[p] >= age]
+        due = [p for p in changed if p in self.flushed or self.checkpointed[p] < 0]
+        late = [p for p in changed if p not in due and now - times[p] >= interval]
         if late:
-            due.append(min(late, key=lambda p: self.checkpoint_times[p]))
+            due.append(min(late, key=lambda p: times[p]))
         return due
 
     def checkpoint(self, partitions: Sequence[int]) -> None:
         """Queue the checkpoint of each partition (call after the output of its calls was
-        flushed: the state must never be ahead of the rows in ``cw.sink``)."""
+        flushed: the state must never be ahead of the rows in ``cw.sink``). Commit
+        :meth:`commit_positions` only after these are flushed too."""
         now = time.monotonic()
         for partition in partitions:
             offset = self.offsets[partition]
             data = encode_checkpoint(offset, self.pipelines[partition].to_bytes())
-            self.producer.produce(self.topology.checkpoints, data, checkpoint_key(partition))
+            self.track_output.produce(self.topology.checkpoints, data, checkpoint_key(partition))
             self.checkpointed[partition] = offset
             self.checkpoint_times[partition] = now
             self.journal[partition] = [b for b in self.journal[partition] if b > offset]
             self.stats.checkpoints += 1
             self.stats.checkpoint_bytes += len(data)
 
+    def commit_positions(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The offsets to commit for ``partitions``: the one after each checkpoint (never more:
+        the committed offset of ``events.canonical`` never runs ahead of the durable state)."""
+        return {p: self.checkpointed[p] + 1 for p in partitions if self.checkpointed[p] >= 0}
+
 
 def _fail_stop(agent: str) -> None:
     """Exit at once, without acknowledging the batch (Faust's ``take_events`` would acknowledge
-    it while unwinding, and the worker would then commit offsets of unfinished work)."""
+    it while unwinding, and the worker would then commit offsets of unfinished work; the track
+    stage must not checkpoint or commit a partial batch either)."""
     log.critical("%s agent failed; exiting without committing", agent, exc_info=True)
     logging.shutdown()
     os._exit(70)
 
 
 def create_app(runtime: WorkerRuntime, *, web_port: int | None = None) -> faust.App:
-    """The Faust app of a worker process, with its two agents wired to ``runtime``."""
+    """The Faust app of a worker process: the ``normalize`` agent, and the track stage
+    (:class:`~carrierwatch.streams.track.TrackStage`) as a service started and stopped with it."""
+    from carrierwatch.streams.track import TrackStage
+
     config = runtime.config
     topology = runtime.topology
     # rocksdb:// runs on rocksdict when python-rocksdb is absent (faust.stores.rocksdb)
@@ -408,8 +453,8 @@ def create_app(runtime: WorkerRuntime, *, web_port: int | None = None) -> faust.
         consumer_metadata_max_age_ms=5000,
         broker_heartbeat_interval=min(3.0, config.session_timeout / 3),
         consumer_auto_offset_reset="earliest",
-        broker_max_poll_records=max(config.track_batch, config.normalize_batch),
-        stream_buffer_maxsize=max(config.track_batch, config.normalize_batch) * 2,
+        broker_max_poll_records=config.normalize_batch,
+        stream_buffer_maxsize=config.normalize_batch * 2,
         web_enabled=web_port is not None,
         web_port=web_port or 6066,
         web_bind="127.0.0.1",
@@ -418,7 +463,6 @@ def create_app(runtime: WorkerRuntime, *, web_port: int | None = None) -> faust.
         producer_max_request_size=16 * 1024 * 1024,
     )
     raw_topic = app.topic(*topology.raw_topics, value_serializer="raw", key_serializer="raw")
-    events_topic = app.topic(topology.events, value_serializer="raw", key_serializer="raw")
     producer = runtime.producer
 
     @app.agent(raw_topic, supervisor_strategy=CrashingSupervisor)
@@ -430,63 +474,16 @@ def create_app(runtime: WorkerRuntime, *, web_port: int | None = None) -> faust.
             except Exception:
                 _fail_stop("normalize")
 
-    @app.agent(events_topic, supervisor_strategy=CrashingSupervisor)
-    async def track(stream: Any) -> None:
-        loop = app.loop
-        bootstrap = runtime.settings.kafka_bootstrap
-        sought: dict[int, int] = {}
-        async for events in stream.take_events(config.track_batch, within=config.track_within):
-            try:
-                missing = runtime.missing_partitions(events)
-                if missing:
-                    checkpoints = await loop.run_in_executor(
-                        None, load_checkpoints, bootstrap, topology.checkpoints)
-                    runtime.restore(missing, checkpoints)
-                    for partition in missing:
-                        sought.pop(partition, None)
-                runtime.flushed.clear()
-                calls, grown = runtime.plan(events)
-                if grown:  # the calls' cuts are durable before any of their output
-                    runtime.write_journal(grown)
-                    await producer.flush_async()
-                runtime.run(calls)
-                for partition, offset in list(runtime.rewinds.items()):
-                    if sought.get(partition) == offset:
-                        continue  # the seek is in flight; stale messages are being dropped
-                    low = await loop.run_in_executor(
-                        None, log_start_offset, bootstrap, topology.events, partition)
-                    if offset < low:  # the missing messages are gone (retention): go on from low
-                        log.warning("partition %d: offsets %d..%d are gone from the log",
-                                    partition, offset, low - 1)
-                        runtime.offsets[partition] = low - 1
-                        runtime.held[partition] = []
-                        offset = low
-                    log.info("partition %d: seeking back to offset %d (after the checkpoint)",
-                             partition, offset)
-                    sought[partition] = offset
-                    runtime.rewinds[partition] = offset
-                    await app.consumer.seek(TP(topology.events, partition), offset)
-                await producer.flush_async()  # the rows are in cw.sink ...
-                due = runtime.due_checkpoints()
-                if due:
-                    runtime.checkpoint(due)
-                    await producer.flush_async()  # ... before the state that produced them
-                for partition in runtime.flushed:
-                    log.info("partition %d: end-of-input flush written", partition)
-            except Exception:
-                _fail_stop("track")
+    stage = TrackStage(runtime, on_failure=lambda: _fail_stop("track"))
 
-    async def on_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        lost = {tp.partition for tp in revoked if tp.topic == topology.events}
-        if lost:
-            log.info("revoked canonical partitions %s", sorted(lost))
-            runtime.drop(lost)
+    @app.service
+    class Track(Service):
+        """Runs the track stage's librdkafka consumer thread for as long as the app runs."""
 
-    async def on_assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
-        owned = sorted(tp.partition for tp in assigned if tp.topic == topology.events)
-        log.info("assigned canonical partitions %s at %.3f", owned, time.time())
+        async def on_start(self) -> None:
+            stage.start()
 
-    cast(Any, app.on_partitions_revoked).connect(on_revoked)
-    cast(Any, app.on_partitions_assigned).connect(on_assigned)
+        async def on_stop(self) -> None:
+            await asyncio.get_running_loop().run_in_executor(None, stage.stop)
 
     return app

@@ -2,9 +2,10 @@
 
 ``worker`` follows Faust's conventions (``-l/--loglevel`` with ``crit``, ``error``, ``warn``,
 ``info``, ``debug``; ``--web-port``); it declares the topics, then runs the Faust worker (the
-``normalize`` and ``track`` agents) until SIGTERM/SIGINT. ``sink`` runs the store writer, the one
-process that owns an embedded chDB store. Both read ``CARRIERWATCH_*`` (broker, registry, store)
-and ``CARRIERWATCH_STREAM_*`` (namespace, partitions, batching) settings; options override them.
+``normalize`` agent and the ``track`` stage) until SIGTERM/SIGINT. ``sink`` runs the store
+writer, the one process that owns an embedded chDB store. Both read ``CARRIERWATCH_*`` (broker,
+registry, store) and ``CARRIERWATCH_STREAM_*`` (namespace, partitions, batching) settings;
+options override them.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def worker(loglevel: str, web_port: int | None, namespace: str | None) -> None:
         serde = CanonicalSerde(client, topic=CANONICAL_TOPIC)
         runtime = WorkerRuntime(settings=settings, config=config, topology=topology,
                                 registry=registry, serde=serde,
-                                producer=OutputProducer(settings.kafka_bootstrap))
+                                producer=OutputProducer(settings.kafka_bootstrap),
+                                track_producer=OutputProducer(settings.kafka_bootstrap))
         app = create_app(runtime, web_port=web_port)
         runner = faust.Worker(app, loglevel=_LEVELS[loglevel], quiet=True,
                               override_logging=True)
@@ -81,6 +83,7 @@ def worker(loglevel: str, web_port: int | None, namespace: str | None) -> None:
                 raise
         finally:
             runtime.producer.flush()
+            runtime.track_output.flush()
             logging.getLogger(__name__).info("worker stats: %s", runtime.stats)
 
 

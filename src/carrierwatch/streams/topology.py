@@ -27,8 +27,8 @@ Examples
 ('t1.raw.fedex', 't1.events.canonical', 't1.dlq.ups')
 >>> topology.partner_of_raw("t1.raw.ups")
 'ups'
->>> topology.app_id, topology.sink_group
-('carrierwatch-t1', 'carrierwatch-t1-sink')
+>>> topology.app_id, topology.track_group, topology.sink_group
+('carrierwatch-t1', 'carrierwatch-t1-track', 'carrierwatch-t1-sink')
 """
 
 from __future__ import annotations
@@ -77,10 +77,10 @@ class StreamConfig(BaseSettings):
         0.2, gt=0, description="Seconds to wait to fill a canonical batch (one pipeline call "
                                "per partition and batch).")
     checkpoint_interval: float = Field(
-        0.0, ge=0, description="Seconds between two checkpoints of a partition's pipeline (the "
-                               "calls in between are journaled and repeated after a crash); 0: "
-                               "every changed partition after every batch. Keep 0 until the "
-                               "seek back past a checkpoint is reliable (docs/scaling.md).")
+        5.0, ge=0, description="Seconds between two checkpoints of a partition's pipeline (the "
+                               "calls in between are journaled and repeated after a crash; the "
+                               "committed offset of events.canonical follows the checkpoints); "
+                               "0: every changed partition after every batch.")
     store: str = Field("memory://", description="Faust table store (memory:// or rocksdb://).")
     commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
     session_timeout: float = Field(
@@ -130,6 +130,11 @@ class Topology:
         """The Faust app id, which is also the worker's consumer group."""
         return f"carrierwatch-{self.config.namespace}" if self.config.namespace \
             else "carrierwatch"
+
+    @property
+    def track_group(self) -> str:
+        """The consumer group of the track stage's librdkafka consumer (``events.canonical``)."""
+        return f"{self.app_id}-track"
 
     @property
     def sink_group(self) -> str:
