@@ -157,3 +157,21 @@ def test_hourly_seasons_do_not_let_the_current_hour_learn_itself() -> None:
     hourly.update(later, 13.0)
     hourly.update(later + 3600.0, 10.0)  # the next hour: the finished one is folded in
     assert hourly.base(later) == pytest.approx(13.0)
+
+
+def test_the_scale_of_a_polled_feed_does_not_depend_on_the_poll_phase() -> None:
+    # polled every 3 hours, 5 to 30 minutes past the hour: over the last 36 windows the scale
+    # swung between 0.2 (the poll left the span, the rest of its hour stayed) and 2 (two polls
+    # in the span); over whole hours (6 = two cycles) it holds every poll's hour in full
+    rng = random.Random(7)
+    cycle = 36
+    polls = {cycle * k + 1 + rng.randrange(0, 6) for k in range(5 * 288 // cycle + 2)}
+    model = CountModel()
+    scales = []
+    for i in range(5 * 288):
+        model.update(T0 + i * STEP, 300 if i in polls else 0)
+        if i >= 4 * 288:
+            scales.append(model.scale())
+    assert 0.9 < min(scales) <= max(scales) < 1.1
+    silent = [model.update(T0 + (5 * 288 + k) * STEP, 0) for k in range(cycle + 12)]
+    assert max(silent) >= 0.5  # the missed poll is expected in full

@@ -7,7 +7,7 @@ how unlikely the observed counts are under what was learned, over several traili
 
 * :class:`CountModel` — events per window. The expected count of a window is a seasonal level
   (hour of week once that hour has been seen, else hour of day) times a *scale* (observed /
-  expected over the recent learned windows, so a quieter weekend or a growing partner is not an
+  expected over the last completed hours, so a quieter weekend or a growing partner is not an
   anomaly). For each horizon ``K`` (default 1, 6 and 24 windows: 5 minutes, 30 minutes, 2 hours)
   the trailing sum ``S`` is compared with its expectation ``M`` under a quasi-Poisson law:
   ``S / phi ~ Poisson(M / phi)`` where the dispersion ``phi >= 1`` is learned per horizon and
@@ -198,7 +198,13 @@ class CountModel:
     season_min_windows
         Windows the hour-of-day level of a window needs before that window is scored.
     scale_windows
-        Learned windows over which the scale (observed / expected) is measured.
+        Windows over which the scale (observed / expected) is measured, as whole completed
+        hours (rounded up; the default 72 windows of 5 minutes = the last 6 completed hours,
+        whole cycles of feeds polled every 1, 2 or 3 hours). Whole hours, not the last
+        ``scale_windows`` windows: the expected count of a window is its hour's level, so a
+        span that cuts an hour keeps part of a poll's expectation without the poll (a feed
+        polled every 3 hours read a scale of 0.2 whenever its last poll left a 36-window
+        span, and its outage then expected almost nothing).
     dispersion_alpha, dispersion_cap
         Memory of the dispersion and the cap of one squared residual.
     warmup_windows
@@ -232,7 +238,7 @@ class CountModel:
     def __init__(self, *, horizons: Sequence[int] = DEFAULT_HORIZONS,
                  window_seconds: float = 300.0, day_alpha: float = 0.05,
                  week_alpha: float = 0.2, week_min_windows: int = 12,
-                 season_min_windows: int = 24, scale_windows: int = 36,
+                 season_min_windows: int = 24, scale_windows: int = 72,
                  dispersion_alpha: float = 0.005, dispersion_cap: float = 1e4,
                  warmup_windows: int = 288, flag_threshold: float = 0.5,
                  learn_below: float = 0.2, relearn_after: int = 144,
@@ -260,7 +266,10 @@ class CountModel:
         self.daily: dict[int, _Level] = {}
         self.weekly: dict[int, _Level] = {}
         self.overall = _Level()
-        self.recent: deque[tuple[float, float]] = deque(maxlen=scale_windows)  # (count, base)
+        per_hour = max(1, round(HOUR / window_seconds))
+        # (observed, expected) of the last completed hours, and of the hour in progress
+        self.recent: deque[tuple[float, float]] = deque(maxlen=-(-scale_windows // per_hour))
+        self.scale_hour: tuple[int, float, float] | None = None
         # (count, expected, expected of novel windows)
         self.trail: deque[tuple[float, float, float]] = deque(maxlen=max(self.horizons))
         self.dispersion = _Dispersion(self.horizons, dispersion_alpha, dispersion_cap)
@@ -289,7 +298,7 @@ class CountModel:
         return self.overall.mean
 
     def scale(self) -> float:
-        """Observed / expected over the recent learned windows (clipped to [0.2, 5])."""
+        """Observed / expected over the last completed hours (clipped to [0.2, 5])."""
         observed = sum(c for c, _ in self.recent)
         expected = sum(b for _, b in self.recent)
         return min(5.0, max(0.2, (observed + 1.0) / (expected + 1.0)))
@@ -323,7 +332,7 @@ class CountModel:
             self.flagged.append((timestamp, count))
             # the scale sees a flagged window as expected: neither learned nor a hole (a
             # flagged burst of a polled feed must not leave only its empty windows behind)
-            self.recent.append((mu, base))
+            self._add_to_scale(timestamp, mu, base)
             if self.relearn_after and len(self.flagged) >= self.relearn_after:
                 self._relearn()
             return score
@@ -430,8 +439,20 @@ class CountModel:
             self.daily.setdefault(hour_of_week % 24, _Level()).update(count, self.day_alpha)
             self.weekly.setdefault(hour_of_week, _Level()).update(count, self.week_alpha)
         self.overall.update(count, 0.01)
-        self.recent.append((count, base))
+        self._add_to_scale(timestamp, count, base)
         self.learned += 1
+
+    def _add_to_scale(self, timestamp: float, observed: float, expected: float) -> None:
+        """Add a window to the hour in progress of the scale; a completed hour joins the span."""
+        hour = int(timestamp // HOUR)
+        if self.scale_hour is not None and self.scale_hour[0] != hour:
+            _, seen, wanted = self.scale_hour
+            self.recent.append((seen, wanted))
+            self.scale_hour = None
+        if self.scale_hour is None:
+            self.scale_hour = (hour, 0.0, 0.0)
+        _, seen, wanted = self.scale_hour
+        self.scale_hour = (hour, seen + observed, wanted + expected)
 
     def _fold_hour(self) -> None:
         """Fold the learned windows of the hour in progress into its seasonal levels."""
@@ -449,6 +470,7 @@ class CountModel:
     def _relearn(self) -> None:
         held, self.flagged = self.flagged, []
         self.recent.clear()
+        self.scale_hour = None
         for timestamp, count in held:
             self._learn(timestamp, count, self.base(timestamp))
         self.empty_run = []

@@ -137,7 +137,7 @@ WINDOW_MS = 300_000
 MINUTE_MS = 60_000
 ALERT_NAME = "PartnerMetricAnomalous"
 RUNBOOK_URL = "runbooks/anomaly.md"
-_FORMAT = b"carrierwatch-monitor/3\n"  # 3: WindowTotals.new_packages
+_FORMAT = b"carrierwatch-monitor/4\n"  # 4: count-model scale over whole hours
 NEW_PACKAGE_STATUSES = frozenset({"info_received", "picked_up"})
 """Canonical statuses that start a package's life: the ``received_new_packages`` stream counts
 them (a peak day shows first as labels created and pickups, hours before the extra parcels
