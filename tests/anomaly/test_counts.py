@@ -11,9 +11,11 @@ from scipy import stats
 from carrierwatch.anomaly import make_detector
 from carrierwatch.anomaly.counts import (
     CountModel,
+    DailyCountModel,
     RateModel,
     TailShareModel,
     binomial_upper_tail,
+    negative_binomial_upper_tail,
     poisson_lower_tail,
     poisson_upper_tail,
 )
@@ -175,3 +177,77 @@ def test_the_scale_of_a_polled_feed_does_not_depend_on_the_poll_phase() -> None:
     assert 0.9 < min(scales) <= max(scales) < 1.1
     silent = [model.update(T0 + (5 * 288 + k) * STEP, 0) for k in range(cycle + 12)]
     assert max(silent) >= 0.5  # the missed poll is expected in full
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    count, threshold, product = 0, pow(2.718281828459045, -mean), rng.random()
+    while product > threshold:
+        count += 1
+        product *= rng.random()
+    return count
+
+
+def _labels(i: int) -> float:
+    """Labels per window: business hours 13:00-22:00 UTC, weekends at a third (T0 is a Monday)."""
+    hour = (i * STEP % 86_400) / 3600
+    weekend = (i * STEP // 86_400) % 7 >= 5
+    return (3.0 if 13 <= hour < 22 else 0.05) * (0.35 if weekend else 1.0)
+
+
+@pytest.mark.parametrize(("count", "mean", "tau2"), [(80, 50.0, 0.04), (12, 10.0, 0.2),
+                                                      (300, 150.0, 0.01)])
+def test_negative_binomial_tail_matches_scipy(count: int, mean: float, tau2: float) -> None:
+    size = 1 / tau2
+    expected = float(stats.nbinom.sf(count - 1, size, size / (size + mean)))
+    assert negative_binomial_upper_tail(count, mean, tau2) == pytest.approx(expected)
+
+
+def test_daily_model_compares_a_monday_with_weekdays_and_flags_a_peak_day() -> None:
+    rng = random.Random(21)
+    model = DailyCountModel()
+    days = 15  # Monday to the next Monday but one: the first Monday after a weekend included
+    scores = [model.update(T0 + i * STEP, _poisson(rng, _labels(i))) for i in range(days * 288)]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert max(scores) < 0.5  # weekends are quieter, and Mondays are weekdays again
+    assert model.day_start_hour is not None and not 13 <= model.day_start_hour < 22
+    start = days * 288  # a Tuesday at three times the labels from 14:00 UTC
+    peak = [model.update(T0 + i * STEP, _poisson(
+        rng, _labels(i) * (3.0 if (i - start) >= 14 * 12 else 1.0))) for i in range(start, start + 288)]
+    first = next(k for k, s in enumerate(peak) if s >= 0.5)
+    assert 14 * 12 <= first <= 17 * 12  # within 3 hours of the peak's start
+
+
+def test_daily_model_does_not_learn_a_day_far_below_its_expectation() -> None:
+    rng = random.Random(4)
+    model = DailyCountModel()
+    for i in range(10 * 288):
+        model.update(T0 + i * STEP, _poisson(rng, _labels(i)))
+    hour = int((T0 + (10 * 288 + 20 * 12) * STEP) // 3600)  # 20:00 on day 11 (a Thursday)
+    before = model.hour_expected(hour)
+    for i in range(10 * 288, 11 * 288):  # an outage from 15:00: nothing more that day
+        silent = (i - 10 * 288) >= 15 * 12
+        assert model.update(T0 + i * STEP, 0 if silent else _poisson(rng, _labels(i))) < 0.5
+    assert model.hour_expected(hour + 7 * 24) == before  # the same hour next week: unchanged
+
+
+def test_daily_model_takes_a_feed_delivering_each_hour_at_once() -> None:
+    rng = random.Random(8)
+    model = DailyCountModel()
+    scores = []
+    for hour in range(16 * 24):  # the hour's labels arrive in one window at a random minute
+        at = rng.randrange(12)
+        total = sum(_poisson(rng, _labels(hour * 12 + k)) for k in range(12))
+        scores += [model.update(T0 + (hour * 12 + k) * STEP, total if k == at else 0)
+                   for k in range(12)]
+    assert max(scores) < 0.5
+
+
+def test_daily_model_pickles_and_continues_identically() -> None:
+    rng = random.Random(2)
+    model = DailyCountModel()
+    for i in range(9 * 288):
+        model.update(T0 + i * STEP, _poisson(rng, _labels(i)))
+    copy = pickle.loads(pickle.dumps(model))
+    tail = [(T0 + (9 * 288 + k) * STEP, _poisson(rng, 2 * _labels(9 * 288 + k)))
+            for k in range(288)]
+    assert [model.update(t, c) for t, c in tail] == [copy.update(t, c) for t, c in tail]
