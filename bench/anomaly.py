@@ -173,9 +173,9 @@ AFTERMATH_SECONDS: Mapping[str, float] = {
 
 #: (kind, spec suffix): each partner gets three kinds, three days apart, at different hours.
 INCIDENT_PLAN: tuple[tuple[str, str], ...] = (
-    # factor 30: about 2-11 % of the events in the window are exceptions (normally ~0.45 %);
-    # factor 10 hardly showed in US daytime, when few packages are at a hub (docs/anomaly.md)
-    ("exception_spike", "4h,factor=30"),
+    # the simulator's default factor (30): about 2-11 % of the events in the window are
+    # exceptions (normally ~0.45 %); docs/anomaly.md
+    ("exception_spike", "4h"),
     ("feed_outage", "4h"),
     ("latency_drift", "6h,max=4h"),
     ("codebook_change", "6h"),
@@ -191,7 +191,7 @@ def incident_specs(partners: Sequence[str], *, first_day: int = 4, spacing_days:
 
     >>> for spec in incident_specs(["a", "b"], per_partner=2):
     ...     print(spec)
-    exception_spike@a:4d13h+4h,factor=30
+    exception_spike@a:4d13h+4h
     feed_outage@a:7d15h+4h
     feed_outage@b:5d14h+4h
     latency_drift@b:8d16h+6h,max=4h
