@@ -251,3 +251,55 @@ def test_daily_model_pickles_and_continues_identically() -> None:
     tail = [(T0 + (9 * 288 + k) * STEP, _poisson(rng, 2 * _labels(9 * 288 + k)))
             for k in range(288)]
     assert [model.update(t, c) for t, c in tail] == [copy.update(t, c) for t, c in tail]
+
+
+def _exception_runs(seeds: int, **params: float) -> tuple[list[int], int]:
+    """First alarm (window) of a 3 % share after 3,000 windows at 0.4 % (5-19 events each),
+    per seed (99: none in 4 hours), and the alarms during the normal windows."""
+    firsts, false_alarms = [], 0
+    for seed in range(seeds):
+        rng = random.Random(seed)
+        model = RateModel(**params)  # type: ignore[arg-type]
+        for i in range(3000):
+            trials = rng.randrange(5, 20)
+            successes = sum(rng.random() < 0.004 for _ in range(trials))
+            false_alarms += model.update(T0 + i * STEP, successes, trials) >= 0.5
+        first = 99
+        for i in range(48):
+            trials = rng.randrange(5, 20)
+            successes = sum(rng.random() < 0.03 for _ in range(trials))
+            if model.update(T0 + (3000 + i) * STEP, successes, trials) >= 0.5 and first == 99:
+                first = i
+        firsts.append(first)
+    return sorted(firsts), false_alarms
+
+
+def test_the_cusum_finds_a_low_count_exception_rise_sooner() -> None:
+    horizons, quiet = _exception_runs(12)
+    cusum, cusum_quiet = _exception_runs(12, cusum_ratio=6.0)
+    assert quiet == cusum_quiet == 0
+    assert sum(f < 99 for f in cusum) >= sum(f < 99 for f in horizons)
+    assert cusum[6] < horizons[6]  # the median first alarm is earlier
+
+
+def test_a_cusum_starts_over_after_an_alarm() -> None:
+    model = RateModel(cusum_ratio=4.0)
+    for i in range(400):
+        model.update(T0 + i * STEP, 0, 10)
+    scores = [model.update(T0 + (400 + i) * STEP, 3, 10) for i in range(6)]
+    assert max(scores) >= 0.5 and model.cusum < 25.0
+    with pytest.raises(ValueError, match="cusum_ratio"):
+        RateModel(cusum_ratio=1.0)
+
+
+def test_a_lagged_rate_model_does_not_learn_a_rise_before_it_alarms() -> None:
+    now, lagged = RateModel(), RateModel(learn_lag=48)
+    for model in (now, lagged):
+        for i in range(2000):
+            model.update(T0 + i * STEP, int(i % 25 == 0), 10)
+    bases = [now.rate, lagged.rate]
+    for model in (now, lagged):
+        for i in range(2000, 2012):  # an hour at 1 in 10: not significant yet
+            assert model.update(T0 + i * STEP, int(i % 10 == 0), 10) < model.learn_below
+    assert now.rate > bases[0] * 1.02  # learned at once
+    assert lagged.rate < bases[1]  # only windows from before the rise were learned

@@ -139,7 +139,7 @@ WINDOW_MS = 300_000
 MINUTE_MS = 60_000
 ALERT_NAME = "PartnerMetricAnomalous"
 RUNBOOK_URL = "runbooks/anomaly.md"
-_FORMAT = b"carrierwatch-monitor/5\n"  # 5: DailyCountModel for received_new_packages
+_FORMAT = b"carrierwatch-monitor/6\n"  # 6: RateModel CUSUM and learning lag state
 NEW_PACKAGE_STATUSES = frozenset({"info_received"})
 """Canonical statuses that start a package's life: the ``received_new_packages`` stream counts
 them (a peak day shows first as labels created, hours before the extra parcels move through
