@@ -11,9 +11,11 @@ from scipy import stats
 from carrierwatch.anomaly import make_detector
 from carrierwatch.anomaly.counts import (
     CountModel,
+    DailyCountModel,
     RateModel,
     TailShareModel,
     binomial_upper_tail,
+    negative_binomial_upper_tail,
     poisson_lower_tail,
     poisson_upper_tail,
 )
@@ -157,3 +159,147 @@ def test_hourly_seasons_do_not_let_the_current_hour_learn_itself() -> None:
     hourly.update(later, 13.0)
     hourly.update(later + 3600.0, 10.0)  # the next hour: the finished one is folded in
     assert hourly.base(later) == pytest.approx(13.0)
+
+
+def test_the_scale_of_a_polled_feed_does_not_depend_on_the_poll_phase() -> None:
+    # polled every 3 hours, 5 to 30 minutes past the hour: over the last 36 windows the scale
+    # swung between 0.2 (the poll left the span, the rest of its hour stayed) and 2 (two polls
+    # in the span); over whole hours (6 = two cycles) it holds every poll's hour in full
+    rng = random.Random(7)
+    cycle = 36
+    polls = {cycle * k + 1 + rng.randrange(0, 6) for k in range(5 * 288 // cycle + 2)}
+    model = CountModel()
+    scales = []
+    for i in range(5 * 288):
+        model.update(T0 + i * STEP, 300 if i in polls else 0)
+        if i >= 4 * 288:
+            scales.append(model.scale())
+    assert 0.9 < min(scales) <= max(scales) < 1.1
+    silent = [model.update(T0 + (5 * 288 + k) * STEP, 0) for k in range(cycle + 12)]
+    assert max(silent) >= 0.5  # the missed poll is expected in full
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    count, threshold, product = 0, pow(2.718281828459045, -mean), rng.random()
+    while product > threshold:
+        count += 1
+        product *= rng.random()
+    return count
+
+
+def _labels(i: int) -> float:
+    """Labels per window: business hours 13:00-22:00 UTC, weekends at a third (T0 is a Monday)."""
+    hour = (i * STEP % 86_400) / 3600
+    weekend = (i * STEP // 86_400) % 7 >= 5
+    return (3.0 if 13 <= hour < 22 else 0.05) * (0.35 if weekend else 1.0)
+
+
+@pytest.mark.parametrize(("count", "mean", "tau2"), [(80, 50.0, 0.04), (12, 10.0, 0.2),
+                                                      (300, 150.0, 0.01)])
+def test_negative_binomial_tail_matches_scipy(count: int, mean: float, tau2: float) -> None:
+    size = 1 / tau2
+    expected = float(stats.nbinom.sf(count - 1, size, size / (size + mean)))
+    assert negative_binomial_upper_tail(count, mean, tau2) == pytest.approx(expected)
+
+
+def test_daily_model_compares_a_monday_with_weekdays_and_flags_a_peak_day() -> None:
+    rng = random.Random(21)
+    model = DailyCountModel()
+    days = 15  # Monday to the next Monday but one: the first Monday after a weekend included
+    scores = [model.update(T0 + i * STEP, _poisson(rng, _labels(i))) for i in range(days * 288)]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert max(scores) < 0.5  # weekends are quieter, and Mondays are weekdays again
+    assert model.day_start_hour is not None and not 13 <= model.day_start_hour < 22
+    start = days * 288  # a Tuesday at three times the labels from 14:00 UTC
+    peak = [model.update(T0 + i * STEP, _poisson(
+        rng, _labels(i) * (3.0 if (i - start) >= 14 * 12 else 1.0))) for i in range(start, start + 288)]
+    first = next(k for k, s in enumerate(peak) if s >= 0.5)
+    assert 14 * 12 <= first <= 17 * 12  # within 3 hours of the peak's start
+
+
+def test_daily_model_does_not_learn_a_day_far_below_its_expectation() -> None:
+    rng = random.Random(4)
+    model = DailyCountModel()
+    for i in range(10 * 288):
+        model.update(T0 + i * STEP, _poisson(rng, _labels(i)))
+    hour = int((T0 + (10 * 288 + 20 * 12) * STEP) // 3600)  # 20:00 on day 11 (a Thursday)
+    before = model.hour_expected(hour)
+    for i in range(10 * 288, 11 * 288):  # an outage from 15:00: nothing more that day
+        silent = (i - 10 * 288) >= 15 * 12
+        assert model.update(T0 + i * STEP, 0 if silent else _poisson(rng, _labels(i))) < 0.5
+    assert model.hour_expected(hour + 7 * 24) == before  # the same hour next week: unchanged
+
+
+def test_daily_model_takes_a_feed_delivering_each_hour_at_once() -> None:
+    rng = random.Random(8)
+    model = DailyCountModel()
+    scores = []
+    for hour in range(16 * 24):  # the hour's labels arrive in one window at a random minute
+        at = rng.randrange(12)
+        total = sum(_poisson(rng, _labels(hour * 12 + k)) for k in range(12))
+        scores += [model.update(T0 + (hour * 12 + k) * STEP, total if k == at else 0)
+                   for k in range(12)]
+    assert max(scores) < 0.5
+
+
+def test_daily_model_pickles_and_continues_identically() -> None:
+    rng = random.Random(2)
+    model = DailyCountModel()
+    for i in range(9 * 288):
+        model.update(T0 + i * STEP, _poisson(rng, _labels(i)))
+    copy = pickle.loads(pickle.dumps(model))
+    tail = [(T0 + (9 * 288 + k) * STEP, _poisson(rng, 2 * _labels(9 * 288 + k)))
+            for k in range(288)]
+    assert [model.update(t, c) for t, c in tail] == [copy.update(t, c) for t, c in tail]
+
+
+def _exception_runs(seeds: int, **params: float) -> tuple[list[int], int]:
+    """First alarm (window) of a 3 % share after 3,000 windows at 0.4 % (5-19 events each),
+    per seed (99: none in 4 hours), and the alarms during the normal windows."""
+    firsts, false_alarms = [], 0
+    for seed in range(seeds):
+        rng = random.Random(seed)
+        model = RateModel(**params)  # type: ignore[arg-type]
+        for i in range(3000):
+            trials = rng.randrange(5, 20)
+            successes = sum(rng.random() < 0.004 for _ in range(trials))
+            false_alarms += model.update(T0 + i * STEP, successes, trials) >= 0.5
+        first = 99
+        for i in range(48):
+            trials = rng.randrange(5, 20)
+            successes = sum(rng.random() < 0.03 for _ in range(trials))
+            if model.update(T0 + (3000 + i) * STEP, successes, trials) >= 0.5 and first == 99:
+                first = i
+        firsts.append(first)
+    return sorted(firsts), false_alarms
+
+
+def test_the_cusum_finds_a_low_count_exception_rise_sooner() -> None:
+    horizons, quiet = _exception_runs(12)
+    cusum, cusum_quiet = _exception_runs(12, cusum_ratio=6.0)
+    assert quiet == cusum_quiet == 0
+    assert sum(f < 99 for f in cusum) >= sum(f < 99 for f in horizons)
+    assert cusum[6] < horizons[6]  # the median first alarm is earlier
+
+
+def test_a_cusum_starts_over_after_an_alarm() -> None:
+    model = RateModel(cusum_ratio=4.0)
+    for i in range(400):
+        model.update(T0 + i * STEP, 0, 10)
+    scores = [model.update(T0 + (400 + i) * STEP, 3, 10) for i in range(6)]
+    assert max(scores) >= 0.5 and model.cusum < 25.0
+    with pytest.raises(ValueError, match="cusum_ratio"):
+        RateModel(cusum_ratio=1.0)
+
+
+def test_a_lagged_rate_model_does_not_learn_a_rise_before_it_alarms() -> None:
+    now, lagged = RateModel(), RateModel(learn_lag=48)
+    for model in (now, lagged):
+        for i in range(2000):
+            model.update(T0 + i * STEP, int(i % 25 == 0), 10)
+    bases = [now.rate, lagged.rate]
+    for model in (now, lagged):
+        for i in range(2000, 2012):  # an hour at 1 in 10: not significant yet
+            assert model.update(T0 + i * STEP, int(i % 10 == 0), 10) < model.learn_below
+    assert now.rate > bases[0] * 1.02  # learned at once
+    assert lagged.rate < bases[1]  # only windows from before the rise were learned

@@ -50,7 +50,7 @@ metric              value of the window (summed over regions, service levels, sh
 ``dead_letter_rate`` dead letters / (dead letters + events)
 ``unmapped_rate``   codebook-gap events (unmapped partner codes) / events
 ``received_volume``  events *received* in the 5-minute window (``arrivals``, by received time)
-``received_new_packages`` received events that start a package's life (label, pickup)
+``received_new_packages`` received labels (``info_received``): labels so far today (daily model)
 ``received_*_rate``  exception / unmapped (status ``unknown``) share of the events received
 ``received_age_p95`` p95 of received − event time of the events received, in minutes
 ==================  ====================================================================
@@ -69,7 +69,9 @@ count model of :mod:`carrierwatch.anomaly.counts` chosen by the stream's kind: v
 quasi-Poisson counts against a seasonal expectation (with a run-of-empty-windows test), rates
 are quasi-binomial (``x`` of ``n``, so 1 exception in 3 events is weak evidence), latencies are
 the share above the learned 90th percentile; each over trailing horizons of 1, 6 and 24
-windows. The score is ``ln(q)/ln(1e-10)`` of the Bonferroni-corrected tail probability ``q``.
+windows. New packages (``received_new_packages``) are a daily model: labels so far in the
+partner's day against the same point of past days of the same type. The score is
+``ln(q)/ln(1e-10)`` of the Bonferroni-corrected tail probability ``q``.
 Any registered detector name (e.g. ``"ensemble"``) instead feeds each window's value to one
 detector per stream, seeded from ``seed`` and the stream name, built with
 ``flag_threshold = threshold``.
@@ -112,7 +114,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from carrierwatch.anomaly.base import Detector, make_detector
-from carrierwatch.anomaly.counts import CountModel, RateModel, TailShareModel
+from carrierwatch.anomaly.counts import CountModel, DailyCountModel, RateModel, TailShareModel
 from carrierwatch.core.errors import ConfigurationError
 from carrierwatch.core.model import CanonicalEvent, DeadLetter
 from carrierwatch.core.sketch import add_into, bucket_of, quantile
@@ -137,11 +139,13 @@ WINDOW_MS = 300_000
 MINUTE_MS = 60_000
 ALERT_NAME = "PartnerMetricAnomalous"
 RUNBOOK_URL = "runbooks/anomaly.md"
-_FORMAT = b"carrierwatch-monitor/3\n"  # 3: WindowTotals.new_packages
-NEW_PACKAGE_STATUSES = frozenset({"info_received", "picked_up"})
+_FORMAT = b"carrierwatch-monitor/6\n"  # 6: RateModel CUSUM and learning lag state
+NEW_PACKAGE_STATUSES = frozenset({"info_received"})
 """Canonical statuses that start a package's life: the ``received_new_packages`` stream counts
-them (a peak day shows first as labels created and pickups, hours before the extra parcels
-move through the network)."""
+them (a peak day shows first as labels created, hours before the extra parcels move through
+the network). Labels only: a pickup is the same package a second time, and the pickups of a
+peak day's evening labels come the next day (measured: counting them raised false alarms the
+day after each peak)."""
 COUNT_MODEL = "count_model"
 """The default ``detector``: the count models of :mod:`carrierwatch.anomaly.counts` (one per
 stream, by the stream's kind) instead of a registered detector fed the window's value."""
@@ -196,7 +200,9 @@ class MetricSpec:
     ``value`` returns the reported value (``None`` when undefined for the totals); ``support``
     gives the window's denominator for pooling the reported value (``None``: no pooling).
     ``kind`` names the count model that scores the stream (:mod:`carrierwatch.anomaly.counts`):
-    ``count`` (``evidence`` returns a count), ``rate`` (``(successes, trials)``, upper tail) or
+    ``count`` (``evidence`` returns a count), ``daily`` (a count, summed over the partner's
+    day: :class:`~carrierwatch.anomaly.counts.DailyCountModel`), ``rate``
+    (``(successes, trials)``, upper tail) or
     ``tail`` (a latency histogram: share above the learned 90th percentile). ``source`` is
     ``window`` (event-time 5-minute rows) or ``received`` (arrivals by received time).
     """
@@ -226,7 +232,7 @@ METRIC_SPECS: Mapping[str, MetricSpec] = {
                    lambda t: t.events, "rate", lambda t: (t.codebook_gap_events, t.events)),
         MetricSpec("received_volume", lambda t: float(t.events), None, "count",
                    lambda t: t.events, "received"),
-        MetricSpec("received_new_packages", lambda t: float(t.new_packages), None, "count",
+        MetricSpec("received_new_packages", lambda t: float(t.new_packages), None, "daily",
                    lambda t: t.new_packages, "received"),
         MetricSpec("received_exception_rate", lambda t: _ratio(t.exception_events, t.events),
                    lambda t: t.events, "rate", lambda t: (t.exception_events, t.events),
@@ -239,20 +245,16 @@ METRIC_SPECS: Mapping[str, MetricSpec] = {
                    "received"),
     )
 }
-METRIC_MODEL_PARAMS: Mapping[str, Mapping[str, Any]] = {
-    # a peak day is a level that holds for hours: a scale that follows the level within hours
-    # (the default 36 windows) learns the peak before it alarms; 6 hours of evidence also
-    # cover two polls of a feed polled every 3 hours
-    "received_new_packages": {"horizons": (1, 6, 24, 72), "scale_windows": 288},
-}
+METRIC_MODEL_PARAMS: Mapping[str, Mapping[str, Any]] = {}
 """Count-model parameters of particular streams (over the kind's defaults; ``model_params``
 of the monitor keyed by the metric name override them)."""
 METRICS: tuple[str, ...] = tuple(METRIC_SPECS)
 """The metric streams scored per partner, in output order (``received_*`` streams only for
 partners whose arrivals are passed to :meth:`AnomalyMonitor.observe`)."""
-DEFAULT_METRICS: tuple[str, ...] = tuple(m for m in METRICS if m != "received_new_packages")
-"""The streams scored by default: ``received_new_packages`` is opt-in (``metrics=METRICS``):
-measured on the injected peak days it found none of 3 and added false alarms (docs/anomaly.md)."""
+DEFAULT_METRICS: tuple[str, ...] = METRICS
+"""The streams scored by default: all of them (``received_new_packages``, scored by
+:class:`~carrierwatch.anomaly.counts.DailyCountModel`, found 3 of 3 injected peak days on both
+seeds without a false alarm; docs/anomaly.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +346,8 @@ class AnomalyMonitor:
         ``count_model`` (default: the count models of :mod:`carrierwatch.anomaly.counts`) or a
         registered detector name, and that detector's extra keyword parameters.
     model_params
-        Extra keyword parameters of the count models, per kind (``count``, ``rate``, ``tail``).
+        Extra keyword parameters of the count models, per kind (``count``, ``daily``, ``rate``,
+        ``tail``) or per metric name.
     seed
         Base seed; each stream's detector gets ``seed`` + a hash of ``partner/metric``.
     threshold
@@ -395,7 +398,7 @@ class AnomalyMonitor:
         if detector != COUNT_MODEL:
             make_detector(detector, seed=seed, **self._params())  # fail early on bad names
         else:
-            for kind in ("count", "rate", "tail"):
+            for kind in ("count", "daily", "rate", "tail"):
                 self._make_model(kind)  # fail early on bad parameters
             for metric in metrics:
                 self._make_model(METRIC_SPECS[metric].kind, metric)
@@ -414,7 +417,8 @@ class AnomalyMonitor:
         self._partners: dict[str, _Partner] = {}
         self._received: dict[str, _Received] = {}
         self._detectors: dict[tuple[str, str], Detector] = {}
-        self._models: dict[tuple[str, str], CountModel | RateModel | TailShareModel] = {}
+        self._models: dict[tuple[str, str],
+                           CountModel | DailyCountModel | RateModel | TailShareModel] = {}
         self._alerts: dict[tuple[str, str], _Alert] = {}
         self.stats: dict[str, int] = {"rows": 0, "stale_rows": 0, "late_rows": 0,
                                       "late_dead_letters": 0, "arrivals": 0,
@@ -433,13 +437,15 @@ class AnomalyMonitor:
         return {"flag_threshold": self.threshold, **self.detector_params}
 
     def _make_model(self, kind: str, metric: str | None = None
-                    ) -> CountModel | RateModel | TailShareModel:
+                    ) -> CountModel | DailyCountModel | RateModel | TailShareModel:
         params = {"flag_threshold": self.threshold, **self.model_params.get(kind, {})}
         if metric is not None:
             params.update(METRIC_MODEL_PARAMS.get(metric, {}))
             params.update(self.model_params.get(metric, {}))
         if kind == "count":
             return CountModel(window_seconds=WINDOW_MS / 1000, **params)
+        if kind == "daily":
+            return DailyCountModel(window_seconds=WINDOW_MS / 1000, **params)
         if kind == "rate":
             return RateModel(**params)
         return TailShareModel(**params)
@@ -661,7 +667,7 @@ class AnomalyMonitor:
         assert spec.evidence is not None
         evidence = spec.evidence(totals)
         timestamp = start / 1000.0
-        if isinstance(model, CountModel):
+        if isinstance(model, CountModel | DailyCountModel):
             return model.update(timestamp, float(evidence))
         if isinstance(model, RateModel):
             successes, trials = evidence
