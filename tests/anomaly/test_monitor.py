@@ -311,3 +311,41 @@ def test_new_packages_stream_counts_labels_and_is_on_by_default() -> None:
     without = AnomalyMonitor(metrics=[m for m in METRICS if m != "received_new_packages"])
     assert not any(p.metric == "received_new_packages"
                    for p in without.observe([], arrivals=arrivals, now_ms=BASE + 5 * W).points)
+
+
+def test_a_long_silence_is_scored_up_to_the_cap_then_skipped_to_the_next_data() -> None:
+    cap = 100
+    gap = 30 * 288  # 30 days without anything, then the feed comes back
+    before = [row("acme", i, volume(i)) for i in range(700)]
+    after = [row("acme", i, volume(i)) for i in range(700 + gap, 700 + gap + 60)]
+    arrivals = [("acme", BASE + i * W + 1000, BASE + i * W, "in_transit")
+                for i in [*range(700), *range(700 + gap, 700 + gap + 60)] for _ in range(3)]
+    capped = AnomalyMonitor(metrics=("volume", "received_volume"), max_silent_windows=cap)
+    full = AnomalyMonitor(metrics=("volume", "received_volume"), max_silent_windows=10 * gap)
+    results: dict[str, list[ScoredPoint]] = {}
+    for name, monitor in (("capped", capped), ("full", full)):
+        points = run(monitor, [before[:350], before[350:]])
+        # the arrivals after the gap come with their rows, as a pipeline call hands them over
+        points += monitor.observe([], arrivals=arrivals[:700 * 3]).points
+        points += monitor.observe(after, arrivals=arrivals[700 * 3:]).points
+        results[name] = points
+    for metric in ("volume", "received_volume"):
+        capped_points = by_window(results["capped"], "acme", metric)
+        full_points = by_window(results["full"], "acme", metric)
+        silent = sorted(i for i in capped_points if 700 <= i < 700 + gap)
+        # exactly `cap` empty windows are scored (each a zero, the first flagged) ...
+        assert silent == list(range(700, 700 + cap)), metric
+        assert all(capped_points[i].value == 0.0 for i in silent)
+        # ... the same verdicts as the uncapped monitor up to there, which scores every window
+        assert all(capped_points[i] == full_points[i] for i in range(700 + cap))
+        assert len([i for i in full_points if 700 <= i < 700 + gap]) == gap
+        # and scoring resumes with the first window that has data again
+        resumed = sorted(i for i in capped_points if i >= 700 + gap)
+        assert resumed and resumed[0] == 700 + gap
+    assert capped.stats["silent_windows_skipped"] == 2 * (gap - cap)
+    assert capped.stats["windows_scored"] < full.stats["windows_scored"] - 2 * (gap - cap) + 10
+    assert by_window(results["capped"], "acme", "volume")[700].is_anomaly  # 100 expected, 0 came
+    restored = AnomalyMonitor.from_bytes(capped.to_bytes())
+    assert restored.max_silent_windows == cap and restored.stats == capped.stats
+    with pytest.raises(ConfigurationError, match="max_silent_windows"):
+        AnomalyMonitor(max_silent_windows=0)

@@ -36,6 +36,14 @@ Every window from the partner's first one on is scored, in order, exactly once: 
 rows scores as **zero volume** (a silent feed looks anomalous). Rows that arrive for a window
 already scored are counted (``stats["late_rows"]``) and do not change the verdict.
 
+**Long silences.** After ``max_silent_windows`` consecutive empty windows (default two days) a
+stream stops scoring empty windows and jumps to its next window with data (or to the clock):
+the outage has long been alerted (its alert stays firing, since no normal window resolves it),
+and scoring each empty window of a months-long gap (a backfill followed by live traffic, sample
+files years apart) would cost time in proportion to the gap while telling nothing new. The
+skipped windows are counted (``stats["silent_windows_skipped"]``); both event-time and received
+streams follow the rule.
+
 **Streams** (:data:`METRICS`); rates with a denominator below ``min_support`` pool the preceding
 windows (up to ``pool_windows`` of them) so that a quiet night does not read 1 exception in 2
 events as a 50 % exception rate; a stream with no support at all is not scored for that window.
@@ -139,7 +147,7 @@ WINDOW_MS = 300_000
 MINUTE_MS = 60_000
 ALERT_NAME = "PartnerMetricAnomalous"
 RUNBOOK_URL = "runbooks/anomaly.md"
-_FORMAT = b"carrierwatch-monitor/6\n"  # 6: RateModel CUSUM and learning lag state
+_FORMAT = b"carrierwatch-monitor/7\n"  # 7: silent-run counters (max_silent_windows)
 NEW_PACKAGE_STATUSES = frozenset({"info_received"})
 """Canonical statuses that start a package's life: the ``received_new_packages`` stream counts
 them (a peak day shows first as labels created, hours before the extra parcels move through
@@ -308,10 +316,11 @@ class _Partner:
     """Pending windows and scoring position of one partner."""
 
     __slots__ = ("arrival_gaps", "clock", "dead_letters", "next_window", "pending", "recent",
-                 "scoring")
+                 "scoring", "silent_run")
 
     def __init__(self, first_window: int) -> None:
         self.next_window = first_window
+        self.silent_run = 0  # consecutive empty windows scored
         self.scoring = False  # until the first window is scored, earlier rows move the start
         self.clock = first_window
         # window start -> {(region, service level, shard): (version, totals)}
@@ -325,10 +334,11 @@ class _Received:
     """Arrival windows (by received time) of one partner, pending until the received clock
     passes them."""
 
-    __slots__ = ("next_window", "pending", "recent")
+    __slots__ = ("next_window", "pending", "recent", "silent_run")
 
     def __init__(self, first_window: int) -> None:
         self.next_window = first_window
+        self.silent_run = 0  # consecutive empty windows scored
         self.pending: dict[int, WindowTotals] = {}
         self.recent: deque[WindowTotals] = deque()
 
@@ -372,6 +382,9 @@ class AnomalyMonitor:
         First window of the ``partners`` given (default: the first window the monitor sees).
     received_delay_ms
         How far the received clock must pass a received window's end before it is scored.
+    max_silent_windows
+        Consecutive empty windows a stream scores before it skips the rest of a silence (see
+        "Long silences" in the module docs).
     """
 
     def __init__(self, *, detector: str = COUNT_MODEL,
@@ -382,7 +395,8 @@ class AnomalyMonitor:
                  min_support: int = 20, pool_windows: int = 6, resolve_after: int = 3,
                  emit_normal: bool = True, partners: Sequence[str] = (),
                  start_ms: int | None = None, received_delay_ms: int = MINUTE_MS,
-                 model_params: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 model_params: Mapping[str, Mapping[str, Any]] | None = None,
+                 max_silent_windows: int = 2 * 288) -> None:
         unknown = [m for m in metrics if m not in METRIC_SPECS]
         if unknown:
             raise ConfigurationError(f"unknown metric streams {unknown}; known: {list(METRICS)}")
@@ -390,6 +404,9 @@ class AnomalyMonitor:
             raise ConfigurationError(f"threshold must be in (0, 1], got {threshold}")
         if scoring_delay_ms < 0 or silence_floor_ms < 0:
             raise ConfigurationError("delays must be >= 0")
+        if max_silent_windows < 1:
+            raise ConfigurationError(f"max_silent_windows must be >= 1, got {max_silent_windows}")
+        self.max_silent_windows = max_silent_windows
         self.detector = detector
         self.detector_params = dict(detector_params or {})
         self.seed = seed
@@ -423,7 +440,8 @@ class AnomalyMonitor:
         self.stats: dict[str, int] = {"rows": 0, "stale_rows": 0, "late_rows": 0,
                                       "late_dead_letters": 0, "arrivals": 0,
                                       "late_arrivals": 0, "windows_scored": 0,
-                                      "points_scored": 0, "anomalies": 0}
+                                      "points_scored": 0, "anomalies": 0,
+                                      "silent_windows_skipped": 0}
         # partners named up front: from start_ms, else from the first global clock
         self._expected: tuple[str, ...] = ()
         if start_ms is not None:
@@ -588,11 +606,33 @@ class AnomalyMonitor:
         for partner_id in sorted(self._received):
             state = self._received[partner_id]
             while state.next_window + WINDOW_MS <= limit:
+                if not self._silent(state, state.pending, limit):
+                    continue
                 start = state.next_window
                 totals = state.pending.pop(start, None) or WindowTotals()
                 self._score_totals(partner_id, state.recent, start, totals, "received",
                                    self.received_clock, out)
                 state.next_window += WINDOW_MS
+
+    def _silent(self, state: _Partner | _Received, pending: Mapping[int, object], limit: int,
+                dead_letters: Mapping[int, int] | None = None) -> bool:
+        """Count the empty run at ``state.next_window``; past ``max_silent_windows``, jump to
+        the next window with data (or to the last window ``limit`` allows) and return False
+        (nothing to score now); True: score ``state.next_window``."""
+        start = state.next_window
+        if start in pending or (dead_letters is not None and start in dead_letters):
+            state.silent_run = 0
+            return True
+        if state.silent_run < self.max_silent_windows:
+            state.silent_run += 1
+            return True
+        later = [w for w in pending if w > start]
+        if dead_letters is not None:
+            later.extend(w for w in dead_letters if w > start)
+        target = min([*later, limit - limit % WINDOW_MS])
+        self.stats["silent_windows_skipped"] += max(1, (target - start) // WINDOW_MS)
+        state.next_window = max(target, start + WINDOW_MS)
+        return False
 
     def _partner(self, partner_id: str, window: int) -> _Partner:
         state = self._partners.get(partner_id)
@@ -614,6 +654,8 @@ class AnomalyMonitor:
             silent_limit = self.global_clock - self.silence_delay_ms(partner_id)
             limit = max(own_limit, silent_limit)  # score windows whose end <= limit
             while state.next_window + WINDOW_MS <= limit:
+                if not self._silent(state, state.pending, limit, state.dead_letters):
+                    continue
                 self._score_window(partner_id, state, state.next_window, out)
                 state.next_window += WINDOW_MS
         return out
