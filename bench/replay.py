@@ -19,8 +19,8 @@ One run, one input, one core (``os.sched_setaffinity``):
    size of the whole pipeline state (restored from its own serialisation while tracing) divided
    by the packages it holds;
 Every timed pass (2, 3 and the profile) starts with empty transformer and core caches
-(:func:`cold_caches`): the memos of parsed elements would otherwise be warm from the pass
-before.
+(:func:`carrierwatch.transformers.base.clear_parse_caches`): the memos of parsed elements
+would otherwise be warm from the pass before.
 
 6. **profile**: cProfile of a replay of the first part of the input into another fresh store —
    internal time grouped by area, and the top functions.
@@ -55,10 +55,10 @@ from carrierwatch.settings import Settings
 from carrierwatch.storage import open_store
 from carrierwatch.synthetic.rawlog import RawRecord
 from carrierwatch.synthetic.simulator import simulate
-from carrierwatch.transformers.base import ParseMemo
+from carrierwatch.transformers.base import clear_parse_caches
 from carrierwatch.transformers.registry import PartnerRegistry, load_registry
 
-__all__ = ["area_of", "cold_caches", "in_flight", "main", "state_bytes"]
+__all__ = ["area_of", "in_flight", "main", "state_bytes"]
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_EVENTS_PER_S = 100_000
@@ -112,35 +112,12 @@ def _pin_one_core() -> int | None:
     return core
 
 
-def cold_caches() -> int:
-    """Empty every memo of the transformers and the core (parse memos, ``lru_cache``\ s).
-
-    The transformers memoize parsed elements and times because feeds resend whole histories;
-    a pass over input that an earlier pass already parsed would find them warm and look faster
-    than a live worker meeting the input once. Every timed pass starts from empty caches.
-    Returns how many caches were emptied.
-    """
-    emptied = 0
-    for name, module in list(sys.modules.items()):
-        if not name.startswith("carrierwatch.") or module is None:
-            continue
-        for value in list(vars(module).values()):
-            if isinstance(value, ParseMemo):
-                value.clear()
-                emptied += 1
-            elif callable(getattr(value, "cache_clear", None)) and \
-                    getattr(value, "__module__", None) == name:
-                value.cache_clear()
-                emptied += 1
-    return emptied
-
-
 def _normalize(records: list[RawRecord], registry: PartnerRegistry
                ) -> tuple[float, float, int]:
     """Wall and CPU seconds to transform every record, and the canonical events (not kept)."""
     partners = {p.id: p for p in registry}
     count = 0
-    cold_caches()
+    clear_parse_caches()
     gc.collect()
     start, cpu = time.perf_counter(), time.process_time()
     for record in records:
@@ -177,7 +154,7 @@ def _replay(records: Iterable[RawRecord], registry: PartnerRegistry, data_dir: P
             ) -> tuple[ReplaySummary, Pipeline, int, float]:
     pipe = pipeline_for(registry, version_base=VERSION_BASE)
     with open_store(Settings(data_dir=data_dir), migrate=True) as store:
-        cold_caches()
+        clear_parse_caches()
         gc.collect()
         if profile is not None:
             profile.enable()

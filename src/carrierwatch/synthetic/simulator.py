@@ -620,7 +620,8 @@ def _incident_specs(values: Sequence[str], start: date | None) -> Iterator[Incid
                    "KIND: feed_outage, exception_spike, codebook_change, latency_drift, "
                    "peak_day; START: an ISO date/time (UTC unless it has an offset) or an "
                    "offset from --start like 3d or 2d12h; DURATION like 6h or 1d. Optional "
-                   "parameters after commas: factor=10 (exception_spike, peak_day), max=6h "
+                   "parameters after commas: factor=N (exception_spike: 30, peak_day: 3 by default), "
+                   "max=6h "
                    "(latency_drift), statuses=in_transit/out_for_delivery (codebook_change), "
                    "slowdown=0.4 (peak_day)")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="simulation",

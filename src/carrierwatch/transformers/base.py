@@ -17,6 +17,7 @@ the deterministic event id and package identity, and collects dead letters.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -46,6 +47,7 @@ __all__ = [
     "TransformContext",
     "TransformResult",
     "Transformer",
+    "clear_parse_caches",
     "element_key",
     "location",
     "opt_dict",
@@ -154,6 +156,7 @@ class ParseMemo(Generic[_T]):
     def __init__(self, limit: int = 8192) -> None:
         self._items: dict[object, _T] = {}
         self._limit = limit
+        _MEMOS.append(self)
 
     def get(self, key: object) -> _T | None:
         """The stored result for ``key`` (None when unknown or when ``key`` is None)."""
@@ -169,6 +172,39 @@ class ParseMemo(Generic[_T]):
     def clear(self) -> None:
         """Forget every stored result (benchmarks start cold with it)."""
         self._items.clear()
+
+
+_MEMOS: list[ParseMemo[Any]] = []
+
+
+def clear_parse_caches(*, memos_only: bool = False) -> int:
+    """Empty every memo of the transformers and the core: the :class:`ParseMemo` instances and
+    the ``functools.lru_cache`` functions of ``carrierwatch.transformers.*`` and
+    ``carrierwatch.core.*`` (time parsing, zones). Results never depend on them; benchmarks call
+    this so that each timed pass meets its input cold, as a live worker does. ``memos_only``
+    empties just the memos of parsed payload elements (the zone and time caches stay warm, as
+    they are in a worker that has run for a while). Returns how many caches were emptied.
+
+    >>> from carrierwatch.transformers import ups  # its module-level memo of parsed activities
+    >>> clear_parse_caches() > 0
+    True
+    """
+    emptied = 0
+    for memo in _MEMOS:
+        memo.clear()
+        emptied += 1
+    if memos_only:
+        return emptied
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(("carrierwatch.transformers.",
+                                                  "carrierwatch.core.")):
+            continue
+        for value in list(vars(module).values()):
+            if callable(getattr(value, "cache_clear", None)) and \
+                    getattr(value, "__module__", None) == name:
+                value.cache_clear()
+                emptied += 1
+    return emptied
 
 
 def element_key(element: Any, context: str | None = None) -> tuple[str | None, bytes] | None:
