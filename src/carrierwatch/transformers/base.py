@@ -18,7 +18,7 @@ the deterministic event id and package identity, and collects dead letters.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import TracebackType
@@ -172,6 +172,27 @@ class ParseMemo(Generic[_T]):
     def clear(self) -> None:
         """Forget every stored result (benchmarks start cold with it)."""
         self._items.clear()
+
+    def parse_all(self, emitter: Emitter, elements: Iterable[tuple[int, Any]], path: str,
+                  context: str | None, parse: Callable[[Any, str, str | None], _T]) -> list[_T]:
+        """``parse(element, f"{path}[{k}]", context)`` of every ``(k, element)``, reusing the
+        stored result of an element seen before; an element that fails becomes a dead letter
+        of its own (as ``with emitter.element(...)``) and is left out.
+        """
+        parsed: list[_T] = []
+        for k, element in elements:
+            key = element_key(element, context)
+            result = self.get(key)
+            if result is None:
+                where = f"{path}[{k}]"
+                try:
+                    result = parse(element, where, context)
+                except CONTAINED_ERRORS as exc:  # = with emitter.element(where), cheaper
+                    emitter.contain(exc, where)
+                    continue
+                self.put(key, result)
+            parsed.append(result)
+        return parsed
 
 
 _MEMOS: list[ParseMemo[Any]] = []

@@ -57,7 +57,6 @@ from typing import Any
 from carrierwatch.core.model import CanonicalStatus, ProofOfDelivery
 from carrierwatch.core.timeutil import parse_instant, parse_naive, resolve_local, zone_for
 from carrierwatch.transformers.base import (
-    CONTAINED_ERRORS,
     Emitter,
     ParsedScan,
     ParseMemo,
@@ -65,7 +64,6 @@ from carrierwatch.transformers.base import (
     Promise,
     TransformContext,
     TransformResult,
-    element_key,
     location,
     opt_dict,
     opt_list,
@@ -166,19 +164,8 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
         opt_dict(track_result, "serviceDetail", tpath), "type", f"{tpath}.serviceDetail"))
     default_country = ctx.partner.default_country
 
-    scans: list[ParsedScan] = []
-    for k, scan in enumerate(opt_list(track_result, "scanEvents", tpath)):
-        key = element_key(scan, default_country)
-        parsed = _SCANS.get(key)
-        if parsed is None:
-            spath = f"{tpath}.scanEvents[{k}]"
-            try:
-                parsed = _scan(scan, spath, default_country)
-            except CONTAINED_ERRORS as exc:  # = with emitter.element(spath), cheaper
-                emitter.contain(exc, spath)
-                continue
-            _SCANS.put(key, parsed)
-        scans.append(parsed)
+    scans = _SCANS.parse_all(emitter, enumerate(opt_list(track_result, "scanEvents", tpath)),
+                             f"{tpath}.scanEvents", default_country, _scan)
     scans.sort(key=lambda s: s.time)
 
     zone, exact = _destination_zone(track_result, tpath, default_country, scans)

@@ -58,7 +58,6 @@ from typing import Any
 from carrierwatch.core.model import CanonicalStatus, ProofOfDelivery
 from carrierwatch.core.timeutil import LocalTime, resolve_local, to_ms, zone_for
 from carrierwatch.transformers.base import (
-    CONTAINED_ERRORS,
     Emitter,
     ParsedScan,
     ParseMemo,
@@ -66,7 +65,6 @@ from carrierwatch.transformers.base import (
     Promise,
     TransformContext,
     TransformResult,
-    element_key,
     location,
     opt_dict,
     opt_list,
@@ -170,20 +168,9 @@ def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
         opt_dict(package, "service", ppath), "code", f"{ppath}.service"))
     default_country = ctx.partner.default_country
 
-    activities: list[ParsedScan] = []
     listed = list(enumerate(opt_list(package, "activity", ppath)))
-    for k, activity in reversed(listed):         # UPS lists newest first
-        key = element_key(activity, default_country)
-        scan = _ACTIVITIES.get(key)
-        if scan is None:
-            apath = f"{ppath}.activity[{k}]"
-            try:
-                scan = _activity(activity, apath, default_country)
-            except CONTAINED_ERRORS as exc:  # = with emitter.element(apath), cheaper
-                emitter.contain(exc, apath)
-                continue
-            _ACTIVITIES.put(key, scan)
-        activities.append(scan)
+    activities = _ACTIVITIES.parse_all(emitter, reversed(listed),  # UPS lists newest first
+                                       f"{ppath}.activity", default_country, _activity)
     activities.sort(key=lambda a: a.time)
 
     no_zone: tuple[str | None, bool] = (None, False)
