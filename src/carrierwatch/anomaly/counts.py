@@ -265,8 +265,11 @@ class CountModel:
         base, with the larger of the learned 1-window dispersions and those windows' own
         dispersion: ``P = exp(-M_local / phi)``. A webhook feed that stops is then flagged as
         soon as its recent rate allows, whatever its learned level says (its first weekend,
-        a busier or quieter day than usual); a polled feed's bursts give a large ``phi``.
-        ``run_rate_windows=0`` turns it off.
+        a busier or quieter day than usual). A feed whose ``phi`` exceeds
+        ``run_rate_max_phi`` (the bursts of a polled feed) is not tested this way: the test
+        would be weak and only add to the Bonferroni count of its other tests (the run test of
+        a polled feed on the bench came one window later with it). ``run_rate_windows=0``
+        turns it off.
     """
 
     def __init__(self, *, horizons: Sequence[int] = DEFAULT_HORIZONS,
@@ -279,7 +282,7 @@ class CountModel:
                  two_sided: bool = True, novelty: float = 0.3, gap_level: float = 0.99,
                  gap_margin: int = 2, gap_min: int = 16, rise_below: bool = False,
                  hourly_seasons: bool = True, run_rate_windows: int = 24,
-                 run_rate_level: float = 0.05) -> None:
+                 run_rate_level: float = 0.05, run_rate_max_phi: float = 4.0) -> None:
         self.horizons = tuple(sorted(set(horizons)))
         self.window_seconds = window_seconds
         self.day_alpha = day_alpha
@@ -296,6 +299,7 @@ class CountModel:
         self.hourly_seasons = hourly_seasons
         self.run_rate_windows = run_rate_windows
         self.run_rate_level = run_rate_level
+        self.run_rate_max_phi = run_rate_max_phi
         # lower confidence bound of observed / seasonal base over the windows before the
         # current run of empty windows (0: no run, or no such test), and the expected count of
         # the run at that rate
@@ -477,6 +481,8 @@ class CountModel:
         ratio = observed / expected
         phi = max(self.dispersion[1], self.low_dispersion[1],
                   sum((c - ratio * b) ** 2 / max(ratio * b, 0.1) for c, b in window) / (size - 1))
+        if phi > self.run_rate_max_phi:
+            return 0.0, 1.0  # a bursty (polled) feed: its recent count is no rate; not tested
         bound = phi * float(special.gammaincinv(observed / phi, self.run_rate_level))
         return bound / expected, phi
 
