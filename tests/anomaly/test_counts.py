@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
 
@@ -303,3 +304,43 @@ def test_a_lagged_rate_model_does_not_learn_a_rise_before_it_alarms() -> None:
             assert model.update(T0 + i * STEP, int(i % 10 == 0), 10) < model.learn_below
     assert now.rate > bases[0] * 1.02  # learned at once
     assert lagged.rate < bases[1]  # only windows from before the rise were learned
+
+
+def _webhook(i: int, factors: list[float]) -> float:
+    """A webhook feed: up to ~6 events per 5 minutes at 14:00 UTC, 0.3 at night, half at
+    weekends, times a level that changes from day to day (``factors``)."""
+    hour = (i * STEP % 86_400) / 3600
+    weekend = (i * STEP // 86_400) % 7 >= 5
+    rate = 0.3 + 6.0 * math.sin(math.pi * (hour - 7) / 14) if 7 <= hour < 21 else 0.3
+    return rate * (0.5 if weekend else 1.0) * factors[int(i * STEP // 86_400)]
+
+
+def test_a_webhook_feed_that_stops_is_flagged_from_the_rate_of_its_last_two_hours() -> None:
+    # the day's level differs from the learned one (x0.5-1.6 from day to day), so the seasonal
+    # run test expects less and the 30-minute and 2-hour drops carry a wider dispersion; the
+    # run tested against the last 2 hours' own rate (its lower bound) does not care
+    stop = 3 * 288 + 14 * 12  # Thursday 14:00 UTC, ~4 events per window that day
+    first: dict[int, int | None] = {}
+    for windows in (0, 24):
+        rng = random.Random(12)
+        factors = [rng.uniform(0.5, 1.6) for _ in range(4)]
+        model = CountModel(run_rate_windows=windows)
+        before = [model.update(T0 + i * STEP, _poisson(rng, _webhook(i, factors)))
+                  for i in range(stop)]
+        assert max(before[2 * 288:]) < 0.5
+        silent = [model.update(T0 + (stop + k) * STEP, 0) for k in range(48)]
+        first[windows] = next((k for k, s in enumerate(silent) if s >= 0.5), None)
+    assert first[24] is not None and first[24] <= 8
+    assert first[0] is None or first[0] > first[24] + 4
+
+def test_the_run_rate_test_ignores_the_bursts_of_a_polled_feed() -> None:
+    # after a poll the last 2 hours held hundreds of events; their dispersion makes them no
+    # evidence of a rate, so the empty windows until the next poll are not tested against it
+    model = CountModel(run_rate_windows=24)
+    scores = [model.update(T0 + i * STEP, 240 if i % 24 == 1 else 0) for i in range(6 * 288)]
+    assert max(scores[2 * 288:]) < 0.5
+    assert model.empty_run and model.run_rate == 0.0
+    tested = CountModel(run_rate_windows=24, run_rate_max_phi=1e9)
+    for i in range(6 * 288):
+        tested.update(T0 + i * STEP, 240 if i % 24 == 1 else 0)
+    assert tested.run_rate > 0.0  # without the cap it is tested (and weak)

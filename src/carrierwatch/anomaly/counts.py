@@ -14,7 +14,9 @@ how unlikely the observed counts are under what was learned, over several traili
   per side as the running mean of ``(S - M)^2 / M`` (bursty feeds, e.g. polled every two
   hours, learn a large ``phi`` for rises and their bursts are not alarming).
   A run of empty windows is tested on its own (``P(0) = exp(-M_run / phi)``), so a silent feed
-  that usually sends 20 events per window is significant in its first empty window.
+  that usually sends 20 events per window is significant in its first empty window, and also
+  against the rate of the 2 hours before it (lower confidence bound), so a feed whose learned
+  level is off that day is not given the benefit of the doubt for long.
 * :class:`RateModel` — ``x`` of ``n`` (exceptions of events, unmapped codes of events, dead
   letters of payloads, late of decided packages). The rate ``p`` is learned from decayed sums;
   for each horizon the upper tail ``P(Binomial(N / phi, p) >= X / phi)`` is computed, with the
@@ -54,6 +56,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -255,6 +258,18 @@ class CountModel:
         The arrival cycle: the ``gap_level`` quantile of the learned runs of empty windows
         that ended with an arrival (at least ``gap_min`` of them) is the longest normal gap;
         a run longer by ``gap_margin`` windows is *an arrival that did not come*.
+    run_rate_windows, run_rate_level
+        A run of empty windows is also tested against the feed's own rate just before it: the
+        lower confidence bound (level ``run_rate_level``) of the count per unit of seasonal
+        base over the ``run_rate_windows`` windows before the run, times the run's seasonal
+        base, with the larger of the learned 1-window dispersions and those windows' own
+        dispersion: ``P = exp(-M_local / phi)``. A webhook feed that stops is then flagged as
+        soon as its recent rate allows, whatever its learned level says (its first weekend,
+        a busier or quieter day than usual). A feed whose ``phi`` exceeds
+        ``run_rate_max_phi`` (the bursts of a polled feed) is not tested this way: the test
+        would be weak and only add to the Bonferroni count of its other tests (the run test of
+        a polled feed on the bench came one window later with it). ``run_rate_windows=0``
+        turns it off.
     """
 
     def __init__(self, *, horizons: Sequence[int] = DEFAULT_HORIZONS,
@@ -266,7 +281,8 @@ class CountModel:
                  learn_below: float = 0.2, relearn_after: int = 144,
                  two_sided: bool = True, novelty: float = 0.3, gap_level: float = 0.99,
                  gap_margin: int = 2, gap_min: int = 16, rise_below: bool = False,
-                 hourly_seasons: bool = True) -> None:
+                 hourly_seasons: bool = True, run_rate_windows: int = 24,
+                 run_rate_level: float = 0.05, run_rate_max_phi: float = 4.0) -> None:
         self.horizons = tuple(sorted(set(horizons)))
         self.window_seconds = window_seconds
         self.day_alpha = day_alpha
@@ -281,6 +297,15 @@ class CountModel:
         self.novelty = novelty
         self.rise_below = rise_below
         self.hourly_seasons = hourly_seasons
+        self.run_rate_windows = run_rate_windows
+        self.run_rate_level = run_rate_level
+        self.run_rate_max_phi = run_rate_max_phi
+        # lower confidence bound of observed / seasonal base over the windows before the
+        # current run of empty windows (0: no run, or no such test), and the expected count of
+        # the run at that rate
+        self.run_rate = 0.0
+        self.run_expected = 0.0
+        self.run_phi = 1.0
         self.hour: tuple[int, float, int] | None = None  # (hour, sum, windows) being learned
         self.gap_level = gap_level
         self.gap_margin = gap_margin
@@ -292,8 +317,9 @@ class CountModel:
         # (observed, expected) of the last completed hours, and of the hour in progress
         self.recent: deque[tuple[float, float]] = deque(maxlen=-(-scale_windows // per_hour))
         self.scale_hour: tuple[int, float, float] | None = None
-        # (count, expected, expected of novel windows)
-        self.trail: deque[tuple[float, float, float]] = deque(maxlen=max(self.horizons))
+        # (count, expected, expected of novel windows, seasonal base)
+        self.trail: deque[tuple[float, float, float, float]] = deque(
+            maxlen=max(max(self.horizons), run_rate_windows + 1))
         self.dispersion = _Dispersion(self.horizons, dispersion_alpha, dispersion_cap)
         self.low_dispersion = _Dispersion(self.horizons, dispersion_alpha, dispersion_cap)
         # (expected, expected of novel windows) of the current run of empty windows
@@ -335,10 +361,14 @@ class CountModel:
         base = self.base(timestamp)
         mu = max(base * self.scale(), 1e-3)
         novel = mu if self._novel(timestamp) else 0.0
-        self.trail.append((count, mu, novel))
+        self.trail.append((count, mu, novel, base))
         run = len(self.empty_run)
         if count == 0:
             self.span = None
+            if not self.empty_run:
+                self.run_rate, self.run_phi = self._recent_rate()
+                self.run_expected = 0.0
+            self.run_expected += self.run_rate * base
             self.empty_run.append((mu, novel))
         else:
             self.span = ((count, mu + sum(m for m, _ in self.empty_run),
@@ -382,7 +412,7 @@ class CountModel:
             return None
         total = mean = novel = 0.0
         for k in range(len(self.trail) - horizon, len(self.trail)):
-            count, mu, new = self.trail[k]
+            count, mu, new, _ = self.trail[k]
             total += count
             mean += mu
             novel += new
@@ -419,12 +449,42 @@ class CountModel:
                       for h in self.horizons if h <= max(run, 1))
             tests += 1
             tail = min(tail, math.exp(-expected / phi))
+            if self.run_rate > 0.0:
+                # against the rate of the last hour before the run (its lower bound), per
+                # window: a feed delivering every few minutes that stops is news within
+                # minutes, whatever the seasonal level (a first weekend) says
+                tests += 1
+                tail = min(tail, math.exp(-self.run_expected / self.run_phi))
             if (self.longest_gap is not None and self.span_dispersion.n >= self.span_min
                     and run > self.longest_gap + self.gap_margin):
                 # an arrival that did not come: the feed's own cycle is overdue
                 tests += 1
                 tail = min(tail, math.exp(-expected / span_phi))
         return _score(tail, max(tests, 1))
+
+    def _recent_rate(self) -> tuple[float, float]:
+        """``(rate, phi)`` of the ``run_rate_windows`` windows before the newest one: ``rate``
+        is the lower confidence bound (level ``run_rate_level``) of their count per unit of
+        seasonal base, ``phi`` the larger of the learned 1-window dispersions and their own
+        dispersion around that shape (``sum (c - m)^2 / m`` over the windows, divided by their
+        number less one): the bursts of a polled feed make its count weak evidence of a rate.
+        ``(0, 1)`` when off or too short."""
+        size = self.run_rate_windows
+        if size <= 1 or len(self.trail) < size + 1:
+            return 0.0, 1.0
+        window = [(count, base) for count, _, _, base in
+                  itertools.islice(self.trail, len(self.trail) - size - 1, len(self.trail) - 1)]
+        observed = sum(c for c, _ in window)
+        expected = sum(b for _, b in window)
+        if observed <= 0.0 or expected <= 0.0:
+            return 0.0, 1.0
+        ratio = observed / expected
+        phi = max(self.dispersion[1], self.low_dispersion[1],
+                  sum((c - ratio * b) ** 2 / max(ratio * b, 0.1) for c, b in window) / (size - 1))
+        if phi > self.run_rate_max_phi:
+            return 0.0, 1.0  # a bursty (polled) feed: its recent count is no rate; not tested
+        bound = phi * float(special.gammaincinv(observed / phi, self.run_rate_level))
+        return bound / expected, phi
 
     def _learn_dispersion(self, below: bool) -> None:
         """Learn the dispersion of rises from every window not flagged (bursty feeds learn
@@ -496,6 +556,7 @@ class CountModel:
         for timestamp, count in held:
             self._learn(timestamp, count, self.base(timestamp))
         self.empty_run = []
+        self.run_rate = self.run_expected = 0.0
 
 
 class RateModel:
