@@ -235,10 +235,7 @@ _DETAILS: ParseMemo[_Details] = ParseMemo()
 
 def _read_checkpoint(index: int, body: Any, path: str) -> _Checkpoint:
     key = element_key(body)
-    reading = _READINGS.get(key)
-    if reading is None:
-        reading = _read(body, path)
-        _READINGS.put(key, reading)
+    reading = _READINGS.parse(key, _read, body, path)
     return _Checkpoint(index, body, path, reading.time_text, reading.group, reading.instant,
                        reading.zone, key)
 
@@ -289,10 +286,7 @@ def _checkpoint_draft(ctx: TransformContext, cp: _Checkpoint, when: tuple[int, b
                       common: dict[str, Any], signed: bool) -> Draft:
     body = cp.body
     key = cp.key
-    details = _DETAILS.get(key)
-    if details is None:
-        details = _details(body, cp.path)
-        _DETAILS.put(key, details)
+    details = _DETAILS.parse(key, _details, body, cp.path)
     canonical = lookup_status(ctx.codebook, details.codes)
     fields = {**common,
               "raw_code": details.raw_code,

@@ -173,6 +173,14 @@ class ParseMemo(Generic[_T]):
         """Forget every stored result (benchmarks start cold with it)."""
         self._items.clear()
 
+    def parse(self, key: object, parse: Callable[..., _T], *args: Any) -> _T:
+        """The stored result for ``key``, else ``parse(*args)``, stored (when it returns)."""
+        result = self.get(key)
+        if result is None:
+            result = parse(*args)
+            self.put(key, result)
+        return result
+
     def parse_all(self, emitter: Emitter, elements: Iterable[tuple[int, Any]], path: str,
                   context: str | None, parse: Callable[[Any, str, str | None], _T]) -> list[_T]:
         """``parse(element, f"{path}[{k}]", context)`` of every ``(k, element)``, reusing the

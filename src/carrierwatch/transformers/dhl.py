@@ -245,11 +245,8 @@ def _read(event: Any, path: str, default_country: str | None) -> _Reading:
 def _event(emitter: Emitter, book: Codebook, event: Any, path: str, *, tracking_number: str,
            default_country: str | None, eta_start: int | None, eta_end: int | None,
            service_level: str | None, signed: bool) -> None:
-    key = element_key(event, default_country)
-    reading = _READINGS.get(key)
-    if reading is None:
-        reading = _read(event, path, default_country)
-        _READINGS.put(key, reading)
+    reading = _READINGS.parse(element_key(event, default_country), _read, event, path,
+                              default_country)
     status_code = reading.status_code
     codes, text_arg, mapping = choose_keys(book, reading.keys, reading.text, status_code)
     delivered = mapping is not None and mapping.status == _DELIVERED

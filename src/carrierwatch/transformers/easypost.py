@@ -239,11 +239,7 @@ def _detail(detail: Any, path: str) -> _Detail:
 
 def _detail_draft(ctx: TransformContext, detail: Any, path: str, common: dict[str, Any],
                   signed: bool) -> Draft:
-    key = element_key(detail)
-    parsed = _DETAILS.get(key)
-    if parsed is None:
-        parsed = _detail(detail, path)
-        _DETAILS.put(key, parsed)
+    parsed = _DETAILS.parse(element_key(detail), _detail, detail, path)
     canonical = lookup_status(ctx.codebook, parsed.codes)
     fields = {**common,
               "raw_code": parsed.raw_code,
