@@ -19,8 +19,8 @@ One run, one input, one core (``os.sched_setaffinity``):
    size of the whole pipeline state (restored from its own serialisation while tracing) divided
    by the packages it holds;
 Every timed pass (2, 3 and the profile) starts with empty transformer and core caches
-(:func:`carrierwatch.transformers.base.clear_parse_caches`): the memos of parsed elements
-would otherwise be warm from the pass before.
+(:func:`carrierwatch.transformers.base.clear_parse_caches`): the time and zone caches would
+otherwise be warm from the pass before.
 
 6. **profile**: cProfile of a replay of the first part of the input into another fresh store —
    internal time grouped by area, and the top functions.

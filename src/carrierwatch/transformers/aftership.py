@@ -72,11 +72,9 @@ from carrierwatch.transformers._aggregators import (
 from carrierwatch.transformers.base import (
     CONTAINED_ERRORS,
     Emitter,
-    ParseMemo,
     PayloadError,
     TransformContext,
     TransformResult,
-    element_key,
     location,
     opt_dict,
     opt_list,
@@ -130,7 +128,6 @@ class _Checkpoint:
     group: tuple[str, str]
     instant: int | None              # set when the time carries an offset
     zone: tuple[str | None, bool]    # the zone of the checkpoint's own place
-    key: tuple[str | None, bytes] | None  # its memo key (element_key)
 
 
 def _country(obj: dict[str, Any], path: str) -> str | None:
@@ -229,15 +226,10 @@ class _Details(NamedTuple):
     location: Location | None
 
 
-_READINGS: ParseMemo[_Reading] = ParseMemo()
-_DETAILS: ParseMemo[_Details] = ParseMemo()
-
-
 def _read_checkpoint(index: int, body: Any, path: str) -> _Checkpoint:
-    key = element_key(body)
-    reading = _READINGS.parse(key, _read, body, path)
+    reading = _read(body, path)
     return _Checkpoint(index, body, path, reading.time_text, reading.group, reading.instant,
-                       reading.zone, key)
+                       reading.zone)
 
 
 def _read(body: Any, path: str) -> _Reading:
@@ -285,8 +277,7 @@ def _rank(cp: _Checkpoint) -> int:
 def _checkpoint_draft(ctx: TransformContext, cp: _Checkpoint, when: tuple[int, bool],
                       common: dict[str, Any], signed: bool) -> Draft:
     body = cp.body
-    key = cp.key
-    details = _DETAILS.parse(key, _details, body, cp.path)
+    details = _details(body, cp.path)
     canonical = lookup_status(ctx.codebook, details.codes)
     fields = {**common,
               "raw_code": details.raw_code,

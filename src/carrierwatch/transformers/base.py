@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import TracebackType
-from typing import Any, Generic, NamedTuple, NoReturn, Protocol, TypeVar
+from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar
 
 import orjson
 
@@ -40,7 +40,6 @@ from carrierwatch.core.partner import PartnerSpec
 __all__ = [
     "CONTAINED_ERRORS",
     "Emitter",
-    "ParseMemo",
     "ParsedScan",
     "PayloadError",
     "Promise",
@@ -48,11 +47,11 @@ __all__ = [
     "TransformResult",
     "Transformer",
     "clear_parse_caches",
-    "element_key",
     "location",
     "opt_dict",
     "opt_list",
     "opt_str",
+    "parse_each",
     "parse_json",
     "provider_error",
     "req",
@@ -139,91 +138,33 @@ class Promise(NamedTuple):
     eta_end: int | None = None
 
 
-class ParseMemo(Generic[_T]):
-    """A bounded memo of parsed payload elements, keyed by the element's own JSON text.
-
-    Feeds resend a package's whole history with every update (webhooks, polled track answers),
-    so most elements of a payload were parsed before. A transformer keys an element by
-    :func:`element_key` (its exact JSON serialization plus whatever else the parse depends on)
-    and reuses the earlier result: the parse is a pure function of those, so the events are
-    the same. Only successful parses are stored (results must be immutable); an element that
-    fails is parsed, and dead-lettered, again each time. The memo forgets everything when it is
-    full, which bounds its memory and never changes a result.
+def parse_each(emitter: Emitter, elements: Iterable[tuple[int, Any]], path: str,
+               context: str | None, parse: Callable[[Any, str, str | None], _T]) -> list[_T]:
+    """``parse(element, f"{path}[{k}]", context)`` of every ``(k, element)``; an element that
+    fails becomes a dead letter of its own (as ``with emitter.element(...)``, cheaper per
+    element) and is left out.
     """
-
-    __slots__ = ("_items", "_limit")
-
-    def __init__(self, limit: int = 8192) -> None:
-        self._items: dict[object, _T] = {}
-        self._limit = limit
-        _MEMOS.append(self)
-
-    def get(self, key: object) -> _T | None:
-        """The stored result for ``key`` (None when unknown or when ``key`` is None)."""
-        return None if key is None else self._items.get(key)
-
-    def put(self, key: object, value: _T) -> None:
-        """Store ``value`` for ``key`` (nothing when ``key`` is None)."""
-        if key is not None:
-            if len(self._items) >= self._limit:
-                self._items.clear()
-            self._items[key] = value
-
-    def clear(self) -> None:
-        """Forget every stored result (benchmarks start cold with it)."""
-        self._items.clear()
-
-    def parse(self, key: object, parse: Callable[..., _T], *args: Any) -> _T:
-        """The stored result for ``key``, else ``parse(*args)``, stored (when it returns)."""
-        result = self.get(key)
-        if result is None:
-            result = parse(*args)
-            self.put(key, result)
-        return result
-
-    def parse_all(self, emitter: Emitter, elements: Iterable[tuple[int, Any]], path: str,
-                  context: str | None, parse: Callable[[Any, str, str | None], _T]) -> list[_T]:
-        """``parse(element, f"{path}[{k}]", context)`` of every ``(k, element)``, reusing the
-        stored result of an element seen before; an element that fails becomes a dead letter
-        of its own (as ``with emitter.element(...)``) and is left out.
-        """
-        parsed: list[_T] = []
-        for k, element in elements:
-            key = element_key(element, context)
-            result = self.get(key)
-            if result is None:
-                where = f"{path}[{k}]"
-                try:
-                    result = parse(element, where, context)
-                except CONTAINED_ERRORS as exc:  # = with emitter.element(where), cheaper
-                    emitter.contain(exc, where)
-                    continue
-                self.put(key, result)
-            parsed.append(result)
-        return parsed
+    parsed: list[_T] = []
+    for k, element in elements:
+        where = f"{path}[{k}]"
+        try:
+            parsed.append(parse(element, where, context))
+        except CONTAINED_ERRORS as exc:
+            emitter.contain(exc, where)
+    return parsed
 
 
-_MEMOS: list[ParseMemo[Any]] = []
-
-
-def clear_parse_caches(*, memos_only: bool = False) -> int:
-    """Empty every memo of the transformers and the core: the :class:`ParseMemo` instances and
-    the ``functools.lru_cache`` functions of ``carrierwatch.transformers.*`` and
+def clear_parse_caches() -> int:
+    """Empty the ``functools.lru_cache`` functions of ``carrierwatch.transformers.*`` and
     ``carrierwatch.core.*`` (time parsing, zones). Results never depend on them; benchmarks call
-    this so that each timed pass meets its input cold, as a live worker does. ``memos_only``
-    empties just the memos of parsed payload elements (the zone and time caches stay warm, as
-    they are in a worker that has run for a while). Returns how many caches were emptied.
+    this so that each timed pass meets its input cold, as a freshly started worker does.
+    Returns how many caches were emptied.
 
-    >>> from carrierwatch.transformers import ups  # its module-level memo of parsed activities
+    >>> from carrierwatch.core import timeutil  # its memoized time and zone parsing
     >>> clear_parse_caches() > 0
     True
     """
     emptied = 0
-    for memo in _MEMOS:
-        memo.clear()
-        emptied += 1
-    if memos_only:
-        return emptied
     for name, module in list(sys.modules.items()):
         if module is None or not name.startswith(("carrierwatch.transformers.",
                                                   "carrierwatch.core.")):
@@ -234,25 +175,6 @@ def clear_parse_caches(*, memos_only: bool = False) -> int:
                 value.cache_clear()
                 emptied += 1
     return emptied
-
-
-def element_key(element: Any, context: str | None = None) -> tuple[str | None, bytes] | None:
-    """A :class:`ParseMemo` key for a parsed JSON element: ``(context, its JSON bytes)``.
-
-    The serialization tells types apart (``1``, ``1.0`` and ``true`` differ, as they may for a
-    parse) and costs less than reading the fields one by one. None (no memo) for a value that
-    cannot be serialized.
-
-    >>> element_key({"date": "20260301", "n": 1}, "US")
-    ('US', b'{"date":"20260301","n":1}')
-    """
-    try:
-        return context, _dumps(element)
-    except orjson.JSONEncodeError:
-        return None
-
-
-_dumps = orjson.dumps
 
 
 class Transformer(Protocol):

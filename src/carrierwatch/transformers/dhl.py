@@ -55,11 +55,9 @@ from carrierwatch.core.timeutil import parse_instant, resolve_local, zone_for
 from carrierwatch.transformers.base import (
     CONTAINED_ERRORS,
     Emitter,
-    ParseMemo,
     PayloadError,
     TransformContext,
     TransformResult,
-    element_key,
     location,
     opt_dict,
     opt_list,
@@ -211,9 +209,6 @@ class _Reading(NamedTuple):
     local: str
 
 
-_READINGS: ParseMemo[_Reading] = ParseMemo()
-
-
 def _read(event: Any, path: str, default_country: str | None) -> _Reading:
     if not isinstance(event, dict):
         raise PayloadError(path, f"expected an object, got {type(event).__name__}")
@@ -245,8 +240,7 @@ def _read(event: Any, path: str, default_country: str | None) -> _Reading:
 def _event(emitter: Emitter, book: Codebook, event: Any, path: str, *, tracking_number: str,
            default_country: str | None, eta_start: int | None, eta_end: int | None,
            service_level: str | None, signed: bool) -> None:
-    reading = _READINGS.parse(element_key(event, default_country), _read, event, path,
-                              default_country)
+    reading = _read(event, path, default_country)
     status_code = reading.status_code
     codes, text_arg, mapping = choose_keys(book, reading.keys, reading.text, status_code)
     delivered = mapping is not None and mapping.status == _DELIVERED

@@ -72,11 +72,9 @@ from carrierwatch.transformers._aggregators import (
 from carrierwatch.transformers.base import (
     CONTAINED_ERRORS,
     Emitter,
-    ParseMemo,
     PayloadError,
     TransformContext,
     TransformResult,
-    element_key,
     location,
     opt_dict,
     opt_list,
@@ -216,9 +214,6 @@ class _Detail(NamedTuple):
     location: Location | None
 
 
-_DETAILS: ParseMemo[_Detail] = ParseMemo()
-
-
 def _detail(detail: Any, path: str) -> _Detail:
     if not isinstance(detail, dict):
         raise PayloadError(path, f"expected an object, got {type(detail).__name__}")
@@ -239,7 +234,7 @@ def _detail(detail: Any, path: str) -> _Detail:
 
 def _detail_draft(ctx: TransformContext, detail: Any, path: str, common: dict[str, Any],
                   signed: bool) -> Draft:
-    parsed = _DETAILS.parse(element_key(detail), _detail, detail, path)
+    parsed = _detail(detail, path)
     canonical = lookup_status(ctx.codebook, parsed.codes)
     fields = {**common,
               "raw_code": parsed.raw_code,

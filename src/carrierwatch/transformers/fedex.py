@@ -59,7 +59,6 @@ from carrierwatch.core.timeutil import parse_instant, parse_naive, resolve_local
 from carrierwatch.transformers.base import (
     Emitter,
     ParsedScan,
-    ParseMemo,
     PayloadError,
     Promise,
     TransformContext,
@@ -68,6 +67,7 @@ from carrierwatch.transformers.base import (
     opt_dict,
     opt_list,
     opt_str,
+    parse_each,
     parse_json,
     provider_error,
     req_dict,
@@ -164,8 +164,8 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
         opt_dict(track_result, "serviceDetail", tpath), "type", f"{tpath}.serviceDetail"))
     default_country = ctx.partner.default_country
 
-    scans = _SCANS.parse_all(emitter, enumerate(opt_list(track_result, "scanEvents", tpath)),
-                             f"{tpath}.scanEvents", default_country, _scan)
+    scans = parse_each(emitter, enumerate(opt_list(track_result, "scanEvents", tpath)),
+                       f"{tpath}.scanEvents", default_country, _scan)
     scans.sort(key=lambda s: s.time)
 
     zone, exact = _destination_zone(track_result, tpath, default_country, scans)
@@ -206,9 +206,6 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
             proof_of_delivery=scan_proof,
             service_level=service_level,
         )
-
-
-_SCANS: ParseMemo[ParsedScan] = ParseMemo()
 
 
 def _scan(scan: Any, spath: str, default_country: str | None) -> ParsedScan:

@@ -60,7 +60,6 @@ from carrierwatch.core.timeutil import LocalTime, resolve_local, to_ms, zone_for
 from carrierwatch.transformers.base import (
     Emitter,
     ParsedScan,
-    ParseMemo,
     PayloadError,
     Promise,
     TransformContext,
@@ -69,6 +68,7 @@ from carrierwatch.transformers.base import (
     opt_dict,
     opt_list,
     opt_str,
+    parse_each,
     parse_json,
     provider_error,
     req_dict,
@@ -169,8 +169,8 @@ def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
     default_country = ctx.partner.default_country
 
     listed = list(enumerate(opt_list(package, "activity", ppath)))
-    activities = _ACTIVITIES.parse_all(emitter, reversed(listed),  # UPS lists newest first
-                                       f"{ppath}.activity", default_country, _activity)
+    activities = parse_each(emitter, reversed(listed),  # UPS lists newest first
+                            f"{ppath}.activity", default_country, _activity)
     activities.sort(key=lambda a: a.time)
 
     no_zone: tuple[str | None, bool] = (None, False)
@@ -238,9 +238,6 @@ def _local_datetime(date: str, time: str | None, date_path: str, time_path: str)
         if compact_time is not None:
             _compact(compact_time, time_path, time=True)
         raise PayloadError(date_path, f"invalid date and time {date!r} {time!r}") from None
-
-
-_ACTIVITIES: ParseMemo[ParsedScan] = ParseMemo()
 
 
 def _activity(activity: Any, apath: str, default_country: str | None) -> ParsedScan:
