@@ -23,7 +23,10 @@ time.
 **When a window is scored.** Event time drives everything (no wall clock, so a replay and a live
 run agree). A partner's *clock* is the start of the newest 5-minute window in which it had an
 event; the *global clock* is the newest partner clock (or ``now_ms`` when a driver passes one,
-e.g. an idle worker). Partner ``p``'s window ``[s, s + 5 min)`` is scored once
+e.g. an idle worker). When arrivals are passed, a partner's clock moves only as far as the
+newest event time among its arrivals that the received clock has passed by
+``received_delay_ms``: a poll processed in several pipeline calls is then scored once it is all
+in, not from its first part. Partner ``p``'s window ``[s, s + 5 min)`` is scored once
 
 * ``clock(p) >= s + 5 min + scoring_delay_ms`` (default 15 min of event time: the feed has moved
   on, the window is final enough; the 2-day lateness watermark is far too slow for detection),
