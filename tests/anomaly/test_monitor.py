@@ -349,3 +349,31 @@ def test_a_long_silence_is_scored_up_to_the_cap_then_skipped_to_the_next_data() 
     assert restored.max_silent_windows == cap and restored.stats == capped.stats
     with pytest.raises(ConfigurationError, match="max_silent_windows"):
         AnomalyMonitor(max_silent_windows=0)
+
+
+def test_a_poll_processed_in_two_calls_is_scored_once_it_has_settled() -> None:
+    # a partner polled every 3 hours: the poll received at 06:00:30 carries 3 hours of event
+    # time and is processed in two pipeline calls; the first part (the poll's newest scans)
+    # moves the row clock to 05:55. Its windows must wait for the rest of the poll: the
+    # received clock has to pass the poll by received_delay_ms first.
+    monitor = AnomalyMonitor(metrics=("volume",))
+    hours3 = 36
+    first_poll = BASE + 3 * 3_600_000 + 30_000
+    monitor.observe([row("dhl", i, 10) for i in range(hours3)],
+                    arrivals=[("dhl", first_poll, BASE + i * W) for i in range(hours3)])
+    out = monitor.observe([], arrivals=[("other", first_poll + 2 * 60_000, first_poll)])
+    assert sorted(by_window(out.points, "dhl", "volume")) == list(range(hours3 - 4))
+    poll = first_poll + 3 * 3_600_000
+    newest = 2 * hours3 - 1
+    out = monitor.observe([row("dhl", newest, 12)],
+                          arrivals=[("dhl", poll, BASE + newest * W)] * 12)
+    assert by_window(out.points, "dhl", "volume") == {}  # the rest of the poll is on its way
+    out = monitor.observe([row("dhl", i, 10) for i in range(hours3, newest)],
+                          arrivals=[("dhl", poll, BASE + i * W) for i in range(hours3, newest)])
+    assert by_window(out.points, "dhl", "volume") == {}
+    # a later arrival (another partner's webhook) moves the received clock past the poll
+    out = monitor.observe([], arrivals=[("other", poll + 2 * 60_000, poll)])
+    scored = by_window(out.points, "dhl", "volume")
+    assert sorted(scored) == list(range(hours3 - 4, newest - 3))  # 15 min scoring delay
+    assert all(p.value == 10.0 for p in scored.values())
+    assert monitor.stats["late_rows"] == 0

@@ -23,7 +23,10 @@ time.
 **When a window is scored.** Event time drives everything (no wall clock, so a replay and a live
 run agree). A partner's *clock* is the start of the newest 5-minute window in which it had an
 event; the *global clock* is the newest partner clock (or ``now_ms`` when a driver passes one,
-e.g. an idle worker). Partner ``p``'s window ``[s, s + 5 min)`` is scored once
+e.g. an idle worker). When arrivals are passed, a partner's clock moves only as far as the
+newest event time among its arrivals that the received clock has passed by
+``received_delay_ms``: a poll processed in several pipeline calls is then scored once it is all
+in, not from its first part. Partner ``p``'s window ``[s, s + 5 min)`` is scored once
 
 * ``clock(p) >= s + 5 min + scoring_delay_ms`` (default 15 min of event time: the feed has moved
   on, the window is final enough; the 2-day lateness watermark is far too slow for detection),
@@ -147,7 +150,7 @@ WINDOW_MS = 300_000
 MINUTE_MS = 60_000
 ALERT_NAME = "PartnerMetricAnomalous"
 RUNBOOK_URL = "runbooks/anomaly.md"
-_FORMAT = b"carrierwatch-monitor/8\n"  # 8: count models test a run against the rate before it
+_FORMAT = b"carrierwatch-monitor/9\n"  # 9: a partner's clock waits for its arrivals to settle
 NEW_PACKAGE_STATUSES = frozenset({"info_received"})
 """Canonical statuses that start a package's life: the ``received_new_packages`` stream counts
 them (a peak day shows first as labels created, hours before the extra parcels move through
@@ -316,13 +319,16 @@ class _Partner:
     """Pending windows and scoring position of one partner."""
 
     __slots__ = ("arrival_gaps", "clock", "dead_letters", "next_window", "pending", "recent",
-                 "scoring", "silent_run")
+                 "row_clock", "scoring", "silent_run")
 
     def __init__(self, first_window: int) -> None:
         self.next_window = first_window
         self.silent_run = 0  # consecutive empty windows scored
         self.scoring = False  # until the first window is scored, earlier rows move the start
         self.clock = first_window
+        # the newest window with events in the rows, which becomes the clock once the arrivals
+        # that carried it have settled (when arrivals are passed)
+        self.row_clock = first_window
         # window start -> {(region, service level, shard): (version, totals)}
         self.pending: dict[int, dict[tuple[str, str, int], tuple[int, WindowTotals]]] = {}
         self.dead_letters: dict[int, int] = {}
@@ -334,13 +340,18 @@ class _Received:
     """Arrival windows (by received time) of one partner, pending until the received clock
     passes them."""
 
-    __slots__ = ("next_window", "pending", "recent", "silent_run")
+    __slots__ = ("next_window", "pending", "recent", "settled_event", "silent_run", "unsettled")
 
     def __init__(self, first_window: int) -> None:
         self.next_window = first_window
         self.silent_run = 0  # consecutive empty windows scored
         self.pending: dict[int, WindowTotals] = {}
         self.recent: deque[WindowTotals] = deque()
+        # received minute -> newest event time received in it, until the received clock has
+        # passed it by received_delay_ms; then it joins settled_event (the newest event time
+        # of the settled arrivals)
+        self.unsettled: dict[int, int] = {}
+        self.settled_event: int | None = None
 
 
 Arrival = CanonicalEvent | tuple[str, int, int] | tuple[str, int, int, str]
@@ -520,8 +531,8 @@ class AnomalyMonitor:
                 self.stats["stale_rows"] += 1
                 continue
             window[key] = (row.version, WindowTotals.of_row(row))
-            if (row.events or row.synthetic_events) and start > state.clock:
-                advanced[row.partner_id] = max(advanced.get(row.partner_id, start), start)
+            if (row.events or row.synthetic_events) and start > state.row_clock:
+                state.row_clock = start
         for item in dead_letters:
             partner_id, received = ((item.partner_id, item.received_time)
                                     if isinstance(item, DeadLetter) else item)
@@ -533,6 +544,10 @@ class AnomalyMonitor:
                     continue
                 state.next_window = start
             state.dead_letters[start] = state.dead_letters.get(start, 0) + 1
+        for partner_id, state in self._partners.items():
+            clock = self._settled_clock(partner_id, state)
+            if clock > state.clock:
+                advanced[partner_id] = clock
         for partner_id, clock in advanced.items():
             state = self._partners[partner_id]
             reference = before if before is not None else state.clock
@@ -563,6 +578,25 @@ class AnomalyMonitor:
         return monitor
 
     # ------------------------------------------------------------------ internals
+    def _settled_clock(self, partner_id: str, state: _Partner) -> int:
+        """The partner's clock after this call: the newest window with events in its rows, but
+        (when its arrivals are passed) no later than the newest event time among the arrivals
+        the received clock has passed by ``received_delay_ms``. A polled feed's poll is
+        processed in several pipeline calls; the first part of it moves the clock to the poll
+        time, and without this its windows were scored before the rest of the poll was in
+        (scored empty: false alarms, docs/anomaly.md round 5)."""
+        received = self._received.get(partner_id)
+        if received is None or self.received_clock is None:
+            return state.row_clock
+        limit = self.received_clock - self.received_delay_ms
+        for minute in [m for m in received.unsettled if m + MINUTE_MS <= limit]:
+            newest = received.unsettled.pop(minute)
+            if received.settled_event is None or newest > received.settled_event:
+                received.settled_event = newest
+        if received.settled_event is None:
+            return state.clock
+        return min(state.row_clock, received.settled_event - received.settled_event % WINDOW_MS)
+
     def _take_arrivals(self, arrivals: Iterable[Arrival], now_ms: int | None) -> None:
         newest = self.received_clock
         for item in arrivals:
@@ -582,6 +616,9 @@ class AnomalyMonitor:
             if start < state.next_window:
                 self.stats["late_arrivals"] += 1
                 continue
+            minute = received - received % MINUTE_MS
+            if state.unsettled.get(minute, event_time - 1) < event_time:
+                state.unsettled[minute] = event_time
             totals = state.pending.get(start)
             if totals is None:
                 totals = state.pending[start] = WindowTotals()
