@@ -5,9 +5,14 @@
 * dead letters (``dlq.<partner>``): one JSON document per dead letter with the reason, the path of
   the bad field, the partner, the receive time, the source position and the original bytes in
   base64;
-* checkpoints (``cw.checkpoints``, compacted, keyed by canonical partition ``"<p>"``): the core
-  pipeline of one partition (``Pipeline.to_bytes()``, zlib-compressed) and the offset of the last
-  canonical message it contains;
+* checkpoints (``cw.checkpoints``, compacted): incremental. A *full* checkpoint (key ``"<p>"``,
+  the canonical partition) holds the core pipeline of one partition (``Pipeline.to_bytes()``,
+  zlib-compressed); each *delta* after it (key ``"<p>/d/<seq>"``) holds the changes since the
+  checkpoint before (``Pipeline.take_changes()``). Every record carries the offset of the last
+  canonical message its state contains, its sequence number in the partition's chain and the
+  sequence number of the full checkpoint it builds on (format 2, :func:`encode_checkpoint`;
+  format 1 records, full states without sequence numbers, are still read as full checkpoint 0).
+  After a new full checkpoint the deltas of the previous chain get tombstones;
 * call journals (``cw.checkpoints``, key ``"<p>/calls"``): the offsets at which the track stage
   ended its pipeline calls on partition ``p`` since that partition's last checkpoint, so that a
   re-run after a crash cuts the same calls and re-emits identical rows (see
@@ -31,6 +36,10 @@ Examples
 >>> data = encode_checkpoint(41, b"state")
 >>> decode_checkpoint(data)
 (41, b'state')
+>>> decode_checkpoint_record(encode_checkpoint(50, b"delta", seq=3, base=1))
+CheckpointRecord(offset=50, state=b'delta', seq=3, base=1)
+>>> delta_key(2, 7), parse_delta_key(b"2/d/7"), parse_state_key(b"2/d/7")
+(b'2/d/7', (2, 7), (2, 'delta'))
 >>> control_kind([(CONTROL_HEADER, b"flush")]), control_kind(None)
 ('flush', None)
 >>> decode_journal(encode_journal([7, 12, 40]))
@@ -47,6 +56,7 @@ import pickle
 import struct
 import zlib
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -58,13 +68,16 @@ __all__ = [
     "CONTROL_FLUSH",
     "CONTROL_HEADER",
     "RECEIVED_TIME_HEADER",
+    "CheckpointRecord",
     "HeaderList",
     "checkpoint_key",
     "control_kind",
     "decode_checkpoint",
+    "decode_checkpoint_record",
     "decode_dead_letter",
     "decode_journal",
     "decode_sink_batch",
+    "delta_key",
     "encode_checkpoint",
     "encode_dead_letter",
     "encode_flush",
@@ -73,6 +86,7 @@ __all__ = [
     "flush_watermark",
     "headers_to_dict",
     "journal_key",
+    "parse_delta_key",
     "parse_state_key",
     "received_time_of",
 ]
@@ -83,9 +97,11 @@ CONTROL_FLUSH = "flush"
 _INT_MAP_TAG = "__int_keys__"
 _CHECKPOINT_MAGIC = b"CWCP"
 _CHECKPOINT_HEAD = struct.Struct(">4sBq")  # magic, format version, offset
+_CHECKPOINT_V2 = struct.Struct(">4sBqqq")  # magic, format version 2, offset, seq, base seq
 _JOURNAL_MAGIC = b"CWJL\x01"
 _SINK_MAGIC = b"CWSB\x02"
 _JOURNAL_SUFFIX = "/calls"
+_DELTA_INFIX = "/d/"
 
 HeaderList = Iterable[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None
 
@@ -172,19 +188,51 @@ def decode_dead_letter(data: bytes) -> DeadLetter:
                       base64.b64decode(doc["raw"]))
 
 
-def encode_checkpoint(offset: int, state: bytes) -> bytes:
-    """A checkpoint message: magic, format version, offset, zlib-compressed state."""
-    return _CHECKPOINT_HEAD.pack(_CHECKPOINT_MAGIC, 1, offset) + zlib.compress(state, 1)
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A decoded ``cw.checkpoints`` state record.
+
+    ``state`` is a full pipeline state when ``seq == base`` and a delta on top of the record
+    ``seq - 1`` of the chain that starts at the full checkpoint ``base`` otherwise.
+    """
+
+    offset: int
+    state: bytes
+    seq: int
+    base: int
+
+    @property
+    def full(self) -> bool:
+        return self.seq == self.base
+
+
+def encode_checkpoint(offset: int, state: bytes, *, seq: int = 0, base: int | None = None
+                      ) -> bytes:
+    """A checkpoint message (format 2): magic, format version, offset, sequence number, the
+    sequence number of the full checkpoint it builds on (``base``; its own ``seq``, the
+    default, for a full checkpoint), zlib-compressed state."""
+    return (_CHECKPOINT_V2.pack(_CHECKPOINT_MAGIC, 2, offset, seq, seq if base is None else base)
+            + zlib.compress(state, 1))
+
+
+def decode_checkpoint_record(data: bytes) -> CheckpointRecord:
+    """A checkpoint message of format 2, or of format 1 (a full state, read as sequence
+    number 0); ValueError if it is neither."""
+    if len(data) < _CHECKPOINT_HEAD.size:
+        raise ValueError("checkpoint message too short")
+    magic, version, offset = _CHECKPOINT_HEAD.unpack_from(data)
+    if magic == _CHECKPOINT_MAGIC and version == 1:
+        return CheckpointRecord(offset, zlib.decompress(data[_CHECKPOINT_HEAD.size:]), 0, 0)
+    if magic == _CHECKPOINT_MAGIC and version == 2 and len(data) >= _CHECKPOINT_V2.size:
+        _, _, offset, seq, base = _CHECKPOINT_V2.unpack_from(data)
+        return CheckpointRecord(offset, zlib.decompress(data[_CHECKPOINT_V2.size:]), seq, base)
+    raise ValueError("not a carrierwatch checkpoint (format 1 or 2)")
 
 
 def decode_checkpoint(data: bytes) -> tuple[int, bytes]:
     """``(offset, state)`` of a checkpoint message; ValueError if it is not one."""
-    if len(data) < _CHECKPOINT_HEAD.size:
-        raise ValueError("checkpoint message too short")
-    magic, version, offset = _CHECKPOINT_HEAD.unpack_from(data)
-    if magic != _CHECKPOINT_MAGIC or version != 1:
-        raise ValueError("not a carrierwatch checkpoint (format 1)")
-    return offset, zlib.decompress(data[_CHECKPOINT_HEAD.size:])
+    record = decode_checkpoint_record(data)
+    return record.offset, record.state
 
 
 def checkpoint_key(partition: int) -> bytes:
@@ -197,11 +245,27 @@ def journal_key(partition: int) -> bytes:
     return f"{partition}{_JOURNAL_SUFFIX}".encode()
 
 
+def delta_key(partition: int, seq: int) -> bytes:
+    """The ``cw.checkpoints`` key of the delta ``seq`` of a canonical partition."""
+    return f"{partition}{_DELTA_INFIX}{seq}".encode()
+
+
+def parse_delta_key(key: bytes) -> tuple[int, int]:
+    """``(partition, seq)`` of a delta key; ValueError if it is not one."""
+    partition, found, seq = key.decode("ascii").partition(_DELTA_INFIX)
+    if not found:
+        raise ValueError(f"not a delta key: {key!r}")
+    return int(partition), int(seq)
+
+
 def parse_state_key(key: bytes) -> tuple[int, str]:
-    """``(partition, "checkpoint" | "journal")`` of a ``cw.checkpoints`` key; ValueError else."""
+    """``(partition, "checkpoint" | "delta" | "journal")`` of a ``cw.checkpoints`` key;
+    ValueError else."""
     text = key.decode("ascii")
     if text.endswith(_JOURNAL_SUFFIX):
         return int(text[:-len(_JOURNAL_SUFFIX)]), "journal"
+    if _DELTA_INFIX in text:
+        return parse_delta_key(key)[0], "delta"
     return int(text), "checkpoint"
 
 

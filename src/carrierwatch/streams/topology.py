@@ -81,6 +81,12 @@ class StreamConfig(BaseSettings):
                                "calls in between are journaled and repeated after a crash; the "
                                "committed offset of events.canonical follows the checkpoints); "
                                "0: every changed partition after every batch.")
+    checkpoint_compact_ratio: float = Field(
+        1.0, ge=0, description="Checkpoints are incremental: a delta of what changed since the "
+                               "previous one, until the deltas written after the last full "
+                               "checkpoint would exceed this multiple of its size; then a full "
+                               "one (restoring reads at most 1 + ratio times the state). "
+                               "0: every checkpoint is full.")
     store: str = Field("memory://", description="Faust table store (memory:// or rocksdb://).")
     commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
     session_timeout: float = Field(
