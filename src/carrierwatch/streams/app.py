@@ -367,7 +367,7 @@ class WorkerRuntime:
                     kind = control_kind(cast(HeaderList, headers)) if headers else None
                     if kind is not None:
                         if pending:
-                            batch.add_output(pipeline.process(pending))
+                            batch.add_output(pipeline.process(pending), typed=True)
                             pending = []
                         if kind == CONTROL_FLUSH:
                             self._flush(pipeline, batch, flush_watermark(message.value()))
@@ -383,7 +383,7 @@ class WorkerRuntime:
                             f"@{message.offset()}: {type(exc).__name__}: {exc}", "$",
                             value if isinstance(value, bytes) else b""))
                 if pending:
-                    batch.add_output(pipeline.process(pending))
+                    batch.add_output(pipeline.process(pending), typed=True)
                 self.stats.events_in += len(items)
                 self.offsets[partition] = cast(int, items[-1].offset())
             if len(batch):
@@ -400,8 +400,8 @@ class WorkerRuntime:
 
     def _flush(self, pipeline: Pipeline, batch: SinkBatch, watermark: int | None) -> None:
         if watermark is not None:
-            batch.add_output(pipeline.advance_watermark(watermark))
-        batch.add_output(pipeline.flush())
+            batch.add_output(pipeline.advance_watermark(watermark), typed=True)
+        batch.add_output(pipeline.flush(), typed=True)
         self.stats.flushes += 1
         self.flushed.append(pipeline.shard)
 
