@@ -307,9 +307,10 @@ def _by_fields(cls: type) -> Any:
 #: How the sink pickle writes the row classes: as a call of the class with its field values
 #: (a tuple pickled in C), not through ``dataclasses``' per-field ``__getstate__`` in Python
 #: (about twice as cheap to encode; the restricted unpickler still admits only these classes).
-_SINK_DISPATCH = {**copyreg.dispatch_table,
-                  **{cls: _by_fields(cls) for cls in (CanonicalEvent, Location, DeadLetter,
-                                                      PackageOutcomeRow, MetricWindowRow)}}
+_ROW_CLASSES: tuple[type, ...] = (CanonicalEvent, Location, DeadLetter, PackageOutcomeRow,
+                                  MetricWindowRow)
+_SINK_DISPATCH: dict[type, Any] = {**copyreg.dispatch_table,
+                                   **{cls: _by_fields(cls) for cls in _ROW_CLASSES}}
 
 
 class _SinkUnpickler(pickle.Unpickler):
