@@ -290,3 +290,38 @@ def test_a_base_and_its_deltas_continue_exactly_like_the_original(
     assert restored.flush() == original.flush()
     with pytest.raises(ValueError, match="not a pipeline delta"):
         restored.apply_changes(base)
+
+
+def test_states_pickled_in_the_earlier_slot_state_form_still_load(
+        generated: list[tuple[list[CanonicalEvent], int | None]]) -> None:
+    """Package states and window aggregates pickle as compact calls now; checkpoints written
+    before (the default ``__reduce_ex__`` form, a slot-state dict per object) restore to the
+    same pipeline."""
+    import copyreg
+    import io
+    import pickle
+
+    from carrierwatch.core.state import PackageState
+    from carrierwatch.core.windows import WindowAgg
+
+    pipe = Pipeline(CONTRACTS, granularities=("1h",))
+    for step in generated[:10]:
+        _steps(pipe, step)
+
+    class Legacy(pickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, (PackageState, WindowAgg)):
+                # what object.__reduce_ex__(5) gave them: a slot-state dict per object
+                return (copyreg.__newobj__,  # type: ignore[attr-defined]
+                        (type(obj),), object.__getstate__(obj))
+            return NotImplemented
+
+    out = io.BytesIO()
+    Legacy(out, protocol=5).dump(pipe)
+    legacy = Pipeline.from_bytes(out.getvalue())
+    assert len(pipe.to_bytes()) < len(out.getvalue())
+    current = Pipeline.from_bytes(pipe.to_bytes())
+    for step in generated[10:20]:
+        assert _steps(legacy, step) == _steps(current, step)
+    assert [s.snapshot() for s in legacy.packages.values()] == \
+        [s.snapshot() for s in current.packages.values()]

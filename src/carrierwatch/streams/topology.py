@@ -82,7 +82,7 @@ class StreamConfig(BaseSettings):
                                "committed offset of events.canonical follows the checkpoints); "
                                "0: every changed partition after every batch.")
     checkpoint_compact_ratio: float = Field(
-        1.0, ge=0, description="Checkpoints are incremental: a delta of what changed since the "
+        2.0, ge=0, description="Checkpoints are incremental: a delta of what changed since the "
                                "previous one, until the deltas written after the last full "
                                "checkpoint would exceed this multiple of its size; then a full "
                                "one (restoring reads at most 1 + ratio times the state). "
