@@ -537,7 +537,8 @@ class Pipeline:
         self._changed_packages: dict[str, None] = {}
         self._changed_windows: dict[WindowKey, None] = {}
         self._changed_tombstones: dict[str, None] = {}
-        self._changed_buckets: dict[int, None] = {}
+        #: bucket -> its length when it first changed (it only grew since), -1: replaced
+        self._changed_buckets: dict[int, int] = {}
 
     def pending_changes(self) -> int:
         """How many packages, windows, tombstones and deadline buckets changed since the last
@@ -549,10 +550,12 @@ class Pipeline:
         """Serialise the changes since the previous :meth:`take_changes` or
         :meth:`clear_changes` (a *delta*), and forget them. Call between ``process`` calls.
 
-        A delta holds the current value of every package, window aggregate, tombstone and
-        deadline bucket that was created or changed (``None`` for one dropped), in the order
-        they first changed, and every scalar attribute (watermarks, version sequence,
-        statistics, configuration). :meth:`apply_changes` replays it.
+        A delta holds the current value of every package, window aggregate and tombstone that
+        was created or changed (``None`` for one dropped), in the order they first changed; of
+        every deadline bucket (a list of package ids, which deadlines only append to until the
+        watermark reaches it) the ids appended, or the whole list when it was replaced; and
+        every scalar attribute (watermarks, version sequence, statistics, configuration).
+        :meth:`apply_changes` replays it.
 
         >>> from carrierwatch.core.model import CanonicalEvent, event_id
         >>> pipe = Pipeline({}, granularities=("1h",))
@@ -578,7 +581,8 @@ class Pipeline:
             [(k, packages.get(k)) for k in self._changed_packages],
             [(k, windows.get(k)) for k in self._changed_windows],
             [(k, tombstones.get(k)) for k in self._changed_tombstones],
-            [(k, buckets.get(k)) for k in self._changed_buckets],
+            [(k, buckets.get(k) if start < 0 else buckets[k][start:], start)
+             for k, start in self._changed_buckets.items()],
         )
         data = pickle.dumps(delta, protocol=5)
         self.clear_changes()
@@ -591,14 +595,22 @@ class Pipeline:
         if not (isinstance(delta, tuple) and len(delta) == 6 and delta[0] == _CHANGES_FORMAT):
             raise ValueError(f"not a pipeline delta (format {_CHANGES_FORMAT})")
         _, scalars, packages, windows, tombstones, buckets = delta
+        target: dict[Any, Any]
         for target, changes in ((self.packages, packages), (self.windows, windows),
-                                (self.tombstones, tombstones),
-                                (self._deadline_buckets, buckets)):
+                                (self.tombstones, tombstones)):
             for key, value in changes:
                 if value is None:
                     target.pop(key, None)
                 else:
                     target[key] = value
+        deadlines = self._deadline_buckets
+        for bucket, ids, start in buckets:
+            if start >= 0:
+                deadlines.setdefault(bucket, []).extend(ids)
+            elif ids is None:
+                deadlines.pop(bucket, None)
+            else:
+                deadlines[bucket] = ids
         self.__dict__.update(scalars)
         # the heap holds exactly the buckets' keys; any heap order pops them alike
         self._bucket_heap = sorted(self._deadline_buckets)
@@ -743,8 +755,9 @@ class Pipeline:
                 if ids is None:
                     ids = self._deadline_buckets[bucket] = []
                     heapq.heappush(self._bucket_heap, bucket)
+                if bucket not in self._changed_buckets:
+                    self._changed_buckets[bucket] = len(ids)  # it only grows from here
                 ids.append(state.package_id)
-                self._changed_buckets[bucket] = None
 
     def _pending_in(self, state: PackageState, bucket: int, watermark: int) -> bool:
         fields_ = state.fields
@@ -781,7 +794,7 @@ class Pipeline:
                 del buckets[bucket]
             else:
                 buckets[bucket] = keep
-            self._changed_buckets[bucket] = None
+            self._changed_buckets[bucket] = -1  # replaced or dropped: travels whole
             if not complete:
                 break
 
