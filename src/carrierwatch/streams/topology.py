@@ -9,9 +9,9 @@ topic                     content
 ``raw.<partner>``         raw payload bytes + headers, one topic per registered partner
 ``events.canonical``      canonical events, Confluent wire-format Avro, keyed by package id
 ``dlq.<partner>``         dead letters: JSON with the reason and the original bytes (base64)
-``cw.sink``               :class:`~carrierwatch.sink.SinkBatch` JSON: rows for the store
-``cw.checkpoints``        compacted: the core pipeline of each canonical partition + offset,
-                          and the journal of the pipeline calls made since
+``cw.sink``               :class:`~carrierwatch.sink.SinkBatch`: typed rows for the store
+``cw.checkpoints``        compacted: per canonical partition a full checkpoint of its core
+                          pipeline, the deltas since, and the journal of the calls made since
 ``cw.metrics``            reserved: metric window rows for downstream consumers
 ``cw.anomalies``          reserved: anomaly records
 ``cw.alerts``             reserved: alert records
