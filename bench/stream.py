@@ -9,7 +9,9 @@ partners) is produced once to the ``raw.<partner>`` topics. Then, over the same 
 - **(c) carrierwatch**: ``carrierwatch worker`` + ``carrierwatch sink`` processes end to end —
   transform, Avro, ``events.canonical``, the core pipelines with checkpoints, ``cw.sink``, chDB —
   timed from the worker's partition assignment until the sink committed its last write (and the
-  track stage committed its last checkpoint).
+  track stage committed its last checkpoint); with the CPU time the worker and the sink
+  processes used by then, per canonical event (start-up included: a robust figure on a shared
+  machine, where the wall-clock rates follow the load of the moment).
 
 Before that, **Avro costs** on the feed's canonical events, single-threaded, best of five
 interleaved rounds: µs per event to serialize and to deserialize with confluent-kafka's
@@ -54,7 +56,10 @@ def _faust_bare(topics: list[str], expected: int, bootstrap: str, out: str) -> N
     """Role (b): count messages with a bare Faust agent; write the timing to ``out``; exit."""
     import faust
 
-    app = faust.App(f"bench-bare-{os.getpid()}", broker=f"kafka://{bootstrap}",
+    # Faust's data dir (<app id>-data, by default in the current directory) goes next to the
+    # timing file, in the bench's temporary work folder
+    app_id = f"bench-bare-{os.getpid()}"
+    app = faust.App(app_id, broker=f"kafka://{bootstrap}", datadir=str(Path(out).parent / app_id),
                     topic_allow_declare=False, topic_disable_leader=True, web_enabled=False,
                     value_serializer="raw", consumer_auto_offset_reset="earliest",
                     broker_max_poll_records=1000, stream_buffer_maxsize=4000)
@@ -135,6 +140,12 @@ def _serde_costs(events: list[Any], data_dir: Path) -> dict[str, float]:
                     lambda: [record_to_event(deserializer(d, None)) for d in encoded],
                     "serde_deserialize_us": lambda: serde.deserialize_many(encoded)}),
         }
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process, all its threads (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
@@ -272,8 +283,10 @@ def main() -> None:
         wait_caught_up(bootstrap, topology.sink_group, [topology.sink], timeout=900, poll=0.2)
         elapsed = time.time() - started
         worker_rate = events / elapsed
+        sink_cpu, worker_cpu = (_cpu_seconds(proc.pid) for proc in processes)
         print(f"(c) carrierwatch worker+sink end to end: {worker_rate:,.0f} events/s "
-              f"({elapsed:.1f} s)", flush=True)
+              f"({elapsed:.1f} s); CPU µs per event: worker {worker_cpu / events * 1e6:.0f}, "
+              f"sink {sink_cpu / events * 1e6:.0f} (start-up included)", flush=True)
 
         # freshness at half of (c)'s rate
         before, before_count = _scrape_freshness(metrics_port)
@@ -313,6 +326,8 @@ def main() -> None:
             "ceiling_msgs_per_s": round(count / seconds), "ceiling_events_per_s": round(ceiling),
             "faust_bare_msgs_per_s": round(bare_msgs), "faust_bare_events_per_s": round(bare),
             "worker_events_per_s": round(worker_rate),
+            "worker_cpu_us_per_event": round(worker_cpu / events * 1e6),
+            "sink_cpu_us_per_event": round(sink_cpu / events * 1e6),
             "worker_vs_faust_bare_events": round(worker_rate / bare, 3),
             "worker_vs_faust_bare_msgs": round(worker_rate / bare_msgs, 3),
             "worker_vs_ceiling_events": round(worker_rate / ceiling, 3),

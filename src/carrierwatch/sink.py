@@ -5,7 +5,8 @@ The replay driver and the Faust worker both turn a :class:`~carrierwatch.core.pi
 :func:`write_batch`. Every table is keyed deterministically (ReplacingMergeTree), so writing the same
 batch twice changes no query result: that is what makes at-least-once delivery safe.
 
-A batch also travels between processes (the worker's sink topic) as JSON: :meth:`SinkBatch.to_json`
+A batch also travels between processes (the worker's sink topic), typed rows and all, as a restricted
+pickle (:func:`carrierwatch.streams.records.encode_sink_batch`), or as JSON: :meth:`SinkBatch.to_json`
 and :meth:`SinkBatch.from_json` keep it lossless (times as epoch milliseconds, bytes as base64).
 """
 
@@ -38,10 +39,10 @@ TABLE_ORDER = ("raw_events", "dead_letters", "canonical_events", "package_outcom
 class SinkBatch:
     """Rows to write, per table. Events and dead letters stay typed until they are written.
 
-    Package outcomes and metric windows are dict rows in :attr:`rows` (what crosses processes),
-    or, added with ``add_output(output, typed=True)`` by an in-process driver, typed rows in
-    :attr:`outcomes` and :attr:`windows`, written column by column without building a dict or
-    a datetime per row (several times cheaper). :meth:`to_json` turns typed rows into dict rows.
+    Package outcomes and metric windows are dict rows in :attr:`rows`, or, added with
+    ``add_output(output, typed=True)`` (both drivers), typed rows in :attr:`outcomes` and
+    :attr:`windows`, written column by column without building a dict or a datetime per row
+    (several times cheaper). :meth:`to_json` turns typed rows into dict rows.
     """
 
     events: list[CanonicalEvent] = field(default_factory=list)
@@ -57,9 +58,7 @@ class SinkBatch:
     def add_output(self, output: PipelineOutput, *, typed: bool = False) -> None:
         """Add what one pipeline call produced (accepted and too-late events are both kept).
 
-        ``typed``: keep outcome and window rows as objects (see the class docstring); only for
-        batches written in this process (the restricted pickle of the stream topics carries
-        :attr:`rows` alone).
+        ``typed``: keep outcome and window rows as objects (see the class docstring).
         """
         self.events.extend(output.events)
         self.events.extend(record.event for record in output.too_late)

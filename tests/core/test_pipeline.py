@@ -242,3 +242,86 @@ def test_finished_packages_are_evicted_and_later_events_side_output() -> None:
 def test_invalid_granularity_is_rejected() -> None:
     with pytest.raises(ValueError, match="granularity"):
         Pipeline({}, granularities=("2m",))
+
+
+def _steps(pipe: Pipeline, step: tuple[list[CanonicalEvent], int | None]) -> list[PipelineOutput]:
+    batch, advance = step
+    outputs = [pipe.process(batch)]
+    if advance is not None:
+        outputs.append(pipe.advance_watermark(advance))
+    return outputs
+
+
+def test_a_base_and_its_deltas_continue_exactly_like_the_original(
+        generated: list[tuple[list[CanonicalEvent], int | None]]) -> None:
+    """Incremental checkpoints: from_bytes(base) + apply_changes(delta)... is the pipeline that
+    took them: the rest of the input gives the same rows with the same versions, and a delta
+    carries only what changed (retention short enough that packages, tombstones and windows
+    are dropped along the way, so deletions travel in deltas too)."""
+    def make() -> Pipeline:
+        return Pipeline(CONTRACTS, granularities=("5m", "1h"), package_retention_ms=DAY,
+                        window_retention_ms=2 * DAY, tombstone_retention_ms=DAY,
+                        sweep_interval_ms=HOUR)
+
+    original = make()
+    third = len(generated) // 3
+    for step in generated[:third]:
+        _steps(original, step)
+    base = original.to_bytes()
+    original.clear_changes()
+    deltas = []
+    for index, step in enumerate(generated[third:2 * third]):
+        _steps(original, step)
+        if index % 3 == 2:
+            assert original.pending_changes() < len(original.packages) + len(original.windows)
+            deltas.append(original.take_changes())
+    deltas.append(original.take_changes())
+    assert original.pending_changes() == 0
+    restored = Pipeline.from_bytes(base)
+    for delta in deltas:
+        restored.apply_changes(delta)
+    assert restored.stats == original.stats and restored.stats["evicted_packages"] > 0
+    assert sorted(restored.packages) == sorted(original.packages)
+    assert restored.tombstones == original.tombstones
+    assert restored._deadline_buckets == original._deadline_buckets
+    assert sum(map(len, deltas)) < 3 * len(base)
+    for step in generated[2 * third:]:
+        assert _steps(restored, step) == _steps(original, step)
+    assert restored.flush() == original.flush()
+    with pytest.raises(ValueError, match="not a pipeline delta"):
+        restored.apply_changes(base)
+
+
+def test_states_pickled_in_the_earlier_slot_state_form_still_load(
+        generated: list[tuple[list[CanonicalEvent], int | None]]) -> None:
+    """Package states and window aggregates pickle as compact calls now; checkpoints written
+    before (the default ``__reduce_ex__`` form, a slot-state dict per object) restore to the
+    same pipeline."""
+    import copyreg
+    import io
+    import pickle
+
+    from carrierwatch.core.state import PackageState
+    from carrierwatch.core.windows import WindowAgg
+
+    pipe = Pipeline(CONTRACTS, granularities=("1h",))
+    for step in generated[:10]:
+        _steps(pipe, step)
+
+    class Legacy(pickle.Pickler):
+        def reducer_override(self, obj: Any) -> Any:
+            if isinstance(obj, (PackageState, WindowAgg)):
+                # what object.__reduce_ex__(5) gave them: a slot-state dict per object
+                return (copyreg.__newobj__,  # type: ignore[attr-defined]
+                        (type(obj),), object.__getstate__(obj))
+            return NotImplemented
+
+    out = io.BytesIO()
+    Legacy(out, protocol=5).dump(pipe)
+    legacy = Pipeline.from_bytes(out.getvalue())
+    assert len(pipe.to_bytes()) < len(out.getvalue())
+    current = Pipeline.from_bytes(pipe.to_bytes())
+    for step in generated[10:20]:
+        assert _steps(legacy, step) == _steps(current, step)
+    assert [s.snapshot() for s in legacy.packages.values()] == \
+        [s.snapshot() for s in current.packages.values()]

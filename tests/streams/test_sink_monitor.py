@@ -19,7 +19,7 @@ from carrierwatch.transformers.registry import load_registry
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _batches(sim: Path) -> list[SinkBatch]:
+def _batches(sim: Path, *, typed: bool = False) -> list[SinkBatch]:
     registry = load_registry(ROOT)
     pipeline = pipeline_for(registry, version_base=1)
     out, pending = [], []
@@ -28,11 +28,11 @@ def _batches(sim: Path) -> list[SinkBatch]:
                                                               record.received_time).events)
         if len(pending) >= 2_000:
             batch = SinkBatch()
-            batch.add_output(pipeline.process(pending))
+            batch.add_output(pipeline.process(pending), typed=typed)
             out.append(batch)
             pending = []
     batch = SinkBatch()
-    batch.add_output(pipeline.process(pending))
+    batch.add_output(pipeline.process(pending), typed=typed)
     out.append(batch)
     return out
 
@@ -79,3 +79,18 @@ def test_sink_runs_the_monitor_and_survives_a_restart(tmp_path: Path) -> None:
     fedex_volume = [w for p, m, w, _, _ in stored if (p, m) == ("fedex", "volume")]
     assert len(fedex_volume) >= 288   # at least a day of 5-minute windows scored
     assert restored.exporter.registry is metrics.registry
+
+
+def test_typed_batches_are_observed_like_dict_rows(tmp_path: Path) -> None:
+    """The worker's typed window rows give the monitor the same verdicts as dict rows."""
+    simulate(["fedex", "easypost"], 2, 5, [], out_dir=tmp_path / "sim", packages_per_day=60,
+             warmup_days=0)
+    verdicts = []
+    for typed in (False, True):
+        monitor = SinkMonitor(tmp_path / f"monitor-{typed}.bin")
+        rows = []
+        for batch in _batches(tmp_path / "sim", typed=typed):
+            monitor.observe(batch)
+            rows.extend(batch.rows.get("anomalies", ()))
+        verdicts.append(rows)
+    assert verdicts[0] == verdicts[1] and len(verdicts[0]) > 100

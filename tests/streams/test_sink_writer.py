@@ -85,3 +85,44 @@ def test_doctests() -> None:
     for module in (carrierwatch.streams.records, carrierwatch.streams.topology):
         failed, attempted = doctest.testmod(module)
         assert attempted > 0 and failed == 0
+
+
+def test_typed_sink_batches_cross_processes_intact_and_are_written_column_wise(
+        tmp_path: Path) -> None:
+    """What the track stage sends: typed outcome and window rows (no dict, no datetime per
+    row); the sink writes them like the replay driver, and batches of the previous format
+    (dict rows only, magic ``CWSB\\x02``) are still read."""
+    import pickle
+
+    from carrierwatch.core.pipeline import Pipeline
+
+    pipeline = Pipeline({}, granularities=("1h",))
+    typed = SinkBatch()
+    typed.add_output(pipeline.process([event(n) for n in range(5)]), typed=True)
+    typed.add_output(pipeline.process([event(n) for n in range(5, 8)]), typed=True)
+    typed.add_output(pipeline.flush(), typed=True)
+    typed.dead_letters.append(DeadLetter("demo", 5, "bad", "$.x", b"\x00"))
+    data = encode_sink_batch(typed)
+    decoded = decode_sink_batch(data)
+    assert (decoded.events, decoded.dead_letters, decoded.outcomes, decoded.windows,
+            decoded.rows) == (typed.events, typed.dead_letters, typed.outcomes, typed.windows, {})
+    assert any(row.latency_hist for row in decoded.windows)
+    dicts = SinkBatch(events=typed.events, rows={
+        "package_outcomes": [o.to_row() for o in typed.outcomes],
+        "metric_windows": [w.to_row() for w in typed.windows]})
+    assert len(data) < len(b"CWSB\x02" + pickle.dumps((dicts.events, [], dicts.rows), 5))
+    old = decode_sink_batch(b"CWSB\x02" + pickle.dumps((dicts.events, [], dicts.rows), 5))
+    assert old.rows == dicts.rows and old.events == typed.events
+
+    query = ("SELECT package_id, status, events, on_time FROM package_outcomes FINAL "
+             "ORDER BY package_id")
+    windows = "SELECT window_start, events, packages_on_time FROM metric_windows FINAL ORDER BY 1"
+    results = []
+    for name, batch in (("typed", decoded), ("dicts", old)):
+        with open_store(Settings(data_dir=tmp_path / name), command="pytest",
+                        migrate=True) as store:
+            writer = SinkWriter(store, StreamConfig(), SinkMetrics())
+            writer.add(batch)
+            assert writer.try_write()
+            results.append((store.query(query), store.query(windows)))
+    assert results[0] == results[1] and len(results[0][0]) == 8

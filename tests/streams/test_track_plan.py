@@ -8,19 +8,23 @@ rest of the call arrives. Real librdkafka ``Message`` objects, a real registry c
 
 from __future__ import annotations
 
+import struct
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Message
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from carrierwatch.core.model import CanonicalEvent, Location, event_id
 from carrierwatch.core.pipeline import Pipeline
 from carrierwatch.registry.serde import CANONICAL_TOPIC, CanonicalSerde
 from carrierwatch.settings import Settings
 from carrierwatch.streams.app import WorkerRuntime
 from carrierwatch.streams.broker import KafkaBroker
-from carrierwatch.streams.kafka import OutputProducer, SavedPartition
+from carrierwatch.streams.kafka import OutputProducer, SavedPartition, load_checkpoints
+from carrierwatch.streams.records import checkpoint_key
 from carrierwatch.streams.topology import StreamConfig, Topology, ensure_topics
 from carrierwatch.transformers.registry import load_registry
 
@@ -107,3 +111,76 @@ def test_checkpoints_are_time_based_idle_and_commits_follow_them(
     rt.producer.flush()
     # the commit never runs ahead of a checkpoint: partition 1 still commits its old one
     assert rt.commit_positions([0, 1]) == {0: 8, 1: 10}
+
+
+def _events(batch: int, packages: int = 40) -> list[CanonicalEvent]:
+    """Batch ``batch`` of a small feed: each package moves one status on per batch."""
+    noon = 1_772_452_800_000
+    statuses = ("info_received", "picked_up", "in_transit", "out_for_delivery", "delivered")
+    out = []
+    for number in range(packages):
+        package = f"pkg-{(number + batch * 7) % (packages * 3)}"
+        status = statuses[batch % len(statuses)]
+        t = noon + batch * 600_000 + number * 1_000
+        out.append(CanonicalEvent(event_id("demo", package, status, t), "demo", package, package,
+                                  status, 1.0, status[:3], t, t + 30_000,
+                                  location=Location(region="US-TN"),
+                                  promised_by=noon + 86_400_000))
+    return out
+
+
+def test_incremental_checkpoints_restore_exactly_through_kafka(
+        tmp_path: Path, kafka_broker: KafkaBroker, schema_registry_url: str) -> None:
+    """A full checkpoint, deltas, a new full checkpoint when the deltas outgrow it (the old
+    deltas tombstoned), more deltas: a new owner restores the chain from cw.checkpoints and
+    continues with the same rows and versions as the pipeline that wrote it."""
+    rt = runtime(tmp_path, kafka_broker, schema_registry_url)
+    rt.config.checkpoint_compact_ratio = 0.5
+    rt.restore({0}, {})
+    pipeline = rt.pipelines[0]
+    for batch in range(12):
+        pipeline.process(_events(batch))
+        rt.offsets[0] = batch
+        rt.checkpoint([0])
+        rt.track_output.flush()
+    assert rt.stats.checkpoints == 12 and 2 <= rt.stats.full_checkpoints < 12
+    chain = rt.chains[0]
+    assert chain.deltas and chain.base_seq > 1 and chain.next_seq == 13
+    saved = load_checkpoints(kafka_broker.bootstrap, rt.topology.checkpoints)[0]
+    assert saved.offset == 11 and saved.base_seq == chain.base_seq
+    assert len(saved.deltas) == len(chain.deltas) and saved.next_seq == 13
+    assert saved.stale == []  # the deltas of the first chains got their tombstones
+
+    owner = runtime(tmp_path, kafka_broker, schema_registry_url)
+    owner.topology = rt.topology
+    owner.restore({0}, {0: saved})
+    restored = owner.pipelines[0]
+    assert owner.offsets[0] == 11 and owner.chains[0].next_seq == 13
+    for batch in range(12, 16):
+        assert restored.process(_events(batch)) == pipeline.process(_events(batch))
+    assert restored.flush() == pipeline.flush()
+
+
+def test_a_format_1_checkpoint_is_still_restored(
+        tmp_path: Path, kafka_broker: KafkaBroker, schema_registry_url: str) -> None:
+    """Checkpoints of the previous format (a full pickle without sequence numbers) restore
+    as full checkpoint 0; the next record continues the chain with number 1."""
+    rt = runtime(tmp_path, kafka_broker, schema_registry_url)
+    rt.restore({1}, {})
+    pipeline = rt.pipelines[1]
+    for batch in range(6):
+        pipeline.process(_events(batch))
+    legacy = struct.pack(">4sBq", b"CWCP", 1, 41) + zlib.compress(pipeline.to_bytes(), 1)
+    rt.track_output.produce(rt.topology.checkpoints, legacy, checkpoint_key(1))
+    rt.track_output.flush()
+    saved = load_checkpoints(kafka_broker.bootstrap, rt.topology.checkpoints)[1]
+    assert (saved.offset, saved.base_seq, saved.next_seq, saved.deltas) == (41, 0, 1, [])
+    owner = runtime(tmp_path, kafka_broker, schema_registry_url)
+    owner.topology = rt.topology
+    owner.restore({1}, {1: saved})
+    assert owner.pipelines[1].process(_events(6)) == pipeline.process(_events(6))
+    owner.offsets[1] = 42
+    owner.checkpoint([1])  # a delta on top of the old full checkpoint
+    owner.track_output.flush()
+    again = load_checkpoints(kafka_broker.bootstrap, rt.topology.checkpoints)[1]
+    assert (again.offset, again.base_seq, len(again.deltas), again.next_seq) == (42, 0, 1, 2)

@@ -31,6 +31,15 @@ its packed key against the package's sorted keys, before any other work.
 **Shards.** Each Kafka partition owns a disjoint set of packages and runs its own pipeline with
 its partition number as ``shard``; rows carry the shard in their key and queries sum over shards.
 
+**Checkpoints.** :meth:`Pipeline.to_bytes` serialises the whole state; :meth:`Pipeline.take_changes`
+serialises only what changed since the previous :meth:`~Pipeline.take_changes` or
+:meth:`~Pipeline.clear_changes` (packages, windows, tombstones and deadline buckets that were
+created, changed or dropped, plus the small scalar state), and :meth:`Pipeline.apply_changes`
+replays such a delta onto a pipeline restored from the state it was taken against. A chain
+``from_bytes(full)`` + ``apply_changes(d1)`` + ... + ``apply_changes(dn)`` continues exactly as
+the pipeline that took them would (same outputs, same row versions), at a cost proportional to
+the changes instead of the whole state.
+
 **Retention.** A package is forgotten ``package_retention_ms`` of event time after its last event
 and deadlines passed the decision watermark; later events for it are too late
 (``package_closed``). Window aggregates are kept until ``window_retention_ms`` after their end;
@@ -127,6 +136,14 @@ __all__ = [
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
+#: Format of :meth:`Pipeline.take_changes` deltas.
+_CHANGES_FORMAT = 1
+#: What a delta carries in full (the large containers travel as their changed entries).
+_CONTAINERS = ("packages", "windows", "tombstones", "_deadline_buckets", "_bucket_heap")
+#: Transient attributes: never serialised.
+_TRANSIENT = ("_out", "_targets", "_dirty", "_touched", "_rules", "_window_specs",
+              "_changed_packages", "_changed_windows", "_changed_tombstones",
+              "_changed_buckets")
 _MIN_WATERMARK = -(1 << 63)
 _UNKNOWN_RANK = STATUS_RANK["unknown"]
 _DELIVERED_RANK = STATUS_RANK["delivered"]
@@ -306,6 +323,7 @@ class Pipeline:
         self._bucket_heap: list[int] = []
         self._seq = 0
         self._window_specs = _window_specs(self.granularities)
+        self.clear_changes()
         self.stats: dict[str, int] = {
             "received": 0, "accepted": 0, "duplicates": 0, "too_late": 0,
             "package_closed": 0, "invalid_time": 0, "flagged": 0, "evicted_packages": 0,
@@ -372,6 +390,7 @@ class Pipeline:
                     self._too_late(event, watermark, "package_closed")
                     continue
                 state = packages[package_id] = PackageState(event.partner_id, package_id)
+                self._changed_packages[package_id] = None
             if etime > _MAX_TIME or etime < 0:
                 self._too_late(event, watermark, "invalid_time")
                 if not state.n:
@@ -506,8 +525,97 @@ class Pipeline:
         return self._outcome_row(state, self.version_base + self._seq)
 
     def to_bytes(self) -> bytes:
-        """Serialise the whole state (pickle, protocol 5). Call between ``process`` calls."""
+        """Serialise the whole state (pickle, protocol 5). Call between ``process`` calls.
+
+        The changes tracked for :meth:`take_changes` are left as they are: call
+        :meth:`clear_changes` when this state becomes the base of a chain of deltas.
+        """
         return pickle.dumps(self, protocol=5)
+
+    def clear_changes(self) -> None:
+        """Forget the changes tracked so far (the state now saved is the new base)."""
+        self._changed_packages: dict[str, None] = {}
+        self._changed_windows: dict[WindowKey, None] = {}
+        self._changed_tombstones: dict[str, None] = {}
+        #: bucket -> its length when it first changed (it only grew since), -1: replaced
+        self._changed_buckets: dict[int, int] = {}
+
+    def pending_changes(self) -> int:
+        """How many packages, windows, tombstones and deadline buckets changed since the last
+        :meth:`take_changes` or :meth:`clear_changes`."""
+        return (len(self._changed_packages) + len(self._changed_windows)
+                + len(self._changed_tombstones) + len(self._changed_buckets))
+
+    def take_changes(self) -> bytes:
+        """Serialise the changes since the previous :meth:`take_changes` or
+        :meth:`clear_changes` (a *delta*), and forget them. Call between ``process`` calls.
+
+        A delta holds the current value of every package, window aggregate and tombstone that
+        was created or changed (``None`` for one dropped), in the order they first changed; of
+        every deadline bucket (a list of package ids, which deadlines only append to until the
+        watermark reaches it) the ids appended, or the whole list when it was replaced; and
+        every scalar attribute (watermarks, version sequence, statistics, configuration).
+        :meth:`apply_changes` replays it.
+
+        >>> from carrierwatch.core.model import CanonicalEvent, event_id
+        >>> pipe = Pipeline({}, granularities=("1h",))
+        >>> def ev(pkg, t):
+        ...     return CanonicalEvent(event_id("d", pkg, "picked_up", t), "d", pkg, "1",
+        ...                           "picked_up", 1.0, "x", t, t + 1)
+        >>> _ = pipe.process([ev("a", 1_772_452_800_000)])
+        >>> base = pipe.to_bytes(); pipe.clear_changes()
+        >>> _ = pipe.process([ev("b", 1_772_452_860_000)])
+        >>> pipe.pending_changes()   # package b, its 1-hour window, its pickup deadline
+        3
+        >>> copy = Pipeline.from_bytes(base)
+        >>> copy.apply_changes(pipe.take_changes())
+        >>> sorted(copy.packages), copy.stats == pipe.stats, pipe.pending_changes()
+        (['a', 'b'], True, 0)
+        """
+        packages, windows = self.packages, self.windows
+        tombstones, buckets = self.tombstones, self._deadline_buckets
+        scalars = {k: v for k, v in self.__dict__.items()
+                   if k not in _CONTAINERS and k not in _TRANSIENT}
+        delta = (
+            _CHANGES_FORMAT, scalars,
+            [(k, packages.get(k)) for k in self._changed_packages],
+            [(k, windows.get(k)) for k in self._changed_windows],
+            [(k, tombstones.get(k)) for k in self._changed_tombstones],
+            [(k, buckets.get(k) if start < 0 else buckets[k][start:], start)
+             for k, start in self._changed_buckets.items()],
+        )
+        data = pickle.dumps(delta, protocol=5)
+        self.clear_changes()
+        return data
+
+    def apply_changes(self, data: bytes) -> None:
+        """Replay a delta of :meth:`take_changes` (deltas in the order they were taken, onto
+        the state they were taken against). ValueError if ``data`` is not a delta."""
+        delta = pickle.loads(data)
+        if not (isinstance(delta, tuple) and len(delta) == 6 and delta[0] == _CHANGES_FORMAT):
+            raise ValueError(f"not a pipeline delta (format {_CHANGES_FORMAT})")
+        _, scalars, packages, windows, tombstones, buckets = delta
+        target: dict[Any, Any]
+        for target, changes in ((self.packages, packages), (self.windows, windows),
+                                (self.tombstones, tombstones)):
+            for key, value in changes:
+                if value is None:
+                    target.pop(key, None)
+                else:
+                    target[key] = value
+        deadlines = self._deadline_buckets
+        for bucket, ids, start in buckets:
+            if start >= 0:
+                deadlines.setdefault(bucket, []).extend(ids)
+            elif ids is None:
+                deadlines.pop(bucket, None)
+            else:
+                deadlines[bucket] = ids
+        self.__dict__.update(scalars)
+        # the heap holds exactly the buckets' keys; any heap order pops them alike
+        self._bucket_heap = sorted(self._deadline_buckets)
+        self._rules = {}
+        self._window_specs = _window_specs(self.granularities)
 
     @staticmethod
     def from_bytes(data: bytes) -> Pipeline:
@@ -519,7 +627,7 @@ class Pipeline:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for transient in ("_out", "_targets", "_dirty", "_touched", "_rules", "_window_specs"):
+        for transient in _TRANSIENT:
             state.pop(transient, None)
         return state
 
@@ -527,6 +635,7 @@ class Pipeline:
         self.__dict__.update(state)
         self._rules = {}
         self._window_specs = _window_specs(self.granularities)
+        self.clear_changes()
         self._reset_call()
 
     # ------------------------------------------------------------------ internals
@@ -646,6 +755,8 @@ class Pipeline:
                 if ids is None:
                     ids = self._deadline_buckets[bucket] = []
                     heapq.heappush(self._bucket_heap, bucket)
+                if bucket not in self._changed_buckets:
+                    self._changed_buckets[bucket] = len(ids)  # it only grows from here
                 ids.append(state.package_id)
 
     def _pending_in(self, state: PackageState, bucket: int, watermark: int) -> bool:
@@ -683,6 +794,7 @@ class Pipeline:
                 del buckets[bucket]
             else:
                 buckets[bucket] = keep
+            self._changed_buckets[bucket] = -1  # replaced or dropped: travels whole
             if not complete:
                 break
 
@@ -693,6 +805,8 @@ class Pipeline:
             self._decision_watermark = new_wm
             self._decide_deadlines(new_wm)
         seq, shard, base = self._seq, self.shard, self.version_base
+        self._changed_windows.update(dict.fromkeys(self._dirty))
+        self._changed_packages.update(dict.fromkeys(self._touched))
         append = out.windows.append
         for wkey, agg in self._dirty.items():
             seq += 1
@@ -735,19 +849,25 @@ class Pipeline:
             if due != NONE and due > limit:
                 continue
             evict.append(package_id)
+        changed_packages = self._changed_packages
+        changed_tombstones = self._changed_tombstones
         for package_id in evict:
             del self.packages[package_id]
             self.tombstones[package_id] = watermark
+            changed_packages[package_id] = None
+            changed_tombstones[package_id] = None
         self.stats["evicted_packages"] += len(evict)
         tomb_limit = watermark - self.tombstone_retention_ms
         for package_id in [p for p, t in self.tombstones.items() if t <= tomb_limit]:
             del self.tombstones[package_id]
+            changed_tombstones[package_id] = None
         horizon = watermark - self.window_retention_ms
         if horizon > self._closed_before:
             self._closed_before = horizon
             for wkey in [k for k in self.windows
                          if k[4] + GRANULARITY_MS[k[3]] <= horizon]:
                 del self.windows[wkey]
+                self._changed_windows[wkey] = None
 
     def _outcome_row(self, state: PackageState, version: int) -> PackageOutcomeRow:
         on_time: bool | None = None

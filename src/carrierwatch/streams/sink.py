@@ -95,8 +95,8 @@ class SinkMonitor:
         from carrierwatch.core.timeutil import to_ms
         from carrierwatch.core.windows import MetricWindowRow
 
-        windows = []
-        for row in batch.rows.get("metric_windows", ()):
+        windows = [row for row in batch.windows if row.granularity == "5m"]
+        for row in batch.rows.get("metric_windows", ()):  # dict rows of earlier workers
             if row.get("granularity") != "5m":
                 continue
             values = dict(row)
@@ -161,6 +161,8 @@ class SinkWriter:
         """One write attempt of the whole buffer; True when it is written (or empty)."""
         if not len(self.buffer):
             return True
+        # rows superseded within the buffer (same key, lower version) change no query result
+        self.buffer.compact()
         try:
             if self.fault is not None and self.fault():
                 raise StorageError("injected store fault (sink_fault_file exists)",

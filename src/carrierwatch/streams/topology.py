@@ -9,9 +9,9 @@ topic                     content
 ``raw.<partner>``         raw payload bytes + headers, one topic per registered partner
 ``events.canonical``      canonical events, Confluent wire-format Avro, keyed by package id
 ``dlq.<partner>``         dead letters: JSON with the reason and the original bytes (base64)
-``cw.sink``               :class:`~carrierwatch.sink.SinkBatch` JSON: rows for the store
-``cw.checkpoints``        compacted: the core pipeline of each canonical partition + offset,
-                          and the journal of the pipeline calls made since
+``cw.sink``               :class:`~carrierwatch.sink.SinkBatch`: typed rows for the store
+``cw.checkpoints``        compacted: per canonical partition a full checkpoint of its core
+                          pipeline, the deltas since, and the journal of the calls made since
 ``cw.metrics``            reserved: metric window rows for downstream consumers
 ``cw.anomalies``          reserved: anomaly records
 ``cw.alerts``             reserved: alert records
@@ -81,6 +81,12 @@ class StreamConfig(BaseSettings):
                                "calls in between are journaled and repeated after a crash; the "
                                "committed offset of events.canonical follows the checkpoints); "
                                "0: every changed partition after every batch.")
+    checkpoint_compact_ratio: float = Field(
+        2.0, ge=0, description="Checkpoints are incremental: a delta of what changed since the "
+                               "previous one, until the deltas written after the last full "
+                               "checkpoint would exceed this multiple of its size; then a full "
+                               "one (restoring reads at most 1 + ratio times the state). "
+                               "0: every checkpoint is full.")
     store: str = Field("memory://", description="Faust table store (memory:// or rocksdb://).")
     commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
     session_timeout: float = Field(
