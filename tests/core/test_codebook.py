@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from carrierwatch.core.codebook import Codebook, Mapping, check_codebook
@@ -107,9 +107,19 @@ def test_round_trip_through_yaml(entries: dict[str, tuple[str, str | None, float
 
 @settings(max_examples=150, deadline=None)
 @given(text=st.text(max_size=300))
+@example(text="?")  # an empty key: re-serialising its node gave YAML that does not parse
+@example(text="version: !!int one")  # a scalar that cannot be constructed
 def test_arbitrary_text_never_crashes_the_loader(text: str) -> None:
     try:
         Codebook.from_yaml(text, source="fuzz.yaml")
     except CodebookError as exc:
         assert exc.problems
         assert all(p.source == "fuzz.yaml" and p.line >= 1 for p in exc.problems)
+
+
+def test_a_value_that_cannot_be_constructed_is_a_problem_with_its_line() -> None:
+    text = "version: 1\npartner: acme\ncodes:\n  X1: {status: !!int delivered, confidence: 1}\n"
+    with pytest.raises(CodebookError) as info:
+        Codebook.from_yaml(text, source="bad.yaml")
+    [problem] = info.value.problems
+    assert problem.line == 4 and problem.message.startswith("invalid YAML value")

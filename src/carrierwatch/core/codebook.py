@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
 
 from carrierwatch.core.errors import CodebookError
 from carrierwatch.core.model import CanonicalReason, CanonicalStatus
@@ -142,8 +143,14 @@ def _line(node: yaml.Node) -> int:
 
 
 def _scalar(node: yaml.Node) -> Any:
+    """The value of a scalar node as ``yaml.safe_load`` gives it (None for any other node);
+    :class:`yaml.YAMLError` when it cannot be constructed (e.g. ``!!int abc``)."""
     if isinstance(node, yaml.ScalarNode):
-        return yaml.safe_load(yaml.serialize(node))
+        try:
+            return SafeConstructor().construct_object(node)
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. int("one") for !!int one
+            raise ConstructorError(None, None, f"cannot read {node.value!r} as {node.tag}: {exc}",
+                                   node.start_mark) from None
     return None
 
 
@@ -164,93 +171,101 @@ def _parse(text: str, source: str, expected_partner: str | None
         problem(1, "a codebook must be a mapping with version, partner and codes")
         return None, problems
 
-    top: dict[str, yaml.Node] = {}
-    for key_node, value_node in root.value:
-        key = _scalar(key_node)
-        if key in top:
-            problem(_line(key_node), f"duplicate top-level key {key!r}")
-        elif key not in {"version", "partner", "codes", "patterns", "required", "description"}:
-            problem(_line(key_node), f"unknown top-level key {key!r}")
-        top[str(key)] = value_node
+    def validate() -> tuple[Codebook | None, list[CodebookProblem]]:
+        top: dict[str, yaml.Node] = {}
+        for key_node, value_node in root.value:
+            key = _scalar(key_node)
+            if key in top:
+                problem(_line(key_node), f"duplicate top-level key {key!r}")
+            elif key not in {"version", "partner", "codes", "patterns", "required", "description"}:
+                problem(_line(key_node), f"unknown top-level key {key!r}")
+            top[str(key)] = value_node
 
-    version = _scalar(top["version"]) if "version" in top else None
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        problem(_line(top.get("version", root)), "version must be a positive integer")
-    partner = _scalar(top["partner"]) if "partner" in top else None
-    if not isinstance(partner, str) or not partner:
-        problem(_line(top.get("partner", root)), "partner must be a non-empty string")
-    elif expected_partner is not None and partner != expected_partner:
-        problem(_line(top["partner"]), f"partner {partner!r} does not match {expected_partner!r}")
+        version = _scalar(top["version"]) if "version" in top else None
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            problem(_line(top.get("version", root)), "version must be a positive integer")
+        partner = _scalar(top["partner"]) if "partner" in top else None
+        if not isinstance(partner, str) or not partner:
+            problem(_line(top.get("partner", root)), "partner must be a non-empty string")
+        elif expected_partner is not None and partner != expected_partner:
+            problem(_line(top["partner"]), f"partner {partner!r} does not match {expected_partner!r}")
 
-    codes: dict[str, Mapping] = {}
-    declared: set[str] = set()  # codes present in the file, valid or not
-    codes_node = top.get("codes")
-    if not isinstance(codes_node, yaml.MappingNode):
-        problem(_line(codes_node or root), "codes must be a mapping of partner code to meaning")
-    else:
-        for key_node, value_node in codes_node.value:
-            code = _scalar(key_node)
-            if code is None or isinstance(code, (dict, list)):
-                problem(_line(key_node), "a code must be a scalar")
-                continue
-            code = str(code)
-            mapping = _mapping(value_node, f"code {code!r}", problem)
-            if code in declared:
-                problem(_line(key_node), f"duplicate code {code!r}")
+        codes: dict[str, Mapping] = {}
+        declared: set[str] = set()  # codes present in the file, valid or not
+        codes_node = top.get("codes")
+        if not isinstance(codes_node, yaml.MappingNode):
+            problem(_line(codes_node or root), "codes must be a mapping of partner code to meaning")
+        else:
+            for key_node, value_node in codes_node.value:
+                code = _scalar(key_node)
+                if code is None or isinstance(code, (dict, list)):
+                    problem(_line(key_node), "a code must be a scalar")
+                    continue
+                code = str(code)
+                mapping = _mapping(value_node, f"code {code!r}", problem)
+                if code in declared:
+                    problem(_line(key_node), f"duplicate code {code!r}")
+                else:
+                    declared.add(code)
+                    if mapping is not None:
+                        codes[code] = mapping
+
+        patterns: list[tuple[re.Pattern[str], Mapping]] = []
+        patterns_node = top.get("patterns")
+        if patterns_node is not None:
+            if not isinstance(patterns_node, yaml.SequenceNode):
+                problem(_line(patterns_node), "patterns must be a list")
             else:
-                declared.add(code)
-                if mapping is not None:
-                    codes[code] = mapping
+                seen: set[str] = set()
+                for item in patterns_node.value:
+                    if not isinstance(item, yaml.MappingNode):
+                        problem(_line(item), "a pattern must be a mapping with match, status, confidence")
+                        continue
+                    fields = {str(_scalar(k)): v for k, v in item.value}
+                    raw = _scalar(fields["match"]) if "match" in fields else None
+                    if not isinstance(raw, str) or not raw:
+                        problem(_line(item), "a pattern needs a non-empty 'match' regular expression")
+                        continue
+                    if raw in seen:
+                        problem(_line(item), f"duplicate pattern {raw!r}")
+                        continue
+                    seen.add(raw)
+                    try:
+                        compiled = re.compile(raw)
+                    except re.error as exc:
+                        problem(_line(fields["match"]), f"invalid regular expression {raw!r}: {exc}")
+                        continue
+                    rest = yaml.MappingNode(item.tag, [(k, v) for k, v in item.value
+                                                       if _scalar(k) != "match"],
+                                            item.start_mark, item.end_mark)
+                    mapping = _mapping(rest, f"pattern {raw!r}", problem)
+                    if mapping is not None:
+                        patterns.append((compiled, mapping))
 
-    patterns: list[tuple[re.Pattern[str], Mapping]] = []
-    patterns_node = top.get("patterns")
-    if patterns_node is not None:
-        if not isinstance(patterns_node, yaml.SequenceNode):
-            problem(_line(patterns_node), "patterns must be a list")
-        else:
-            seen: set[str] = set()
-            for item in patterns_node.value:
-                if not isinstance(item, yaml.MappingNode):
-                    problem(_line(item), "a pattern must be a mapping with match, status, confidence")
-                    continue
-                fields = {str(_scalar(k)): v for k, v in item.value}
-                raw = _scalar(fields["match"]) if "match" in fields else None
-                if not isinstance(raw, str) or not raw:
-                    problem(_line(item), "a pattern needs a non-empty 'match' regular expression")
-                    continue
-                if raw in seen:
-                    problem(_line(item), f"duplicate pattern {raw!r}")
-                    continue
-                seen.add(raw)
-                try:
-                    compiled = re.compile(raw)
-                except re.error as exc:
-                    problem(_line(fields["match"]), f"invalid regular expression {raw!r}: {exc}")
-                    continue
-                rest = yaml.MappingNode(item.tag, [(k, v) for k, v in item.value
-                                                   if _scalar(k) != "match"],
-                                        item.start_mark, item.end_mark)
-                mapping = _mapping(rest, f"pattern {raw!r}", problem)
-                if mapping is not None:
-                    patterns.append((compiled, mapping))
+        required: list[str] = []
+        required_node = top.get("required")
+        if required_node is not None:
+            if not isinstance(required_node, yaml.SequenceNode):
+                problem(_line(required_node), "required must be a list of codes")
+            else:
+                for item in required_node.value:
+                    code = str(_scalar(item))
+                    required.append(code)
+                    if code not in declared:
+                        problem(_line(item), f"required code {code!r} is missing from codes")
 
-    required: list[str] = []
-    required_node = top.get("required")
-    if required_node is not None:
-        if not isinstance(required_node, yaml.SequenceNode):
-            problem(_line(required_node), "required must be a list of codes")
-        else:
-            for item in required_node.value:
-                code = str(_scalar(item))
-                required.append(code)
-                if code not in declared:
-                    problem(_line(item), f"required code {code!r} is missing from codes")
+        if problems:
+            return None, problems
+        assert isinstance(partner, str) and isinstance(version, int)
+        return Codebook(partner=partner, version=version, codes=codes, patterns=tuple(patterns),
+                        required=tuple(required), source=source), problems
 
-    if problems:
+    try:
+        return validate()
+    except yaml.YAMLError as exc:  # a scalar that cannot be constructed
+        mark = getattr(exc, "problem_mark", None)
+        problem(int(mark.line) + 1 if mark else 1, f"invalid YAML value: {exc}")
         return None, problems
-    assert isinstance(partner, str) and isinstance(version, int)
-    return Codebook(partner=partner, version=version, codes=codes, patterns=tuple(patterns),
-                    required=tuple(required), source=source), problems
 
 
 def _mapping(node: yaml.Node, what: str, problem: Any) -> Mapping | None:
