@@ -30,7 +30,8 @@ empty 5-minute window of such a gap before writing on).
 
 The last line printed is one JSON object with all figures.
 
-Usage: ``.venv/bin/python bench/stream.py [--days 2] [--packages-per-day 1500] [--partners 5]``
+Usage: ``.venv/bin/python bench/stream.py [--days 2] [--packages-per-day 1500] [--partners 5] [--keep]``
+(the temporary work folder, ~0.5 GB, is removed at the end unless ``--keep``)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -183,6 +185,8 @@ def main() -> None:
     parser.add_argument("--packages-per-day", type=float, default=1500)
     parser.add_argument("--partners", type=int, default=5)
     parser.add_argument("--freshness-seconds", type=float, default=20.0)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work folder (broker data, logs, chDB) for inspection")
     parser.add_argument("--role", choices=["bench", "faust-bare"], default="bench",
                         help=argparse.SUPPRESS)
     parser.add_argument("--topics", default="", help=argparse.SUPPRESS)
@@ -349,6 +353,10 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         broker.stop()
+        if args.keep:
+            print(f"work folder kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
