@@ -28,7 +28,19 @@ otherwise be warm from the pass before.
 The last line printed is one JSON object with every figure. Goals (issue item 9): at least
 100,000 canonical events/s end to end and under 1 KiB of state per in-flight package.
 
-Usage: ``.venv/bin/python bench/replay.py [--days 2] [--packages-per-day 1600] [--seed 7]``
+**Compiled vs pure Python** (``--compare-compiled SET``): builds the modules of ``SET``
+(``core``, ``transformers``, ``drivers`` or a ``+``-joined combination, see
+:data:`MODULE_SETS`) with mypyc into a temporary copy of the package (the editable install is
+never touched, so it can never run stale extensions), then runs passes 1–5 above on the same
+simulated input in a pure-Python subprocess and in a subprocess whose ``PYTHONPATH`` starts
+with the compiled copy, ``--rounds`` times alternately (best figure of each kept), and prints
+both and the ratios. Each subprocess reports which ``carrierwatch`` modules it ran compiled.
+
+``--build-compiled DIR`` with ``--compare-compiled SET`` only builds, for running the tests
+against the compiled modules (``PYTHONPATH=DIR .venv/bin/pytest tests/core tests/transformers``).
+
+Usage: ``.venv/bin/python bench/replay.py [--days 2] [--packages-per-day 1600] [--seed 7]``,
+``.venv/bin/python bench/replay.py --compare-compiled core+transformers [--rounds 2]``
 """
 
 from __future__ import annotations
@@ -39,6 +51,8 @@ import gc
 import json
 import os
 import pstats
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,13 +72,37 @@ from carrierwatch.synthetic.simulator import simulate
 from carrierwatch.transformers.base import clear_parse_caches
 from carrierwatch.transformers.registry import PartnerRegistry, load_registry
 
-__all__ = ["area_of", "in_flight", "main", "state_bytes"]
+__all__ = ["MODULE_SETS", "area_of", "build_compiled", "compiled_modules", "in_flight", "main",
+           "state_bytes"]
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_EVENTS_PER_S = 100_000
 GOAL_BYTES_PER_PACKAGE = 1024
 VERSION_BASE = 1_000_000  # fixed, so that runs do not depend on the clock
 _TERMINAL = frozenset({"delivered", "returned", "cancelled"})
+
+# Modules mypyc compiles, per set (paths under src/). Left out: core/model.py (new_event builds
+# CanonicalEvent through a slot twin whose __class__ it assigns, which a native class does not
+# allow; compiled with new_event calling the constructor instead, building an event costs
+# 2.5 µs instead of 0.5), core/partner.py and transformers/json_mapping.py (pydantic models: the
+# C that mypyc generates for the pydantic plugin's types does not compile), core/codebook.py
+# (its frozen dataclasses, compiled, can no longer be deep-copied; lookups are not hot),
+# core/errors.py (not hot).
+MODULE_SETS: dict[str, tuple[str, ...]] = {
+    "core": tuple(f"carrierwatch/core/{name}.py" for name in (
+        "timeutil", "sketch", "windows", "metrics", "state", "pipeline")),
+    "transformers": tuple(f"carrierwatch/transformers/{name}.py" for name in (
+        "base", "_aggregators", "registry", "aftership", "dhl", "easypost", "fedex", "shippo",
+        "ups", "usps", "valley_express")),
+    "drivers": ("carrierwatch/replay.py", "carrierwatch/sink.py", "carrierwatch/storage/rows.py"),
+}
+_MYPYC_CONFIG = """[mypy]
+python_version = 3.11
+strict = True
+warn_unused_ignores = False
+plugins = pydantic.mypy
+ignore_missing_imports = True
+"""
 
 # Profile areas: the cumulative time of the entry points of each stage (disjoint call trees).
 _ENTRY_POINTS = (
@@ -102,6 +140,112 @@ def state_bytes(state: PackageState) -> int:
     if state.exc_done:
         size += sys.getsizeof(state.exc_done) + sum(sys.getsizeof(e) for e in state.exc_done)
     return size
+
+
+def compiled_modules() -> list[str]:
+    """The ``carrierwatch`` modules imported so far that run from a compiled extension."""
+    return sorted(name for name, module in list(sys.modules.items())
+                  if name.startswith("carrierwatch") and str(getattr(module, "__file__", "") or "")
+                  .endswith((".so", ".pyd")))
+
+
+def build_compiled(module_set: str, out_dir: Path) -> tuple[float, list[str]]:
+    """Copy ``src/carrierwatch`` into ``out_dir`` and compile the modules of ``module_set`` there
+    with mypyc (in place: each extension lands beside its source, and Python's import system
+    prefers it). Returns the build's wall seconds and the compiled module paths."""
+    files: list[str] = []
+    for name in module_set.split("+"):
+        if name not in MODULE_SETS:
+            raise SystemExit(f"unknown module set {name!r} (known: {', '.join(MODULE_SETS)})")
+        files.extend(f for f in MODULE_SETS[name] if f not in files)
+    shutil.copytree(ROOT / "src" / "carrierwatch", out_dir / "carrierwatch",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    (out_dir / "mypyc.ini").write_text(_MYPYC_CONFIG)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "mypyc", "--config-file", "mypyc.ini", *files],
+                          cwd=out_dir, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"mypyc failed ({done.returncode}):\n{done.stdout[-4000:]}"
+                         f"{done.stderr[-4000:]}")
+    return seconds, files
+
+
+def _run_child(argv: list[str], python_path: Path | None) -> dict[str, Any]:
+    """One bench run in a subprocess (``python_path`` first on its ``PYTHONPATH``); its JSON."""
+    env = dict(os.environ, CARRIERWATCH_HOME=str(ROOT))
+    if python_path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(python_path), env.get("PYTHONPATH", "")) if p)
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], env=env,
+                          capture_output=True, text=True, check=False, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"bench subprocess failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+_COMPARED = ("end_to_end_events_per_s", "end_to_end_events_per_cpu_s",
+             "normalize_only_events_per_s", "normalize_only_events_per_cpu_s",
+             "pipeline_only_events_per_s", "pipeline_only_events_per_cpu_s")
+
+
+def _compare_compiled(args: argparse.Namespace) -> int:
+    """``--compare-compiled``: pure-Python and compiled subprocesses on the same input."""
+    core = _pin_one_core()  # the subprocesses inherit the affinity
+    with tempfile.TemporaryDirectory(prefix="cw-bench-compiled-") as tmp_text:
+        tmp = Path(tmp_text)
+        build_seconds, files = build_compiled(args.compare_compiled, tmp / "compiled")
+        print(f"mypyc build of {len(files)} modules ({args.compare_compiled}): "
+              f"{build_seconds:.1f} s; core {core}")
+        sim_dir = args.sim_dir or tmp / "simulation"
+        if not (sim_dir / "manifest.json").exists():
+            simulate(args.partners, args.days, args.seed, out_dir=sim_dir,
+                     packages_per_day=args.packages_per_day, home=ROOT)
+        child = ["--sim-dir", str(sim_dir), "--profile-fraction", "0", "--no-traced-state",
+                 "--batch-events", str(args.batch_events)]
+        runs: dict[str, list[dict[str, Any]]] = {"pure": [], "compiled": []}
+        for round_ in range(1, args.rounds + 1):
+            for variant, path in (("pure", None), ("compiled", tmp / "compiled")):
+                result = _run_child(child, path)
+                runs[variant].append(result)
+                print(f"round {round_} {variant:8}: end to end "
+                      f"{result['end_to_end_events_per_s']:,} events/s "
+                      f"({result['end_to_end_events_per_cpu_s']:,} per CPU-s), normalize only "
+                      f"{result['normalize_only_events_per_s']:,} "
+                      f"({result['normalize_only_events_per_cpu_s']:,}), pipeline only "
+                      f"{result['pipeline_only_events_per_s']:,} "
+                      f"({result['pipeline_only_events_per_cpu_s']:,}); "
+                      f"{len(result['compiled_modules'])} compiled modules")
+    expected = sorted(f[:-3].replace("/", ".") for f in files)
+    if any(r["compiled_modules"] for r in runs["pure"]):
+        raise SystemExit("the pure-Python run imported compiled modules")
+    for result in runs["compiled"]:
+        if not set(expected) <= set(result["compiled_modules"]):
+            raise SystemExit(f"the compiled run did not import {expected}")
+        if result["input"] != runs["pure"][0]["input"]:
+            raise SystemExit("the compiled run saw other events than the pure-Python run")
+    best = {variant: {key: max(r[key] for r in results) for key in _COMPARED}
+            for variant, results in runs.items()}
+    ratios = {key: round(best["compiled"][key] / best["pure"][key], 3) for key in _COMPARED}
+    for key in _COMPARED:
+        print(f"{key:34} pure {best['pure'][key]:>9,}  compiled {best['compiled'][key]:>9,}  "
+              f"× {ratios[key]:.2f}")
+    end_to_end = best["compiled"]["end_to_end_events_per_s"]
+    print(f"goal ≥ {GOAL_EVENTS_PER_S:,} events/s end to end, compiled: "
+          f"{'met' if end_to_end >= GOAL_EVENTS_PER_S else 'NOT met'}")
+    print(json.dumps({
+        "benchmark": "replay_compiled",
+        "input": runs["pure"][0]["input"],
+        "module_set": args.compare_compiled, "compiled_modules": expected,
+        "build_seconds": round(build_seconds, 1), "rounds": args.rounds,
+        "pure": best["pure"], "compiled": best["compiled"], "ratio_compiled_to_pure": ratios,
+        "time_shares": {variant: max(results, key=lambda r: r["end_to_end_events_per_s"])
+                        ["time_shares"] for variant, results in runs.items()},
+        "goal_events_per_s": GOAL_EVENTS_PER_S,
+        "goal_events_met": end_to_end >= GOAL_EVENTS_PER_S,
+    }))
+    return 0
 
 
 def _pin_one_core() -> int | None:
@@ -221,7 +365,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=20, help="profile rows to print")
     parser.add_argument("--sim-dir", type=Path, default=None,
                         help="use (or create) this simulation folder instead of a temporary one")
+    parser.add_argument("--compare-compiled", metavar="SET", default=None,
+                        help="compile SET with mypyc (core, transformers, drivers, or a "
+                             "'+'-joined combination) and compare with pure Python")
+    parser.add_argument("--build-compiled", metavar="DIR", type=Path, default=None,
+                        help="only build the --compare-compiled SET into DIR (which must not "
+                             "exist), e.g. to run tests with PYTHONPATH=DIR")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="with --compare-compiled: runs of each variant, alternating")
+    parser.add_argument("--no-traced-state", action="store_true",
+                        help="skip the traced size of the whole pipeline state (reported as 0)")
     args = parser.parse_args(argv)
+    if args.compare_compiled and args.build_compiled:
+        build_seconds, files = build_compiled(args.compare_compiled, args.build_compiled)
+        print(f"mypyc build of {len(files)} modules ({args.compare_compiled}) in "
+              f"{build_seconds:.1f} s; use it with PYTHONPATH={args.build_compiled}")
+        return 0
+    if args.compare_compiled:
+        return _compare_compiled(args)
     core = _pin_one_core()
 
     registry = load_registry(ROOT)
@@ -280,7 +441,9 @@ def main(argv: list[str] | None = None) -> int:
         flying = [s for s in states if in_flight(s)]
         flying_bytes = sum(map(state_bytes, flying)) / len(flying) if flying else 0.0
         all_bytes = sum(map(state_bytes, states)) / len(states) if states else 0.0
-        traced = _traced_state_bytes(pipe)
+        # a pipeline compiled by mypyc cannot be pickled (its classes have no __dict__ and their
+        # constructors need arguments), so --compare-compiled's subprocesses skip this figure
+        traced = 0 if args.no_traced_state else _traced_state_bytes(pipe)
         traced_per_package = traced / len(states) if states else 0.0
         print(f"state:           {len(states):,} packages held, {len(flying):,} in flight; "
               f"{flying_bytes:,.0f} B per in-flight package ({all_bytes:,.0f} B per package "
@@ -334,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile_top": top_rows[:10],
         "goal_events_per_s": GOAL_EVENTS_PER_S, "goal_events_met": goal_rate,
         "goal_bytes_per_package": GOAL_BYTES_PER_PACKAGE, "goal_memory_met": goal_memory,
+        "compiled_modules": compiled_modules(),
     }))
     return 0
 

@@ -310,13 +310,12 @@ def _promise(package: dict[str, Any], ppath: str, emitter: Emitter, zone: str | 
         dpath = f"{ppath}.deliveryDate[{n}]"
         with emitter.element(dpath):
             kind = req_str(entry, "type", dpath).strip().upper()
-            if kind not in {"SDD", "RDD"}:
-                continue
-            date = _compact(req_str(entry, "date", dpath), f"{dpath}.date")
-            if kind == "SDD":
-                scheduled = date
-            elif rescheduled is None or date > rescheduled:
-                rescheduled = date
+            if kind in {"SDD", "RDD"}:  # no `continue` here: mypyc cannot compile one in a `with`
+                date = _compact(req_str(entry, "date", dpath), f"{dpath}.date")
+                if kind == "SDD":
+                    scheduled = date
+                elif rescheduled is None or date > rescheduled:
+                    rescheduled = date
     if scheduled is None and rescheduled is None:
         return Promise()
 
