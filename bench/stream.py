@@ -199,7 +199,7 @@ def main() -> None:
         return
 
     from carrierwatch.replay import iter_inputs
-    from carrierwatch.streams.broker import KafkaBroker, find_free_ports
+    from carrierwatch.streams.broker import KafkaBroker, die_with_parent, find_free_ports
     from carrierwatch.streams.kafka import OutputProducer, produce_raw, wait_caught_up
     from carrierwatch.streams.records import RECEIVED_TIME_HEADER
     from carrierwatch.streams.topology import StreamConfig, Topology, ensure_topics
@@ -268,10 +268,11 @@ def main() -> None:
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "carrierwatch.streams.cli", "sink", "-l", "info",
              "--web-port", str(metrics_port)], env=env, stdout=logs["sink"],
-            stderr=subprocess.STDOUT))
+            stderr=subprocess.STDOUT, preexec_fn=die_with_parent))
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "carrierwatch.streams.cli", "worker", "-l", "info"],
-            env=env, stdout=logs["worker"], stderr=subprocess.STDOUT))
+            env=env, stdout=logs["worker"], stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent))
         started = None
         deadline = time.monotonic() + 120
         while started is None:

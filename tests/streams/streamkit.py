@@ -23,6 +23,7 @@ from typing import Any
 from carrierwatch.replay import pipeline_for, result_snapshot, run_replay
 from carrierwatch.settings import Settings
 from carrierwatch.storage import open_store
+from carrierwatch.streams.broker import die_with_parent
 from carrierwatch.streams.kafka import produce_raw, send_flush, wait_caught_up
 from carrierwatch.streams.topology import StreamConfig, Topology, ensure_topics
 from carrierwatch.synthetic.rawlog import RawRecord
@@ -101,7 +102,7 @@ class StreamHarness:
         proc = subprocess.Popen(
             [sys.executable, "-m", "carrierwatch.streams.cli", role, "-l", "info", *args],
             env=self.env(data_dir), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         log.close()
         self.processes[name] = proc
         return proc

@@ -464,3 +464,34 @@ def test_incomplete_lib_is_fetched_again(tmp_path: Path) -> None:
     assert not (lib / "stray-old-1.0.jar").exists()  # the folder was replaced whole
     assert sorted(p.name for p in lib.glob("*.jar")) == \
         sorted(p.name for p in (KAFKA_HOME / "lib").glob("*.jar"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="prctl(PR_SET_PDEATHSIG) is Linux only")
+def test_a_child_started_with_die_with_parent_ends_with_its_parent() -> None:
+    """What keeps a killed test session from leaving its broker and workers behind: a parent
+    killed with SIGKILL (no cleanup of its own) takes its child along; a child started without
+    it lives on (the control)."""
+    script = (
+        "import subprocess, sys, time\n"
+        "from carrierwatch.streams.broker import die_with_parent\n"
+        "bound = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent)\n"
+        "free = subprocess.Popen(['sleep', '60'])\n"
+        "print(bound.pid, free.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    bound, free = map(int, parent.stdout.readline().split())
+    try:
+        assert not gone(bound) and not gone(free)
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while not gone(bound) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(bound), "the child with die_with_parent outlived its killed parent"
+        assert not gone(free)
+    finally:
+        for pid in (bound, free):
+            if not gone(pid):
+                os.kill(pid, 9)

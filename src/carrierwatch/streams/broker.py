@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import dataclasses
 import fcntl
 import hashlib
@@ -64,6 +65,7 @@ __all__ = [
     "ToolMissingError",
     "create_topic",
     "default_data_dir",
+    "die_with_parent",
     "ensure_jars",
     "ensure_java",
     "find_free_ports",
@@ -76,6 +78,20 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# resolved here, not in the child between fork and exec (where nothing may be loaded)
+_LIBC = ctypes.CDLL(None, use_errno=True) if os.uname().sysname == "Linux" else None
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a child that must not outlive the process that started it (a test
+    session's broker or worker killed with its session): the kernel sends it SIGTERM when its
+    parent ends (``prctl(PR_SET_PDEATHSIG)``; Linux only, elsewhere nothing). Not for
+    ``carrierwatch kafka start``, whose broker is meant to outlive the command.
+    """
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 #: librdkafka's own log lines (connection refused while the broker boots, ...) go here.
 _rdkafka_log = logging.getLogger(__name__ + ".rdkafka")
 
@@ -616,7 +632,8 @@ class KafkaBroker:
         with self.console_log.open("ab") as console:
             self._proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=console,
                                           stderr=subprocess.STDOUT, cwd=self.data_dir,
-                                          start_new_session=detach)
+                                          start_new_session=detach,
+                                          preexec_fn=None if detach else die_with_parent)
         self.pid_file.write_text(f"{self._proc.pid}\n", encoding="ascii")
         log.info("started Kafka pid %d on %s", self._proc.pid, self.bootstrap)
         try:
