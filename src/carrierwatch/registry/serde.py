@@ -54,7 +54,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext, SerializationError
 
-from carrierwatch.core.model import SCHEMA_SUBJECT, CanonicalEvent, Location
+from carrierwatch.core.model import SCHEMA_SUBJECT, CanonicalEvent, Location, new_event
 from carrierwatch.registry.schemas import SchemaVersion, current_schema_version
 
 __all__ = [
@@ -72,6 +72,7 @@ MAGIC_BYTE = 0
 
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(CanonicalEvent))
 _EVENT_FIELD_SET = frozenset(_EVENT_FIELDS)
+_N_EVENT_FIELDS = len(_EVENT_FIELDS)
 _LOCATION_FIELDS = tuple(f.name for f in dataclasses.fields(Location))
 _event_values = operator.attrgetter(*_EVENT_FIELDS)
 _location_values = operator.attrgetter(*_LOCATION_FIELDS)
@@ -145,6 +146,10 @@ def record_to_event(record: dict[str, Any], ctx: SerializationContext | None = N
     location = record.get("location")
     if location is not None:
         record["location"] = Location(**location)
+    if len(record) == _N_EVENT_FIELDS and tuple(record) == _EVENT_FIELDS:
+        # every field, in schema order (fastavro's order for the current schema): the
+        # positional constructor, ~5x cheaper than the dataclass's keyword one
+        return new_event(*record.values())
     if record.keys() <= _EVENT_FIELD_SET:
         return CanonicalEvent(**record)
     return CanonicalEvent(**{k: v for k, v in record.items() if k in _EVENT_FIELD_SET})
