@@ -292,6 +292,36 @@ def test_a_base_and_its_deltas_continue_exactly_like_the_original(
         restored.apply_changes(base)
 
 
+def test_changes_are_tracked_only_from_clear_changes_and_again_after_a_restore(
+        generated: list[tuple[list[CanonicalEvent], int | None]]) -> None:
+    """A pipeline that never checkpoints (replay) keeps no change sets, so they cannot grow
+    with every package it ever saw; a restored pipeline tracks again once the driver marks the
+    restored state as the base, and its deltas continue the chain exactly."""
+    untracked = Pipeline(CONTRACTS, granularities=("5m", "1h"))
+    half = len(generated) // 2
+    for step in generated[:half]:
+        _steps(untracked, step)
+    assert untracked.packages and untracked.pending_changes() == 0
+    with pytest.raises(RuntimeError, match="change tracking is off"):
+        untracked.take_changes()
+
+    base = untracked.to_bytes()
+    restored = Pipeline.from_bytes(base)
+    assert restored.pending_changes() == 0
+    with pytest.raises(RuntimeError, match="change tracking is off"):
+        restored.take_changes()
+    restored.clear_changes()
+    for step in generated[half:]:
+        _steps(restored, step)
+    assert restored.pending_changes() > 0
+    delta = restored.take_changes()
+    copy = Pipeline.from_bytes(base)
+    copy.apply_changes(delta)
+    assert sorted(copy.packages) == sorted(restored.packages)
+    assert copy.windows.keys() == restored.windows.keys()
+    assert copy.flush() == restored.flush()
+
+
 def test_states_pickled_in_the_earlier_slot_state_form_still_load(
         generated: list[tuple[list[CanonicalEvent], int | None]]) -> None:
     """Package states and window aggregates pickle as compact calls now; checkpoints written

@@ -142,7 +142,7 @@ _CHANGES_FORMAT = 1
 _CONTAINERS = ("packages", "windows", "tombstones", "_deadline_buckets", "_bucket_heap")
 #: Transient attributes: never serialised.
 _TRANSIENT = ("_out", "_targets", "_dirty", "_touched", "_rules", "_window_specs",
-              "_changed_packages", "_changed_windows", "_changed_tombstones",
+              "_tracking", "_changed_packages", "_changed_windows", "_changed_tombstones",
               "_changed_buckets")
 _MIN_WATERMARK = -(1 << 63)
 _UNKNOWN_RANK = STATUS_RANK["unknown"]
@@ -323,7 +323,8 @@ class Pipeline:
         self._bucket_heap: list[int] = []
         self._seq = 0
         self._window_specs = _window_specs(self.granularities)
-        self.clear_changes()
+        self._tracking = False  # see clear_changes
+        self._reset_changes()
         self.stats: dict[str, int] = {
             "received": 0, "accepted": 0, "duplicates": 0, "too_late": 0,
             "package_closed": 0, "invalid_time": 0, "flagged": 0, "evicted_packages": 0,
@@ -390,7 +391,8 @@ class Pipeline:
                     self._too_late(event, watermark, "package_closed")
                     continue
                 state = packages[package_id] = PackageState(event.partner_id, package_id)
-                self._changed_packages[package_id] = None
+                if self._tracking:
+                    self._changed_packages[package_id] = None
             if etime > _MAX_TIME or etime < 0:
                 self._too_late(event, watermark, "invalid_time")
                 if not state.n:
@@ -533,7 +535,14 @@ class Pipeline:
         return pickle.dumps(self, protocol=5)
 
     def clear_changes(self) -> None:
-        """Forget the changes tracked so far (the state now saved is the new base)."""
+        """Forget the changes tracked so far and track them from here on: the state now saved
+        (or just restored) is the base of the next :meth:`take_changes`. Change tracking is off
+        until the first call (a replay, which never checkpoints, does not pay for it), and off
+        again in a pipeline restored by :meth:`from_bytes`."""
+        self._reset_changes()
+        self._tracking = True
+
+    def _reset_changes(self) -> None:
         self._changed_packages: dict[str, None] = {}
         self._changed_windows: dict[WindowKey, None] = {}
         self._changed_tombstones: dict[str, None] = {}
@@ -563,6 +572,8 @@ class Pipeline:
         ...     return CanonicalEvent(event_id("d", pkg, "picked_up", t), "d", pkg, "1",
         ...                           "picked_up", 1.0, "x", t, t + 1)
         >>> _ = pipe.process([ev("a", 1_772_452_800_000)])
+        >>> pipe.pending_changes()   # nothing is tracked before the first clear_changes()
+        0
         >>> base = pipe.to_bytes(); pipe.clear_changes()
         >>> _ = pipe.process([ev("b", 1_772_452_860_000)])
         >>> pipe.pending_changes()   # package b, its 1-hour window, its pickup deadline
@@ -572,6 +583,9 @@ class Pipeline:
         >>> sorted(copy.packages), copy.stats == pipe.stats, pipe.pending_changes()
         (['a', 'b'], True, 0)
         """
+        if not self._tracking:
+            raise RuntimeError("change tracking is off: call clear_changes() when the state "
+                               "that deltas build on is saved or restored")
         packages, windows = self.packages, self.windows
         tombstones, buckets = self.tombstones, self._deadline_buckets
         scalars = {k: v for k, v in self.__dict__.items()
@@ -635,7 +649,8 @@ class Pipeline:
         self.__dict__.update(state)
         self._rules = {}
         self._window_specs = _window_specs(self.granularities)
-        self.clear_changes()
+        self._tracking = False
+        self._reset_changes()
         self._reset_call()
 
     # ------------------------------------------------------------------ internals
@@ -755,7 +770,7 @@ class Pipeline:
                 if ids is None:
                     ids = self._deadline_buckets[bucket] = []
                     heapq.heappush(self._bucket_heap, bucket)
-                if bucket not in self._changed_buckets:
+                if self._tracking and bucket not in self._changed_buckets:
                     self._changed_buckets[bucket] = len(ids)  # it only grows from here
                 ids.append(state.package_id)
 
@@ -794,7 +809,8 @@ class Pipeline:
                 del buckets[bucket]
             else:
                 buckets[bucket] = keep
-            self._changed_buckets[bucket] = -1  # replaced or dropped: travels whole
+            if self._tracking:
+                self._changed_buckets[bucket] = -1  # replaced or dropped: travels whole
             if not complete:
                 break
 
@@ -805,8 +821,9 @@ class Pipeline:
             self._decision_watermark = new_wm
             self._decide_deadlines(new_wm)
         seq, shard, base = self._seq, self.shard, self.version_base
-        self._changed_windows.update(dict.fromkeys(self._dirty))
-        self._changed_packages.update(dict.fromkeys(self._touched))
+        if self._tracking:
+            self._changed_windows.update(dict.fromkeys(self._dirty))
+            self._changed_packages.update(dict.fromkeys(self._touched))
         append = out.windows.append
         for wkey, agg in self._dirty.items():
             seq += 1
@@ -849,25 +866,29 @@ class Pipeline:
             if due != NONE and due > limit:
                 continue
             evict.append(package_id)
+        tracking = self._tracking
         changed_packages = self._changed_packages
         changed_tombstones = self._changed_tombstones
         for package_id in evict:
             del self.packages[package_id]
             self.tombstones[package_id] = watermark
-            changed_packages[package_id] = None
-            changed_tombstones[package_id] = None
+            if tracking:
+                changed_packages[package_id] = None
+                changed_tombstones[package_id] = None
         self.stats["evicted_packages"] += len(evict)
         tomb_limit = watermark - self.tombstone_retention_ms
         for package_id in [p for p, t in self.tombstones.items() if t <= tomb_limit]:
             del self.tombstones[package_id]
-            changed_tombstones[package_id] = None
+            if tracking:
+                changed_tombstones[package_id] = None
         horizon = watermark - self.window_retention_ms
         if horizon > self._closed_before:
             self._closed_before = horizon
             for wkey in [k for k in self.windows
                          if k[4] + GRANULARITY_MS[k[3]] <= horizon]:
                 del self.windows[wkey]
-                self._changed_windows[wkey] = None
+                if tracking:
+                    self._changed_windows[wkey] = None
 
     def _outcome_row(self, state: PackageState, version: int) -> PackageOutcomeRow:
         on_time: bool | None = None

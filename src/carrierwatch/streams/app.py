@@ -233,6 +233,7 @@ class WorkerRuntime:
                 pipeline = Pipeline.from_bytes(found.state)
                 for delta in found.deltas:
                     pipeline.apply_changes(delta)
+                pipeline.clear_changes()  # the next delta builds on the state restored
                 self.pipelines[partition] = pipeline
                 chain.base_seq = found.base_seq
                 chain.base_bytes = len(found.state)
