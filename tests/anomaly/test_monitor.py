@@ -276,6 +276,24 @@ def test_seasons_follow_the_partner_local_time_across_summer_time() -> None:
     assert run(uninterrupted, batches) == points
 
 
+def test_one_late_window_of_a_polled_feed_is_not_a_latency_alarm() -> None:
+    """A polled feed's event-time window arrives in one poll: one window with all its events
+    above the usual 90th percentile is one late poll, not a drift; a webhook feed's is."""
+    rng = random.Random(3)
+    rows = []
+    for i in range(700):
+        for partner in ("polled", "webhook"):
+            slow = i == 650
+            minutes = [rng.uniform(200, 260) if slow or rng.random() < 0.1 else rng.uniform(5, 60)
+                       for _ in range(15)]
+            rows.append(row(partner, i, 15, latency_hist=histogram_of(
+                [int(m * 60_000) for m in minutes])))
+    monitor = AnomalyMonitor(metrics=("latency_p95",), polled_partners=["polled"])
+    points = run(monitor, in_batches(rows, 20))
+    assert by_window(points, "webhook", "latency_p95")[650].is_anomaly
+    assert not [p for p in points if p.partner_id == "polled" and p.is_anomaly]
+
+
 def test_monitor_options_from_partner_specs() -> None:
     from carrierwatch.core.partner import PartnerSpec
 

@@ -130,7 +130,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from carrierwatch.anomaly.base import Detector, make_detector
-from carrierwatch.anomaly.counts import CountModel, DailyCountModel, RateModel, TailShareModel
+from carrierwatch.anomaly.counts import (
+    RATE_HORIZONS,
+    CountModel,
+    DailyCountModel,
+    RateModel,
+    TailShareModel,
+)
 from carrierwatch.core.errors import ConfigurationError
 from carrierwatch.core.model import CanonicalEvent, DeadLetter
 from carrierwatch.core.partner import PartnerSpec
@@ -479,6 +485,8 @@ class AnomalyMonitor:
         if max_silent_windows < 1:
             raise ConfigurationError(f"max_silent_windows must be >= 1, got {max_silent_windows}")
         self.max_silent_windows = max_silent_windows
+        self.time_zones: dict[str, str] = {}
+        self.polled_partners: set[str] = set()
         self.detector = detector
         self.detector_params = dict(detector_params or {})
         self.seed = seed
@@ -509,8 +517,6 @@ class AnomalyMonitor:
         self._models: dict[tuple[str, str],
                            CountModel | DailyCountModel | RateModel | TailShareModel] = {}
         self._alerts: dict[tuple[str, str], _Alert] = {}
-        self.time_zones: dict[str, str] = {}
-        self.polled_partners: set[str] = set()
         self.add_time_zones(time_zones or {}, polled_partners)
         self.stats: dict[str, int] = {"rows": 0, "stale_rows": 0, "late_rows": 0,
                                       "late_dead_letters": 0, "arrivals": 0,
@@ -529,12 +535,19 @@ class AnomalyMonitor:
     def _params(self) -> dict[str, Any]:
         return {"flag_threshold": self.threshold, **self.detector_params}
 
-    def _make_model(self, kind: str, metric: str | None = None
+    def _make_model(self, kind: str, metric: str | None = None, partner_id: str | None = None
                     ) -> CountModel | DailyCountModel | RateModel | TailShareModel:
         params = {"flag_threshold": self.threshold, **self.model_params.get(kind, {})}
         if metric is not None:
             params.update(METRIC_MODEL_PARAMS.get(metric, {}))
             params.update(self.model_params.get(metric, {}))
+            if (kind == "tail" and METRIC_SPECS[metric].source == "window"
+                    and partner_id in self.polled_partners):
+                # a polled feed's event-time window arrives in one poll: its latencies are one
+                # draw, not n, and the share above the cut is all or nothing (docs/anomaly.md
+                # round 6); test it over 30 minutes and more, not per window
+                params["horizons"] = tuple(h for h in params.get("horizons", RATE_HORIZONS)
+                                           if h > 1)
         if kind == "count":
             return CountModel(window_seconds=WINDOW_MS / 1000, **params)
         if kind == "daily":
@@ -824,7 +837,7 @@ class AnomalyMonitor:
         key = (partner_id, spec.name)
         model = self._models.get(key)
         if model is None:
-            model = self._models[key] = self._make_model(spec.kind, spec.name)
+            model = self._models[key] = self._make_model(spec.kind, spec.name, partner_id)
         assert spec.evidence is not None
         evidence = spec.evidence(totals)
         timestamp = local_seconds(start, self._zone(partner_id, spec.source, spec.kind))
