@@ -80,7 +80,8 @@ count model of :mod:`carrierwatch.anomaly.counts` chosen by the stream's kind: v
 quasi-Poisson counts against a seasonal expectation (with a run-of-empty-windows test), rates
 are quasi-binomial (``x`` of ``n``, so 1 exception in 3 events is weak evidence), latencies are
 the share above the learned 90th percentile; each over trailing horizons of 1, 6 and 24
-windows. New packages (``received_new_packages``) are a daily model: labels so far in the
+windows (a polled feed's event-time latency not per window: its window arrives in one poll).
+New packages (``received_new_packages``) are a daily model: labels so far in the
 partner's day against the same point of past days of the same type. Seasons (hour of day, hour
 of week, the day) follow each partner's local time (``time_zones``, from its contract; see
 :func:`monitor_options_for`), except the received count streams of feeds we poll (UTC: our
