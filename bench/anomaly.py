@@ -36,7 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from carrierwatch.anomaly import available_detectors, make_detector, to_epoch_seconds
-from carrierwatch.anomaly.monitor import COUNT_MODEL, AnomalyMonitor, ScoredPoint
+from carrierwatch.anomaly.monitor import (
+    COUNT_MODEL,
+    AnomalyMonitor,
+    ScoredPoint,
+    monitor_options_for,
+)
 from carrierwatch.anomaly.nab import load_corpus, run_detector
 from carrierwatch.anomaly.scoring import DEFAULT_PROFILES, ScoringSeries, score_profiles
 
@@ -435,7 +440,8 @@ def _incident_figures(args: argparse.Namespace) -> dict[str, Any]:
     from carrierwatch.synthetic.simulator import DEFAULT_PARTNER_ORDER, simulate
     from carrierwatch.transformers.registry import load_registry
 
-    registry_ids = set(load_registry().ids())
+    registry = load_registry()
+    registry_ids = set(registry.ids())
     partners = [p for p in DEFAULT_PARTNER_ORDER if p in registry_ids][:args.partners]
     specs = incident_specs(partners)
     plan = zlib.crc32("\n".join(specs).encode())
@@ -470,6 +476,7 @@ def _incident_figures(args: argparse.Namespace) -> dict[str, Any]:
           flush=True)
     figures = monitor_incidents(batches, incidents, partners, (int(span[0]), int(span[1])),
                                 {"detector": args.monitor_detector, "seed": args.seed,
+                                 **monitor_options_for(p.spec for p in registry),
                                  **args.monitor_options},
                                 probation_days=args.probation_days)
     figures["specs"] = specs

@@ -114,11 +114,12 @@ def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
 
         with tqdm(unit=" events", unit_scale=True, disable=no_progress, leave=False,
                   desc="replay") as bar:
-            from carrierwatch.anomaly.monitor import AnomalyMonitor
+            from carrierwatch.anomaly.monitor import AnomalyMonitor, monitor_options_for
 
+            monitor = None if no_anomalies else AnomalyMonitor(
+                **monitor_options_for(partner.spec for partner in registry))
             summary = run_replay(records, store, registry, batch_events=batch_events,
-                                 progress=bar.update,
-                                 monitor=None if no_anomalies else AnomalyMonitor())
+                                 progress=bar.update, monitor=monitor)
     click.echo(
         f"replayed {summary.payloads:,} payloads → {summary.events:,} canonical events "
         f"({summary.accepted:,} unique, {summary.duplicates:,} duplicates, "

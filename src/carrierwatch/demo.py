@@ -101,9 +101,10 @@ def demo(partner_count: int, days: int, seed: int, packages_per_day: int,
                   f"({', '.join(manifest.partners)}), seed {seed}, in {simulated:.1f} s → {sim_dir}")
 
     with open_store(settings, command="carrierwatch demo", migrate=True) as store:
-        from carrierwatch.anomaly.monitor import AnomalyMonitor
+        from carrierwatch.anomaly.monitor import AnomalyMonitor, monitor_options_for
 
-        summary = run_replay(iter_inputs([sim_dir]), store, registry, monitor=AnomalyMonitor())
+        monitor = AnomalyMonitor(**monitor_options_for(partner.spec for partner in registry))
+        summary = run_replay(iter_inputs([sim_dir]), store, registry, monitor=monitor)
         console.print(
             f"[bold]2. replayed[/bold] {summary.payloads:,} payloads → {summary.events:,} "
             f"canonical events ({summary.duplicates:,} duplicates collapsed, "

@@ -344,3 +344,19 @@ def test_the_run_rate_test_ignores_the_bursts_of_a_polled_feed() -> None:
     for i in range(6 * 288):
         tested.update(T0 + i * STEP, 240 if i % 24 == 1 else 0)
     assert tested.run_rate > 0.0  # without the cap it is tested (and weak)
+
+
+def test_the_hour_skipped_by_summer_time_learns_the_hour_before_it() -> None:
+    """Timestamps in local wall-clock time skip an hour at the switch to summer time; that hour
+    of week learns the hour before it, not keep last week's level (a feed's start-up)."""
+    week, hour, window = 7 * 86_400, 3_600, 300
+    model = CountModel()
+    skipped_at = week + 2 * hour  # local 02:00 of the second week's first day never happens
+    t = 0
+    while t < week + 4 * hour:
+        if not skipped_at <= t < skipped_at + hour:
+            count = 0.0 if t < week and (t // hour) % 168 == 2 else 10.0
+            model.update(float(t), count)
+        t += window
+    assert model.weekly[2].mean > 4.0  # 0 in the first week, then the 01:00 hour's 10
+    assert model.weekly[1].mean == pytest.approx(10.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,8 @@ from carrierwatch.anomaly.monitor import (
     AnomalyMonitor,
     MonitorOutput,
     ScoredPoint,
+    local_seconds,
+    monitor_options_for,
 )
 from carrierwatch.core.errors import ConfigurationError
 from carrierwatch.core.model import DeadLetter
@@ -237,6 +240,74 @@ def test_restart_mid_stream_gives_exactly_the_scores_of_an_uninterrupted_run() -
     assert len(got) > 3000 and any(p.is_anomaly for p in got)
     assert restored.stats == uninterrupted.stats
     assert restored.active_alerts() == uninterrupted.active_alerts()
+
+
+def _local_day_rows(days: int) -> list[MetricWindowRow]:
+    """A partner busy 08:00-20:00 New York time (Poisson 30 per window, 1 at night), from Monday
+    2026-03-02 over the US switch to summer time (Sunday 03-08, 07:00Z)."""
+    rng = random.Random(5)
+    rows = []
+    for i in range(days * 288):
+        local_hour = int(local_seconds(BASE + i * W, "America/New_York") // 3600) % 24
+        mean = 30.0 if 8 <= local_hour < 20 else 1.0
+        count, threshold, product = 0, math.exp(-mean), rng.random()
+        while product > threshold:  # Poisson by multiplication
+            count += 1
+            product *= rng.random()
+        rows.append(row("ny", i, count))
+    return rows
+
+
+def test_seasons_follow_the_partner_local_time_across_summer_time() -> None:
+    rows = _local_day_rows(10)
+    batches = in_batches(rows, 12)
+    zoned = AnomalyMonitor(metrics=("volume",), time_zones={"ny": "America/New_York"})
+    points = run(zoned, batches[:1000])
+    restored = AnomalyMonitor.from_bytes(zoned.to_bytes())  # restart across the switch
+    points += run(restored, batches[1000:])
+    switch = (1_772_953_200_000 - BASE) // W  # 2026-03-08T07:00Z
+    after = [p for p in points if p.window_start >= BASE + switch * W]
+    assert len(after) > 1000
+    assert not [p for p in after if p.is_anomaly]
+    # the same feed with seasons in UTC: its day starts an hour early after the switch
+    utc = run(AnomalyMonitor(metrics=("volume",)), batches)
+    assert [p for p in utc if p.is_anomaly and p.window_start >= BASE + switch * W]
+    uninterrupted = AnomalyMonitor(metrics=("volume",), time_zones={"ny": "America/New_York"})
+    assert run(uninterrupted, batches) == points
+
+
+def test_one_late_window_of_a_polled_feed_is_not_a_latency_alarm() -> None:
+    """A polled feed's event-time window arrives in one poll: one window with all its events
+    above the usual 90th percentile is one late poll, not a drift; a webhook feed's is."""
+    rng = random.Random(3)
+    rows = []
+    for i in range(700):
+        for partner in ("polled", "webhook"):
+            slow = i == 650
+            minutes = [rng.uniform(200, 260) if slow or rng.random() < 0.1 else rng.uniform(5, 60)
+                       for _ in range(15)]
+            rows.append(row(partner, i, 15, latency_hist=histogram_of(
+                [int(m * 60_000) for m in minutes])))
+    monitor = AnomalyMonitor(metrics=("latency_p95",), polled_partners=["polled"])
+    points = run(monitor, in_batches(rows, 20))
+    assert by_window(points, "webhook", "latency_p95")[650].is_anomaly
+    assert not [p for p in points if p.partner_id == "polled" and p.is_anomaly]
+
+
+def test_monitor_options_from_partner_specs() -> None:
+    from carrierwatch.core.partner import PartnerSpec
+
+    specs = [PartnerSpec.model_validate({"id": "ups", "display_name": "UPS", "transformer": "ups",
+                                         "delivery": "poll",
+                                         "contract": {"timezone": "America/New_York"}}),
+             PartnerSpec(id="local", display_name="Local", transformer="json_mapping")]
+    options = monitor_options_for(specs)
+    assert options == {"time_zones": {"ups": "America/New_York", "local": "UTC"},
+                       "polled_partners": ["ups"]}
+    monitor = AnomalyMonitor(**options)
+    assert monitor.time_zones["ups"] == "America/New_York"
+    with pytest.raises(ConfigurationError, match="time zone"):
+        AnomalyMonitor(time_zones={"x": "Mars/Olympus_Mons"})
 
 
 def test_configuration_errors() -> None:

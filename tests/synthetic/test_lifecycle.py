@@ -227,3 +227,25 @@ def test_incidents_change_the_stories(fedex: PartnerProfile) -> None:
     in_window = [s for _, scans in changed for s in scans if change.covers(s.event_time)
                  and s.status in {"in_transit", "out_for_delivery"}]
     assert len(in_window) == len(codes)
+
+
+def test_an_exception_spike_hits_packages_on_their_delivery_day(fedex: PartnerProfile) -> None:
+    """Weather or a vehicle shortage stops parcels out for delivery too: inside a spike some
+    of them get an exception within 2 hours and go out again the next business day; outside
+    every spike nothing is drawn, so the stories are byte-identical."""
+    late = Incident("exception_spike", "fedex", MONDAY + 40 * D, MONDAY + 41 * D,
+                    {"factor": 30.0})
+    assert _stories(fedex, 300, [late]) == _stories(fedex, 300)
+    spike = Incident("exception_spike", "fedex", MONDAY + 2 * D, MONDAY + 12 * D,
+                     {"factor": 30.0})
+    hits = []
+    for _, scans in _stories(fedex, 300, [spike]):
+        for before, scan, after in zip(scans, scans[1:], scans[2:], strict=False):
+            if before.status == "out_for_delivery" and scan.status == "exception":
+                hits.append((before, scan, after))
+    assert len(hits) >= 10
+    for before, scan, after in hits:
+        assert spike.covers(before.event_time)  # the spike covers whole days here
+        assert scan.event_time - before.event_time <= 2 * H
+        assert scan.reason in {"weather", "vehicle_or_capacity", "carrier_delay"}
+        assert after.status == "in_transit"

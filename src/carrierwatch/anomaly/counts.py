@@ -307,6 +307,7 @@ class CountModel:
         self.run_expected = 0.0
         self.run_phi = 1.0
         self.hour: tuple[int, float, int] | None = None  # (hour, sum, windows) being learned
+        self.last_timestamp: float | None = None  # of the previous window
         self.gap_level = gap_level
         self.gap_margin = gap_margin
         self.gap_min = gap_min
@@ -358,6 +359,11 @@ class CountModel:
     def update(self, timestamp: float, count: float) -> float:
         """Score the window's ``count`` against what was learned, then learn it; return the
         score in [0, 1]."""
+        if (self.hourly_seasons and self.last_timestamp is not None
+                and timestamp - self.last_timestamp == HOUR + self.window_seconds
+                and self.hour is not None and self.hour[0] == int(timestamp // HOUR) - 2):
+            self._fold_hour(also_next=True)  # local time skipped an hour (summer time)
+        self.last_timestamp = timestamp
         base = self.base(timestamp)
         mu = max(base * self.scale(), 1e-3)
         novel = mu if self._novel(timestamp) else 0.0
@@ -536,8 +542,11 @@ class CountModel:
         _, seen, wanted = self.scale_hour
         self.scale_hour = (hour, seen + observed, wanted + expected)
 
-    def _fold_hour(self) -> None:
-        """Fold the learned windows of the hour in progress into its seasonal levels."""
+    def _fold_hour(self, also_next: bool = False) -> None:
+        """Fold the learned windows of the hour in progress into its seasonal levels; with
+        ``also_next``, into the next hour of week's as well: with timestamps in local time,
+        the switch to summer time skips an hour, whose hour of week would otherwise keep
+        what it learned a week before (on the bench: a feed's start-up) for one more week."""
         if self.hour is None:
             return
         hour, total, windows = self.hour
@@ -548,6 +557,9 @@ class CountModel:
                                                                         self.day_alpha)
         self.weekly.setdefault(hour_of_week, _Level()).update_many(mean, windows,
                                                                     self.week_alpha)
+        if also_next:
+            self.weekly.setdefault((hour_of_week + 1) % 168, _Level()).update_many(
+                mean, windows, self.week_alpha)
 
     def _relearn(self) -> None:
         held, self.flagged = self.flagged, []
@@ -824,8 +836,9 @@ class DailyCountModel:
     that hides the labels) is not learned either. The score is ``ln(q + 1e-10) / ln(1e-10)``
     (0.5 at ``q = 1e-5``).
 
-    The partner's day starts at the quietest hour of its learned daily profile (its night; the
-    monitor does not know partner time zones), fixed once ``warmup_days`` have been seen; the
+    The partner's day starts at the quietest hour of its learned daily profile (its night, in
+    the timestamps' clock: the monitor feeds the partner's local wall clock, so the day does
+    not move with summer time), fixed once ``warmup_days`` have been seen; the
     model scores once a full day of checkpoints has been learned after that. Hours with a window
     scoring at least ``learn_below`` are not learned, and neither are the checkpoints of a
     flagged day; ``relearn_after`` flagged windows in a row (default 2 days) are accepted as the

@@ -3,7 +3,7 @@
 :class:`AnomalyMonitor` is what both drivers (replay and the Faust worker) call. It takes what
 the core pipeline emits, never touches Kafka, ClickHouse or Prometheus, and returns rows::
 
-    monitor = AnomalyMonitor()                                   # or AnomalyMonitor.from_bytes(b)
+    monitor = AnomalyMonitor(**monitor_options_for(specs))       # or AnomalyMonitor.from_bytes(b)
     result = monitor.observe(output.windows, dead_letters,       # after every pipeline call
                              arrivals=output.events)             # optional: received_* streams
     sink.add_rows("anomalies", result.anomalies)                 # rows of the anomalies table
@@ -80,8 +80,12 @@ count model of :mod:`carrierwatch.anomaly.counts` chosen by the stream's kind: v
 quasi-Poisson counts against a seasonal expectation (with a run-of-empty-windows test), rates
 are quasi-binomial (``x`` of ``n``, so 1 exception in 3 events is weak evidence), latencies are
 the share above the learned 90th percentile; each over trailing horizons of 1, 6 and 24
-windows. New packages (``received_new_packages``) are a daily model: labels so far in the
-partner's day against the same point of past days of the same type. The score is
+windows (a polled feed's event-time latency not per window: its window arrives in one poll).
+New packages (``received_new_packages``) are a daily model: labels so far in the
+partner's day against the same point of past days of the same type. Seasons (hour of day, hour
+of week, the day) follow each partner's local time (``time_zones``, from its contract; see
+:func:`monitor_options_for`), except the received count streams of feeds we poll (UTC: our
+poller's schedule). The score is
 ``ln(q)/ln(1e-10)`` of the Bonferroni-corrected tail probability ``q``.
 Any registered detector name (e.g. ``"ensemble"``) instead feeds each window's value to one
 detector per stream, seeded from ``seed`` and the stream name, built with
@@ -122,12 +126,21 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from carrierwatch.anomaly.base import Detector, make_detector
-from carrierwatch.anomaly.counts import CountModel, DailyCountModel, RateModel, TailShareModel
+from carrierwatch.anomaly.counts import (
+    RATE_HORIZONS,
+    CountModel,
+    DailyCountModel,
+    RateModel,
+    TailShareModel,
+)
 from carrierwatch.core.errors import ConfigurationError
 from carrierwatch.core.model import CanonicalEvent, DeadLetter
+from carrierwatch.core.partner import PartnerSpec
 from carrierwatch.core.sketch import add_into, bucket_of, quantile
 from carrierwatch.core.windows import MetricWindowRow
 
@@ -144,13 +157,15 @@ __all__ = [
     "MonitorOutput",
     "ScoredPoint",
     "WindowTotals",
+    "local_seconds",
+    "monitor_options_for",
 ]
 
 WINDOW_MS = 300_000
 MINUTE_MS = 60_000
 ALERT_NAME = "PartnerMetricAnomalous"
 RUNBOOK_URL = "runbooks/anomaly.md"
-_FORMAT = b"carrierwatch-monitor/9\n"  # 9: a partner's clock waits for its arrivals to settle
+_FORMAT = b"carrierwatch-monitor/10\n"  # 10: seasons in the partner's local time
 NEW_PACKAGE_STATUSES = frozenset({"info_received"})
 """Canonical statuses that start a package's life: the ``received_new_packages`` stream counts
 them (a peak day shows first as labels created, hours before the extra parcels move through
@@ -298,6 +313,49 @@ def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+@lru_cache(maxsize=4096)
+def _utc_offset_seconds(zone: str, utc_hour: int) -> int:
+    """UTC offset of ``zone`` during the UTC hour ``utc_hour`` (epoch hours; every zone's
+    offset changes on a whole quarter hour, and the tz database's switches on the hour)."""
+    offset = datetime.fromtimestamp(utc_hour * 3600, tz=ZoneInfo(zone)).utcoffset()
+    return 0 if offset is None else int(offset.total_seconds())
+
+
+def local_seconds(start_ms: int, zone: str | None) -> float:
+    """A window start (epoch ms, UTC) as epoch seconds of the partner's local wall clock.
+
+    The count models index their seasons (hour of day, hour of week, the daily model's day)
+    with ``timestamp // 3600``: fed local wall-clock seconds, a partner's 09:00 stays its 09:00
+    across a switch to or from summer time, and its day starts at its own midnight, not at
+    UTC's. On the spring switch one local hour is skipped; on the autumn switch the repeated
+    hour has the same hour key twice (12 more windows of the same hour), which the models
+    fold as one longer hour.
+
+    >>> local_seconds(1_772_949_600_000, "America/New_York") - 1_772_949_600  # 03-08 06:00Z
+    -18000.0
+    >>> local_seconds(1_772_953_200_000, "America/New_York") - 1_772_953_200  # 07:00Z: EDT
+    -14400.0
+    >>> local_seconds(1_772_953_200_000, None) - 1_772_953_200
+    0.0
+    """
+    seconds = start_ms / 1000.0
+    if zone is None or zone == "UTC":
+        return seconds
+    return seconds + _utc_offset_seconds(zone, start_ms // 3_600_000)
+
+
+def monitor_options_for(specs: Iterable[PartnerSpec]) -> dict[str, Any]:
+    """The :class:`AnomalyMonitor` keyword arguments that come from the partners' specs:
+    ``time_zones`` (each contract's ``timezone``) and ``polled_partners`` (``delivery: poll``).
+
+    Pass ``partner.spec for partner in registry``:
+    ``AnomalyMonitor(**monitor_options_for(p.spec for p in registry))``.
+    """
+    specs = list(specs)
+    return {"time_zones": {spec.id: spec.contract.timezone for spec in specs},
+            "polled_partners": sorted(spec.id for spec in specs if spec.delivery == "poll")}
+
+
 def _stream_seed(seed: int, partner: str, metric: str) -> int:
     return (seed + zlib.crc32(f"{partner}/{metric}".encode())) % (1 << 31)
 
@@ -396,6 +454,14 @@ class AnomalyMonitor:
     max_silent_windows
         Consecutive empty windows a stream scores before it skips the rest of a silence (see
         "Long silences" in the module docs).
+    time_zones
+        ``{partner id: IANA zone}`` (the contract's ``timezone``, see
+        :func:`monitor_options_for`): the seasons of a partner's streams (hour of day, hour of
+        week, the daily model's day) follow its local wall clock, so a switch to summer time
+        is not an anomaly. Partners not listed use UTC.
+    polled_partners
+        Partners we poll: their ``received_*`` streams keep UTC seasons, because when their
+        data arrive is set by our poller's schedule, not by the partner's day.
     """
 
     def __init__(self, *, detector: str = COUNT_MODEL,
@@ -407,7 +473,9 @@ class AnomalyMonitor:
                  emit_normal: bool = True, partners: Sequence[str] = (),
                  start_ms: int | None = None, received_delay_ms: int = MINUTE_MS,
                  model_params: Mapping[str, Mapping[str, Any]] | None = None,
-                 max_silent_windows: int = 2 * 288) -> None:
+                 max_silent_windows: int = 2 * 288,
+                 time_zones: Mapping[str, str] | None = None,
+                 polled_partners: Iterable[str] = ()) -> None:
         unknown = [m for m in metrics if m not in METRIC_SPECS]
         if unknown:
             raise ConfigurationError(f"unknown metric streams {unknown}; known: {list(METRICS)}")
@@ -418,6 +486,8 @@ class AnomalyMonitor:
         if max_silent_windows < 1:
             raise ConfigurationError(f"max_silent_windows must be >= 1, got {max_silent_windows}")
         self.max_silent_windows = max_silent_windows
+        self.time_zones: dict[str, str] = {}
+        self.polled_partners: set[str] = set()
         self.detector = detector
         self.detector_params = dict(detector_params or {})
         self.seed = seed
@@ -448,6 +518,7 @@ class AnomalyMonitor:
         self._models: dict[tuple[str, str],
                            CountModel | DailyCountModel | RateModel | TailShareModel] = {}
         self._alerts: dict[tuple[str, str], _Alert] = {}
+        self.add_time_zones(time_zones or {}, polled_partners)
         self.stats: dict[str, int] = {"rows": 0, "stale_rows": 0, "late_rows": 0,
                                       "late_dead_letters": 0, "arrivals": 0,
                                       "late_arrivals": 0, "windows_scored": 0,
@@ -465,12 +536,19 @@ class AnomalyMonitor:
     def _params(self) -> dict[str, Any]:
         return {"flag_threshold": self.threshold, **self.detector_params}
 
-    def _make_model(self, kind: str, metric: str | None = None
+    def _make_model(self, kind: str, metric: str | None = None, partner_id: str | None = None
                     ) -> CountModel | DailyCountModel | RateModel | TailShareModel:
         params = {"flag_threshold": self.threshold, **self.model_params.get(kind, {})}
         if metric is not None:
             params.update(METRIC_MODEL_PARAMS.get(metric, {}))
             params.update(self.model_params.get(metric, {}))
+            if (kind == "tail" and METRIC_SPECS[metric].source == "window"
+                    and partner_id in self.polled_partners):
+                # a polled feed's event-time window arrives in one poll: its latencies are one
+                # draw, not n, and the share above the cut is all or nothing (docs/anomaly.md
+                # round 6); test it over 30 minutes and more, not per window
+                params["horizons"] = tuple(h for h in params.get("horizons", RATE_HORIZONS)
+                                           if h > 1)
         if kind == "count":
             return CountModel(window_seconds=WINDOW_MS / 1000, **params)
         if kind == "daily":
@@ -488,6 +566,24 @@ class AnomalyMonitor:
     def active_alerts(self) -> list[tuple[str, str]]:
         """``(partner, metric)`` of every firing alert (sorted)."""
         return sorted(key for key, alert in self._alerts.items() if alert.firing)
+
+    def add_time_zones(self, time_zones: Mapping[str, str],
+                       polled_partners: Iterable[str] = ()) -> None:
+        """Set the time zone (and whether we poll it) of partners not scored yet; a restored
+        monitor keeps those of the partners it has learned (their seasons were learned so)."""
+        def learned(partner_id: str) -> bool:
+            return any(key[0] == partner_id for key in (*self._models, *self._detectors))
+
+        self.polled_partners.update(p for p in polled_partners if not learned(p))
+        for partner_id, zone in time_zones.items():
+            if zone != "UTC":
+                try:
+                    ZoneInfo(zone)
+                except (ValueError, KeyError) as error:  # ZoneInfoNotFoundError is a KeyError
+                    raise ConfigurationError(
+                        f"unknown time zone {zone!r} for partner {partner_id!r}") from error
+            if not learned(partner_id):
+                self.time_zones[partner_id] = zone
 
     def silence_delay_ms(self, partner_id: str) -> int:
         """The silence delay currently applied to a partner (see the module docs)."""
@@ -742,10 +838,10 @@ class AnomalyMonitor:
         key = (partner_id, spec.name)
         model = self._models.get(key)
         if model is None:
-            model = self._models[key] = self._make_model(spec.kind, spec.name)
+            model = self._models[key] = self._make_model(spec.kind, spec.name, partner_id)
         assert spec.evidence is not None
         evidence = spec.evidence(totals)
-        timestamp = start / 1000.0
+        timestamp = local_seconds(start, self._zone(partner_id, spec.source, spec.kind))
         if isinstance(model, CountModel | DailyCountModel):
             return model.update(timestamp, float(evidence))
         if isinstance(model, RateModel):
@@ -753,13 +849,21 @@ class AnomalyMonitor:
             return model.update(timestamp, float(successes), float(trials))
         return model.update(timestamp, evidence)
 
+    def _zone(self, partner_id: str, source: str, kind: str) -> str | None:
+        """The time zone of a partner's seasons: its own, but UTC for the arrivals of a feed we
+        poll (they come when our poller runs)."""
+        if source == "received" and partner_id in self.polled_partners and kind == "count":
+            return None
+        return self.time_zones.get(partner_id)
+
     def _detector_score(self, partner_id: str, metric: str, start: int, value: float) -> float:
         key = (partner_id, metric)
         detector = self._detectors.get(key)
         if detector is None:
             detector = self._detectors[key] = make_detector(
                 self.detector, seed=_stream_seed(self.seed, partner_id, metric), **self._params())
-        point = (start / 1000.0, value)
+        spec = METRIC_SPECS[metric]
+        point = (local_seconds(start, self._zone(partner_id, spec.source, spec.kind)), value)
         score = detector.score_one(point)
         detector.learn_one(point)
         return score

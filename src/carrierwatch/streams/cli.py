@@ -110,9 +110,11 @@ def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float
     topology = _topology(settings, config)
     ensure_topics(settings.kafka_bootstrap, topology.specs())
     metrics = SinkMetrics()
+    from carrierwatch.transformers.registry import load_registry
+
     monitor = None if no_anomalies else SinkMonitor(
         Path(settings.data_dir) / "anomaly-monitor" / f"{topology.sink_group}.bin",
-        metrics.registry)
+        metrics.registry, partners=[partner.spec for partner in load_registry(settings.home)])
     if web_port is not None:
         start_http_server(web_port, addr="127.0.0.1", registry=metrics.registry)
     with open_store(settings, command="carrierwatch sink", wait=wait, migrate=True) as store:

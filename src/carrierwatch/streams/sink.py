@@ -21,7 +21,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -30,6 +30,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from carrierwatch.core.errors import StorageError
+from carrierwatch.core.partner import PartnerSpec
 from carrierwatch.settings import Settings
 from carrierwatch.sink import SinkBatch, write_batch
 from carrierwatch.storage.base import Store
@@ -79,16 +80,24 @@ class SinkMonitor:
     Each batch is observed as it arrives; the anomaly and alert rows it yields join the same
     idempotent store write. The monitor's state is saved (atomically) after every successful
     write and restored at start: a batch observed again after a crash only adds late rows for
-    windows scored already, which do not change a verdict.
+    windows scored already, which do not change a verdict. ``partners`` (the registry's specs)
+    give each partner's time zone and whether we poll it (see
+    :func:`~carrierwatch.anomaly.monitor.monitor_options_for`).
     """
 
-    def __init__(self, state_path: Path, registry: CollectorRegistry | None = None) -> None:
-        from carrierwatch.anomaly.monitor import AnomalyMonitor
+    def __init__(self, state_path: Path, registry: CollectorRegistry | None = None,
+                 partners: Iterable[PartnerSpec] = ()) -> None:
+        from carrierwatch.anomaly.monitor import AnomalyMonitor, monitor_options_for
         from carrierwatch.outputs.prometheus import AnomalyExporter
 
         self.state_path = state_path
-        self.monitor = (AnomalyMonitor.from_bytes(state_path.read_bytes())
-                        if state_path.exists() else AnomalyMonitor())
+        options = monitor_options_for(partners)
+        if state_path.exists():
+            self.monitor = AnomalyMonitor.from_bytes(state_path.read_bytes())
+            # partners added since the state was saved; known ones keep their learned zone
+            self.monitor.add_time_zones(options["time_zones"], options["polled_partners"])
+        else:
+            self.monitor = AnomalyMonitor(**options)
         self.exporter = AnomalyExporter(registry)
 
     def observe(self, batch: SinkBatch) -> None:

@@ -20,6 +20,17 @@ along a route of real US places (city, state, ZIP and IANA zone):
   ``exception_spike`` factor for scans in a spike window) at a hub, with a reason, resolved hours
   later (an ``in_transit`` scan) and delaying the package when the resolution comes after its next
   planned scan;
+- **delivery-day exceptions of an** ``exception_spike``: a real spike (weather, a sort-centre
+  breakdown, a vehicle shortage) hits every package in the network, those out for delivery too.
+  A package on the van (from ``out_for_delivery`` to its attempt) while a spike lasts gets an
+  exception (weather, vehicle or capacity, carrier delay) 20 minutes to 2 hours after the
+  spike reached it (before its attempt) with probability
+  ``per_scan × (factor − 1)``: the spike's excess over a base probability equal to one hub
+  scan's (``per_scan = 1 − (1 − exception_share)^(1/hub scans)``, about 0.3–1 %, so ~10–30 % of
+  the packages out for delivery at the default factor 30); it goes back to the station (an
+  ``in_transit`` scan) and out again the next business day. Outside spikes nothing is drawn
+  (the base share stays inside :attr:`LifecycleModel.exception_share`), so a simulation
+  without a spike is byte-identical;
 - **delivery**: ``out_for_delivery`` in the morning of the delivery day, ``delivered`` during the
   day (proof: photo, signature or none); :attr:`LifecycleModel.first_attempt_failure` of first
   attempts fail with a reason and are re-attempted the next business day (refusals are returned to
@@ -241,6 +252,9 @@ _EXCEPTION_REASONS = (("weather", 0.18), ("carrier_delay", 0.25), ("vehicle_or_c
                       ("damaged", 0.1), ("address_issue", 0.15), ("lost", 0.05),
                       ("customs", 0.02), ("payment_due", 0.03), ("other", 0.07))
 _PROOFS = (("photo", 0.65), ("signature", 0.25), ("none", 0.1))
+#: reasons of the delivery-day exceptions an ``exception_spike`` adds: network-wide causes (a
+#: storm, a station's vans short, a sort that ran late), not a parcel's own problem
+_DELIVERY_DAY_REASONS = (("weather", 0.45), ("vehicle_or_capacity", 0.3), ("carrier_delay", 0.25))
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,6 +532,7 @@ def simulate_package(rng: random.Random, profile: PartnerProfile, tracking_numbe
 
     attempt = 1
     same_day = network.local or days == 0
+    spike_hit = False  # a delivery-day exception of an exception_spike (at most one)
     while True:
         if same_day and attempt == 1 and delivery_day == _local_date(last, destination.zone):
             staged = last + rng.randint(40 * MINUTE, 90 * MINUTE)
@@ -535,6 +550,25 @@ def simulate_package(rng: random.Random, profile: PartnerProfile, tracking_numbe
         if attempt == 1:
             drafts.append(_Draft("staged", staged, destination, eta=revised))
         drafts.append(_Draft("out_for_delivery", out, destination, eta=window_end))
+        # an exception_spike hits the packages on their delivery day too (weather, vans
+        # short): those on the van while it lasts, with the excess ``per_scan * (factor - 1)``
+        # of a delivery-day exception whose base probability is one hub scan's. Drawn only
+        # inside a spike: without one, the same bytes.
+        hit = None if spike_hit else next(
+            (t for t in range(out, attempt_time, 15 * MINUTE)
+             if incidents.exception_factor(t) > 1.0), None)
+        if (hit is not None and rng.random()
+                < min(1.0, per_scan * (incidents.exception_factor(hit) - 1.0))):
+            spike_hit = True
+            opened = min(hit + rng.randint(20 * MINUTE, 2 * HOUR), attempt_time - MINUTE)
+            next_day = business_days_after(delivery_day, 1)
+            revised = _end_of_day(next_day, destination.zone) - 4 * HOUR
+            drafts.append(_Draft("exception", opened, destination,
+                                 reason=_choice(rng, _DELIVERY_DAY_REASONS), eta=revised))
+            drafts.append(_Draft("in_transit", opened + rng.randint(30 * MINUTE, 2 * HOUR),
+                                 destination, eta=revised))
+            delivery_day = next_day
+            continue
         fails = rng.random() < (model.first_attempt_failure if attempt == 1
                                 else model.second_attempt_failure)
         if not fails:
