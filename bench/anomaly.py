@@ -341,14 +341,14 @@ def monitor_incidents(batches: Sequence[Batch], incidents: Sequence[Mapping[str,
     # latency drifts: the delay from when the drift reached a meaningful size (besides the raw)
     drift_sizes: list[float] = []
     drift_delays: list[float] = []
-    for incident, hit in zip([i for i in incidents if i["kind"] == "latency_drift"],
-                             kinds.get("latency_drift", []), strict=True):
+    for incident, found in zip([i for i in incidents if i["kind"] == "latency_drift"],
+                               kinds.get("latency_drift", []), strict=True):
         size = DRIFT_SIZE_MS
         reached = incident["start"] + (incident["end"] - incident["start"]) * min(
             1.0, size / float(incident["parameters"]["max_ms"]))
         drift_sizes.append(round(size / 60_000, 1))
-        drift_delays.append(-1.0 if hit[2] < 0 else round(
-            (incident["start"] / 1000.0 + hit[2] * WINDOW_SECONDS - reached / 1000.0)
+        drift_delays.append(-1.0 if found[2] < 0 else round(
+            (incident["start"] / 1000.0 + found[2] * WINDOW_SECONDS - reached / 1000.0)
             / WINDOW_SECONDS, 1))
     delays = [h[2] for hits in kinds.values() for h in hits if h[2] >= 0]
     detected = len(delays)
