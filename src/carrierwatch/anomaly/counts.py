@@ -838,8 +838,9 @@ class DailyCountModel:
 
     The partner's day starts at the quietest hour of its learned daily profile (its night, in
     the timestamps' clock: the monitor feeds the partner's local wall clock, so the day does
-    not move with summer time), fixed once ``warmup_days`` have been seen; the
-    model scores once a full day of checkpoints has been learned after that. Hours with a window
+    not move with summer time; for a feed we poll, our UTC clock, on which its polls come),
+    fixed once ``warmup_days`` have been seen; the model scores once a full day of checkpoints
+    has been learned after that. Hours with a window
     scoring at least ``learn_below`` are not learned, and neither are the checkpoints of a
     flagged day; ``relearn_after`` flagged windows in a row (default 2 days) are accepted as the
     new normal.

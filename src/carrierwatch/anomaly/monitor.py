@@ -63,6 +63,7 @@ metric              value of the window (summed over regions, service levels, sh
 ``received_volume``  events *received* in the 5-minute window (``arrivals``, by received time)
 ``received_new_packages`` received labels (``info_received``): labels so far today (daily model)
 ``received_*_rate``  exception / unmapped (status ``unknown``) share of the events received
+                    (not for a feed we poll: a received window is one poll)
 ``received_age_p95`` p95 of received − event time of the events received, in minutes
 ==================  ====================================================================
 
@@ -165,7 +166,7 @@ WINDOW_MS = 300_000
 MINUTE_MS = 60_000
 ALERT_NAME = "PartnerMetricAnomalous"
 RUNBOOK_URL = "runbooks/anomaly.md"
-_FORMAT = b"carrierwatch-monitor/10\n"  # 10: seasons in the partner's local time
+_FORMAT = b"carrierwatch-monitor/11\n"  # 11: a polled feed's labels so far today in UTC
 NEW_PACKAGE_STATUSES = frozenset({"info_received"})
 """Canonical statuses that start a package's life: the ``received_new_packages`` stream counts
 them (a peak day shows first as labels created, hours before the extra parcels move through
@@ -460,8 +461,11 @@ class AnomalyMonitor:
         week, the daily model's day) follow its local wall clock, so a switch to summer time
         is not an anomaly. Partners not listed use UTC.
     polled_partners
-        Partners we poll: their ``received_*`` streams keep UTC seasons, because when their
-        data arrive is set by our poller's schedule, not by the partner's day.
+        Partners we poll: their ``received_*`` count streams (``received_new_packages``'s
+        day included) keep UTC seasons, because when their data arrive is set by our poller's
+        schedule, not by the partner's day; their ``received_*_rate`` streams are not scored
+        (a received window is one poll: its share is one draw of the hours the poll covers,
+        and the event-time rates see the same events once the poll is in).
     """
 
     def __init__(self, *, detector: str = COUNT_MODEL,
@@ -811,6 +815,11 @@ class AnomalyMonitor:
             spec = METRIC_SPECS[metric]
             if spec.source != source:
                 continue
+            if (source == "received" and spec.kind == "rate"
+                    and partner_id in self.polled_partners):
+                # one poll's share is one draw of the hours it covers, and the same events
+                # reach the event-time rates once the poll is in (docs/anomaly.md round 7)
+                continue
             view = totals
             if spec.support is not None and spec.support(totals) < self.min_support:
                 view = WindowTotals()
@@ -850,9 +859,11 @@ class AnomalyMonitor:
         return model.update(timestamp, evidence)
 
     def _zone(self, partner_id: str, source: str, kind: str) -> str | None:
-        """The time zone of a partner's seasons: its own, but UTC for the arrivals of a feed we
-        poll (they come when our poller runs)."""
-        if source == "received" and partner_id in self.polled_partners and kind == "count":
+        """The time zone of a partner's seasons: its own, but UTC for the arrival counts of a
+        feed we poll, labels so far today included (they come when our poller runs: in the
+        partner's local time its polls move by an hour at a switch to summer time)."""
+        if (source == "received" and partner_id in self.polled_partners
+                and kind in ("count", "daily")):
             return None
         return self.time_zones.get(partner_id)
 
