@@ -360,3 +360,25 @@ def test_the_hour_skipped_by_summer_time_learns_the_hour_before_it() -> None:
         t += window
     assert model.weekly[2].mean > 4.0  # 0 in the first week, then the 01:00 hour's 10
     assert model.weekly[1].mean == pytest.approx(10.0)
+
+
+def test_a_silence_once_suspect_is_not_learned_when_its_score_dips() -> None:
+    """A run of empty windows scored at least ``learn_below`` stays unlearned until data come
+    back, even when its score later dips (here: when the 30-minute horizon's larger dispersion
+    joins the run test), so an outage does not teach its hours of week that zero is normal."""
+    rng = random.Random(17)
+    factors = [rng.uniform(0.1, 1.9) for _ in range(200)]  # 2-hour blocks: a very bursty feed
+    model = CountModel()
+    stop = 5 * 288 + 10 * 12
+    for i in range(stop):
+        model.update(T0 + i * STEP, _poisson(rng, 10 * factors[i // 24]))
+    scores, learned = [], []
+    for k in range(48):
+        scores.append(model.update(T0 + (stop + k) * STEP, 0))
+        learned.append(model.learned)
+    first = next(k for k, s in enumerate(scores) if s >= model.learn_below)
+    assert any(s < model.learn_below for s in scores[first:])  # the dip this is about
+    assert learned[-1] == learned[first] == learned[first - 1]  # none of the run after it
+    assert model.run_held
+    model.update(T0 + (stop + 48) * STEP, 10)  # data again: the run is over
+    assert not model.run_held

@@ -236,8 +236,10 @@ class CountModel:
         Learned windows before anything but 0 is scored.
     flag_threshold, learn_below, relearn_after
         Windows scoring at least ``learn_below`` (capped at ``flag_threshold``, the monitor's
-        alarm threshold) are not learned; ``relearn_after`` of them in a row are accepted as
-        a new level.
+        alarm threshold) are not learned, nor are the later windows of a run of empty windows
+        one of which was (its score can dip when a longer horizon's dispersion joins the run
+        test, and an outage must not teach its hours that zero is normal);
+        ``relearn_after`` of them in a row are accepted as a new level.
     two_sided
         Score drops (silence) as well as rises.
     novelty
@@ -325,6 +327,9 @@ class CountModel:
         self.low_dispersion = _Dispersion(self.horizons, dispersion_alpha, dispersion_cap)
         # (expected, expected of novel windows) of the current run of empty windows
         self.empty_run: list[tuple[float, float]] = []
+        # a window of the current run of empty windows scored >= learn_below: the rest of the
+        # run is not learned either (its score can dip when a longer horizon's dispersion joins)
+        self.run_held = False
         self.flagged: list[tuple[float, float]] = []
         self.learned = 0
         # the arrival cycle: runs of empty windows that ended with an arrival (learned ones)
@@ -380,13 +385,17 @@ class CountModel:
             self.span = ((count, mu + sum(m for m, _ in self.empty_run),
                           novel + sum(n for _, n in self.empty_run)) if self.empty_run else None)
             self.empty_run = []
+            self.run_held = False
         daily = self.daily.get(int((timestamp % WEEK) // HOUR) % 24)
         ready = (self.learned >= self.warmup_windows and daily is not None
                  and daily.n >= self.season_min_windows)
         score = self._score() if ready else 0.0
+        held = score >= self.learn_below or (count == 0 and self.run_held)
+        if count == 0 and held:
+            self.run_held = True
         if score < self.flag_threshold:
-            self._learn_dispersion(score < self.learn_below)
-        if score >= self.learn_below:
+            self._learn_dispersion(not held)
+        if held:
             self.flagged.append((timestamp, count))
             # the scale sees a flagged window as expected: neither learned nor a hole (a
             # flagged burst of a polled feed must not leave only its empty windows behind)
@@ -568,6 +577,7 @@ class CountModel:
         for timestamp, count in held:
             self._learn(timestamp, count, self.base(timestamp))
         self.empty_run = []
+        self.run_held = False
         self.run_rate = self.run_expected = 0.0
 
 
