@@ -11,7 +11,15 @@ partners) is produced once to the ``raw.<partner>`` topics. Then, over the same 
   timed from the worker's partition assignment until the sink committed its last write (and the
   track stage committed its last checkpoint); with the CPU time the worker and the sink
   processes used by then, per canonical event (start-up included: a robust figure on a shared
-  machine, where the wall-clock rates follow the load of the moment).
+  machine, where the wall-clock rates follow the load of the moment);
+- **(c2) carrierwatch, stages in separate processes**: the same end to end with
+  ``carrierwatch worker --stages normalize`` + ``carrierwatch worker --stages track`` +
+  ``carrierwatch sink`` (each stage with an interpreter of its own), over a second copy of the
+  same raw feed produced up front (namespace ``bench2``: its own topics, groups and chDB), run
+  after (c) and its freshness phase, once (c)'s processes have stopped; timed from the later of
+  the two workers' assignments (the Faust app of the normalize worker starts seconds after the
+  track worker) until the sink and the track stage committed their last offsets, with the CPU
+  time of each process per canonical event.
 
 Before that, **Avro costs** on the feed's canonical events, single-threaded, best of five
 interleaved rounds: µs per event to serialize and to deserialize with confluent-kafka's
@@ -39,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +55,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -179,6 +189,64 @@ def _scrape_freshness(port: int) -> tuple[list[tuple[float, float]], float]:
     return sorted(buckets), count
 
 
+def _wait_marker(log: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float) -> float:
+    """The time (epoch seconds, group ``at``) of the first line of ``log`` matching ``pattern``
+    whose group ``count``, if the pattern has one, is positive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text(errors="replace")
+        for match in re.finditer(pattern, text):
+            found = match.groupdict()
+            if int(found.get("count") or 1) > 0:
+                return float(found["at"])
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit(f"{log.stem} did not start:\n{text[-3000:]}")
+        time.sleep(0.05)
+
+
+def _split_stages(bootstrap: str, work: Path, topology: Any, raw_topics: list[str], events: int,
+                  processes: list[subprocess.Popen[bytes]], stack: ExitStack) -> dict[str, float]:
+    """(c2): normalize-only + track-only workers + sink over ``topology``'s pre-produced raw
+    topics; events/s and CPU seconds of each process.
+
+    The two workers share a schema registry served by this process (each worker's embedded
+    registry is exclusive to its data dir, as in any deployment of several workers); each
+    process has a data dir of its own.
+    """
+    from carrierwatch.registry.server import EmbeddedSchemaRegistry
+    from carrierwatch.streams.broker import die_with_parent
+    from carrierwatch.streams.kafka import wait_caught_up
+
+    registry = stack.enter_context(EmbeddedSchemaRegistry(work / "registry2" / "registry.json"))
+    commands = {"sink2": ["sink"], "normalize2": ["worker", "--stages", "normalize"],
+                "track2": ["worker", "--stages", "track"]}
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    for name, command in commands.items():
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CARRIERWATCH_")}
+        env.update({"CARRIERWATCH_KAFKA_BOOTSTRAP": bootstrap,
+                    "CARRIERWATCH_SCHEMA_REGISTRY_URL": registry.url,
+                    "CARRIERWATCH_DATA_DIR": str(work / f"data-{name}"),
+                    "CARRIERWATCH_STREAM_NAMESPACE": topology.config.namespace})
+        with (work / f"{name}.log").open("wb") as log:
+            started[name] = subprocess.Popen(
+                [sys.executable, "-m", "carrierwatch.streams.cli", *command, "-l", "info"],
+                env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+        processes.append(started[name])
+    begin = max(
+        _wait_marker(work / "track2.log",
+                     r"assigned canonical partitions \[0, 1, 2\] at (?P<at>[0-9.]+)",
+                     started["track2"], 120),
+        _wait_marker(work / "normalize2.log",
+                     r"normalize: assigned (?P<count>\d+) raw partitions at (?P<at>[0-9.]+)",
+                     started["normalize2"], 120))
+    wait_caught_up(bootstrap, topology.app_id, raw_topics, timeout=900, poll=0.2)
+    wait_caught_up(bootstrap, topology.track_group, [topology.events], timeout=900, poll=0.2)
+    wait_caught_up(bootstrap, topology.sink_group, [topology.sink], timeout=900, poll=0.2)
+    elapsed = time.time() - begin
+    return {"rate": events / elapsed, "seconds": elapsed,
+            **{name: _cpu_seconds(proc.pid) for name, proc in started.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--days", type=int, default=2)
@@ -232,12 +300,17 @@ def main() -> None:
     broker = KafkaBroker(work / "kafka", heap="1g")
     broker.start(timeout=120)
     processes: list[subprocess.Popen[bytes]] = []
+    stack = ExitStack()
     try:
         bootstrap = broker.bootstrap
         topology = Topology(StreamConfig(namespace="bench"), registry.ids())
         ensure_topics(bootstrap, topology.specs())
         produce_raw(bootstrap, {p: topology.raw(p) for p in registry.ids()}, records)
         raw_topics = [topology.raw(p) for p in partners]
+        # the same feed once more for (c2), in topics, groups and a store of its own
+        split_topology = Topology(StreamConfig(namespace="bench2"), registry.ids())
+        ensure_topics(bootstrap, split_topology.specs())
+        produce_raw(bootstrap, {p: split_topology.raw(p) for p in registry.ids()}, records)
 
         # (a) ceiling
         count, seconds = _ceiling(raw_topics, len(records), bootstrap)
@@ -289,9 +362,14 @@ def main() -> None:
         elapsed = time.time() - started
         worker_rate = events / elapsed
         sink_cpu, worker_cpu = (_cpu_seconds(proc.pid) for proc in processes)
+        normalize_lag = _wait_marker(
+            work / "worker.log",
+            r"normalize: assigned (?P<count>\d+) raw partitions at (?P<at>[0-9.]+)",
+            processes[-1], 5) - started
         print(f"(c) carrierwatch worker+sink end to end: {worker_rate:,.0f} events/s "
               f"({elapsed:.1f} s); CPU µs per event: worker {worker_cpu / events * 1e6:.0f}, "
-              f"sink {sink_cpu / events * 1e6:.0f} (start-up included)", flush=True)
+              f"sink {sink_cpu / events * 1e6:.0f} (start-up included); the normalize agent was "
+              f"assigned {normalize_lag:.2f} s after the track stage", flush=True)
 
         # freshness at half of (c)'s rate
         before, before_count = _scrape_freshness(metrics_port)
@@ -326,6 +404,23 @@ def main() -> None:
         print(f"freshness at {rate * per_payload:,.0f} events/s ({sent} payloads live, "
               f"{after_count - before_count:.0f} events): p50 {p50:.3f} s, p99 {p99:.3f} s",
               flush=True)
+
+        # (c2) the stages in separate processes, once (c)'s processes have stopped
+        for proc in processes:
+            proc.send_signal(signal.SIGTERM)
+        for proc in processes:
+            proc.wait(120)
+        split = _split_stages(bootstrap, work, split_topology,
+                              [split_topology.raw(p) for p in partners], events, processes,
+                              stack)
+        split_rate = split["rate"]
+        split_cpu = split["normalize2"] + split["track2"]
+        print(f"(c2) normalize-only + track-only workers + sink end to end: {split_rate:,.0f} "
+              f"events/s ({split['seconds']:.1f} s) = {split_rate / worker_rate:.2f} x (c); "
+              f"CPU µs per event: workers {split_cpu / events * 1e6:.0f} (normalize "
+              f"{split['normalize2'] / events * 1e6:.0f}, track "
+              f"{split['track2'] / events * 1e6:.0f}), sink "
+              f"{split['sink2'] / events * 1e6:.0f}", flush=True)
         figures = {
             "payloads": len(records), "events": events, "events_per_payload": round(per_payload, 3),
             "ceiling_msgs_per_s": round(count / seconds), "ceiling_events_per_s": round(ceiling),
@@ -342,6 +437,18 @@ def main() -> None:
             "goal_worker_ge_faust_bare": worker_rate >= bare,
             "goal_worker_ge_25pct_ceiling": worker_rate >= 0.25 * ceiling,
             "goal_p99_lt_2s": p99 < 2.0,
+            "worker_normalize_lag_s": round(normalize_lag, 2),
+            "split_events_per_s": round(split_rate),
+            "split_cpu_us_per_event": round(split_cpu / events * 1e6),
+            "split_normalize_cpu_us_per_event": round(split["normalize2"] / events * 1e6),
+            "split_track_cpu_us_per_event": round(split["track2"] / events * 1e6),
+            "split_sink_cpu_us_per_event": round(split["sink2"] / events * 1e6),
+            "split_vs_worker": round(split_rate / worker_rate, 3),
+            "split_vs_faust_bare_events": round(split_rate / bare, 3),
+            "split_vs_faust_bare_msgs": round(split_rate / bare_msgs, 3),
+            "split_vs_ceiling_events": round(split_rate / ceiling, 3),
+            "goal_split_ge_faust_bare": split_rate >= bare,
+            "goal_split_ge_25pct_ceiling": split_rate >= 0.25 * ceiling,
         }
         print(json.dumps(figures))
     finally:
@@ -353,6 +460,7 @@ def main() -> None:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        stack.close()
         broker.stop()
         if args.keep:
             print(f"work folder kept: {work}", file=sys.stderr)

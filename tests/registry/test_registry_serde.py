@@ -29,6 +29,7 @@ from carrierwatch.core.model import (
 from carrierwatch.registry.client import seed_canonical_schemas
 from carrierwatch.registry.schemas import (
     SchemaVersion,
+    canonical_schema_versions,
     current_parsed_schema,
     is_valid_record,
     validation_errors,
@@ -37,7 +38,9 @@ from carrierwatch.registry.serde import (
     CANONICAL_TOPIC,
     CanonicalSerde,
     event_to_record,
+    parse_without_time_types,
     record_to_event,
+    record_union_branches,
     wire_schema_id,
 )
 
@@ -218,6 +221,66 @@ def module_serde(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Canonical
 def test_hypothesis_round_trip(module_serde: CanonicalSerde, event: CanonicalEvent) -> None:
     assert is_valid_record(event.to_record())
     assert module_serde.deserialize(module_serde.serialize(event)) == event
+
+
+@pytest.fixture(scope="module")
+def version_serdes(module_serde: CanonicalSerde) -> list[tuple[CanonicalSerde, Any]]:
+    """A writer serde per committed schema version, with that version's plain parsed schema."""
+    client = module_serde._client  # the module's seeded registry
+    return [(CanonicalSerde(client, schema=version, auto_register=False),
+             parse_without_time_types(version.schema_dict))
+            for version in canonical_schema_versions()]
+
+
+def _plain_body(parsed: Any, event: CanonicalEvent) -> bytes:
+    """The Avro body fastavro writes for ``event`` with no union hints (it picks every branch)."""
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, parsed, event_to_record(event))
+    return body.getvalue()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event=_events)
+def test_hypothesis_hinted_bytes_equal_plain_fastavro(
+        version_serdes: list[tuple[CanonicalSerde, Any]], event: CanonicalEvent) -> None:
+    """The record branch named in tuple notation changes nothing on the wire, for every writer
+    version; confluent-kafka's AvroDeserializer reads the current version's bytes."""
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+
+    for writer, parsed in version_serdes:
+        data = writer.serialize(event)
+        assert data[5:] == _plain_body(parsed, event)
+    current = version_serdes[-1][0]
+    deserializer = AvroDeserializer(current._client, current.schema.schema_str,
+                                    from_dict=record_to_event,
+                                    conf={"subject.name.strategy.type": "TOPIC"})
+    context = SerializationContext(CANONICAL_TOPIC, MessageField.VALUE)
+    assert deserializer(data, context) == event
+
+
+def test_record_union_branches_of_every_version(committed_versions: list[SchemaVersion]) -> None:
+    for version in committed_versions:
+        parsed = parse_without_time_types(version.schema_dict)
+        assert record_union_branches(parsed) == (("location", "io.carrierwatch.events.Location"),)
+    # a union of two records, or of null and a map, is left to fastavro
+    parsed = parse_without_time_types({"type": "record", "name": "E", "fields": [
+        {"name": "a", "type": ["null", {"type": "record", "name": "A", "fields": []},
+                               {"type": "record", "name": "B", "fields": []}]},
+        {"name": "m", "type": ["null", {"type": "map", "values": "string"}]},
+        {"name": "b", "type": ["B", "null"]}]})
+    assert record_union_branches(parsed) == (("b", "B"),)
+
+
+def test_positional_read_equals_record_to_event(serde: CanonicalSerde) -> None:
+    """The positional fast path of deserialize builds the same events as record_to_event."""
+    parsed = parse_without_time_types(serde.schema.schema_dict)
+    for event in (make_event(), make_event(location=None),
+                  make_event(location=Location(latitude=1.5), reason=None)):
+        data = serde.serialize(event)
+        body = io.BytesIO(data[5:])
+        slow = record_to_event(fastavro.schemaless_reader(body, parsed, None))  # type: ignore[arg-type]
+        assert serde.deserialize(data) == slow == event
+        assert type(serde.deserialize(data).location) is type(event.location)
 
 
 def test_current_parsed_schema_matches_model() -> None:

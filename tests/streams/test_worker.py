@@ -76,17 +76,26 @@ def wait_split(harness: StreamHarness, workers: int, timeout: float = 90.0) -> N
         time.sleep(0.5)
 
 
-def run_stream(harness: StreamHarness, records: list[RawRecord], workers: int = 1) -> None:
-    for index in range(workers):
-        harness.start(f"worker{index}", "worker")
-    if workers > 1:
-        wait_split(harness, workers)
+def run_stream(harness: StreamHarness, records: list[RawRecord], workers: int = 1, *,
+               split: bool = False) -> None:
+    """Run ``records`` through ``workers`` worker processes with both stages each, or with
+    ``split`` through one normalize-only and one track-only worker, and a sink."""
+    if split:
+        names = ["normalize0", "track0"]
+        harness.start("normalize0", "worker", "--stages", "normalize")
+        harness.start("track0", "worker", "--stages", "track")
+    else:
+        names = [f"worker{index}" for index in range(workers)]
+        for name in names:
+            harness.start(name, "worker")
+        if workers > 1:
+            wait_split(harness, workers)
     harness.start("sink", "sink")
     harness.produce(records)
     harness.finish_input(max_event_time(records, harness.registry))
     assert harness.stop("sink") == 0, harness.log("sink")[-3000:]
-    for index in range(workers):
-        assert harness.stop(f"worker{index}") == 0, harness.log(f"worker{index}")[-3000:]
+    for name in names:
+        assert harness.stop(name) == 0, harness.log(name)[-3000:]
 
 
 def stored_event_ids(harness: StreamHarness) -> tuple[set[str], int, int]:
@@ -193,6 +202,16 @@ def simulated_records(tmp_path_factory: pytest.TempPathFactory) -> list[RawRecor
     return list(iter_inputs([out]))
 
 
+def assert_equals_replay(harness: StreamHarness, records: list[RawRecord], tmp_path: Path) -> None:
+    """The sink's store equals an in-process replay of ``records`` (``result_snapshot``)."""
+    snapshot = harness.snapshot()
+    expected = replay_snapshot(records, tmp_path / "replay", harness.registry)
+    assert snapshot["canonical_events"] == expected["canonical_events"]
+    assert_same_rows(snapshot["package_outcomes"], expected["package_outcomes"])
+    assert snapshot["metric_windows"] == expected["metric_windows"]
+    assert snapshot == expected
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_simulated_feed_through_kafka_equals_replay(
         stream_harness: StreamHarness, simulated_records: list[RawRecord], tmp_path: Path,
@@ -200,12 +219,22 @@ def test_simulated_feed_through_kafka_equals_replay(
     records = simulated_records
     assert len(records) > 100
     run_stream(stream_harness, records, workers=workers)
-    snapshot = stream_harness.snapshot()
-    expected = replay_snapshot(records, tmp_path / "replay", stream_harness.registry)
-    assert snapshot["canonical_events"] == expected["canonical_events"]
-    assert_same_rows(snapshot["package_outcomes"], expected["package_outcomes"])
-    assert snapshot["metric_windows"] == expected["metric_windows"]
-    assert snapshot == expected
+    assert_equals_replay(stream_harness, records, tmp_path)
     if workers == 2:  # both workers really tracked events (and checkpointed their partitions)
         for name in ("worker0", "worker1"):
             assert "checkpoints=0," not in stream_harness.log(name), stream_harness.log(name)
+
+
+def test_stages_in_separate_processes_equal_replay(
+        stream_harness: StreamHarness, simulated_records: list[RawRecord], tmp_path: Path) -> None:
+    """One normalize-only worker (the Faust app with the agent) and one track-only worker (the
+    track stage under mode.Worker, no Faust app) give exactly the replay's results."""
+    run_stream(stream_harness, simulated_records, split=True)
+    assert_equals_replay(stream_harness, simulated_records, tmp_path)
+    normalize_log, track_log = stream_harness.log("normalize0"), stream_harness.log("track0")
+    assert "(worker stages: normalize)" in normalize_log
+    assert "track stage starting" not in normalize_log
+    assert "assigned canonical partitions" not in normalize_log
+    assert "track stage starting (worker stages: track)" in track_log
+    assert assignments(stream_harness, "track0")[-1] == [0, 1, 2]
+    assert "normalize: assigned" not in track_log and "checkpoints=0," not in track_log

@@ -20,6 +20,15 @@ context, look the schema up and walk it for rule tags on every message):
 - :func:`event_to_record` builds the record dict from the slots dataclass with one
   :func:`operator.attrgetter` call and a ``zip`` (no :func:`dataclasses.asdict`, which copies
   recursively and is several times slower);
+- a union holding ``null`` and one record type (``location``) is written with fastavro's tuple
+  notation, ``(record name, value)``, which names the branch: without it fastavro validates the
+  value against the record, field by field, to choose the branch (~30 % of the write). The
+  bytes are the same (tested); the names come from the parsed writer schema
+  (:func:`record_union_branches`). Other unions (``null`` with a string, a long or an enum) choose
+  their branch with one cheap check and gain nothing from a hint;
+- when the writer schema of a message is the reader schema and both list their fields in the
+  model's order (the current version), the decoded record becomes the event positionally, its
+  ``location`` too, with no per-field time conversion (the parsed schemas have no time types);
 - :func:`record_to_event` turns the ``datetime`` values fastavro returns for ``timestamp-millis``
   back into epoch milliseconds with exact integer arithmetic. (Going through
   ``datetime.timestamp() * 1000`` in floating point is off by one millisecond for about 0.6 % of
@@ -64,6 +73,7 @@ __all__ = [
     "event_to_record",
     "parse_without_time_types",
     "record_to_event",
+    "record_union_branches",
     "wire_schema_id",
 ]
 
@@ -112,6 +122,72 @@ def parse_without_time_types(schema: dict[str, Any] | str) -> Any:
     """
     loaded = json.loads(schema) if isinstance(schema, str) else schema
     return fastavro.parse_schema(_strip_time_types(loaded), named_schemas={})
+
+
+def _named_records(schema: Any, found: dict[str, Any]) -> None:
+    """Every record type defined in ``schema`` (a parsed schema), by full name, into ``found``."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _named_records(branch, found)
+    elif isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind in ("record", "error"):
+            found[schema["name"]] = schema
+            for field in schema["fields"]:
+                _named_records(field["type"], found)
+        elif kind == "array":
+            _named_records(schema["items"], found)
+        elif kind == "map":
+            _named_records(schema["values"], found)
+        elif isinstance(kind, (dict, list)):
+            _named_records(kind, found)
+
+
+def record_union_branches(parsed: Any) -> tuple[tuple[str, str], ...]:
+    """``(field, record name)`` of each top-level field of ``parsed`` (a record schema parsed by
+    fastavro) whose type is a union of ``null`` and exactly one record type.
+
+    A non-null value of such a field can only be that record, so the writer may name the branch
+    with fastavro's tuple notation ``(record name, value)`` instead of letting fastavro find it
+    by validating the value against each branch.
+
+    >>> parsed = parse_without_time_types({"type": "record", "name": "E", "namespace": "n",
+    ...     "fields": [{"name": "at", "type": ["null", {"type": "record", "name": "P",
+    ...                 "fields": [{"name": "x", "type": "int"}]}]},
+    ...               {"name": "again", "type": ["null", "n.P"]},
+    ...               {"name": "note", "type": ["null", "string"]}]})
+    >>> record_union_branches(parsed)
+    (('at', 'n.P'), ('again', 'n.P'))
+    """
+    records: dict[str, Any] = {}
+    _named_records(parsed, records)
+    found: list[tuple[str, str]] = []
+    for field in parsed["fields"]:
+        branches = field["type"]
+        if not isinstance(branches, list) or "null" not in branches or len(branches) != 2:
+            continue
+        other = branches[1] if branches[0] == "null" else branches[0]
+        if isinstance(other, dict) and other.get("type") in ("record", "error"):
+            found.append((field["name"], other["name"]))
+        elif isinstance(other, str) and other in records:
+            found.append((field["name"], other))
+    return tuple(found)
+
+
+def _in_model_order(parsed: Any) -> bool:
+    """Whether fastavro reads records of ``parsed`` with the model's fields in the model's order
+    (the event's, and the location's), so that both can be built positionally."""
+    if tuple(f["name"] for f in parsed["fields"]) != _EVENT_FIELDS:
+        return False
+    records: dict[str, Any] = {}
+    _named_records(parsed, records)
+    location = next(f["type"] for f in parsed["fields"] if f["name"] == "location")
+    if not isinstance(location, list) or len(location) != 2 or location[0] != "null":
+        return False
+    branch = location[1]
+    branch = records.get(branch) if isinstance(branch, str) else branch
+    return (isinstance(branch, dict) and branch.get("type") == "record"
+            and tuple(f["name"] for f in branch["fields"]) == _LOCATION_FIELDS)
 
 
 def event_to_record(event: CanonicalEvent, ctx: SerializationContext | None = None
@@ -205,6 +281,10 @@ class CanonicalSerde:
         self._auto_register = auto_register
         self._schema_dict = self.schema.schema_dict
         self._parsed = parse_without_time_types(self._schema_dict)
+        #: (field, record name) of the ["null", record] unions, written with tuple notation
+        self._record_branches = record_union_branches(self._parsed)
+        #: whether records read with this (writer = reader) schema build events positionally
+        self._positional = _in_model_order(self._parsed)
         self._header: bytes | None = None
         #: writer schema id -> (parsed writer schema, reader schema or None when they are equal)
         self._readers: dict[int, tuple[Any, Any]] = {}
@@ -232,9 +312,14 @@ class CanonicalSerde:
     def serialize(self, event: CanonicalEvent) -> bytes:
         """One event as Confluent wire-format bytes."""
         header = self._header if self._header is not None else self._registered_header()
+        record = event_to_record(event)
+        for field, name in self._record_branches:
+            value = record.get(field)
+            if value is not None:
+                record[field] = (name, value)
         out = io.BytesIO()
         out.write(header)
-        fastavro.schemaless_writer(out, self._parsed, event_to_record(event))
+        fastavro.schemaless_writer(out, self._parsed, record)
         return out.getvalue()
 
     def serialize_many(self, events: Iterable[CanonicalEvent]) -> list[bytes]:
@@ -283,8 +368,14 @@ class CanonicalSerde:
         body = io.BytesIO(data)
         body.seek(5)
         try:
-            record = fastavro.schemaless_reader(body, reader[0], reader[1])
-            return record_to_event(record)  # type: ignore[arg-type]
+            record: Any = fastavro.schemaless_reader(body, reader[0], reader[1])
+            if reader[1] is None and self._positional:
+                # the current schema, fields in the model's order, timestamps already ints
+                location = record["location"]
+                if location is not None:
+                    record["location"] = Location(*location.values())
+                return new_event(*record.values())
+            return record_to_event(record)
         except Exception as exc:
             raise SerializationError(f"undecodable Avro body (schema id {schema_id}): "
                                      f"{type(exc).__name__}: {exc}") from exc

@@ -1,6 +1,14 @@
 """The Faust worker: thin stages over the pure core (``carrierwatch worker``).
 
-Every worker process runs two stages:
+A worker process runs two stages, by default both (``--stages`` /
+``CARRIERWATCH_STREAM_STAGES``: ``normalize,track``, ``normalize`` or ``track``). Both stages in
+one process share one interpreter (one GIL); running them as separate processes puts each on a
+core of its own, with the same topics, groups and results. A ``normalize`` worker is the Faust
+app with the agent (:func:`create_app` with ``track=False``); a ``track`` worker runs the
+:class:`~carrierwatch.streams.track.TrackStage` alone under :class:`mode.Worker` (Faust's own
+service runner: the same logging, signals and graceful stop; :func:`track_service`): it consumes
+no Faust topic, so it needs no Faust app, which would only join the normalize group with nothing
+to take and cause rebalances there.
 
 ``normalize`` (``raw.<partner>`` → ``events.canonical`` + ``dlq.<partner>``), a Faust agent
     in the consumer group :attr:`Topology.app_id`: takes up to ``normalize_batch`` raw payloads,
@@ -11,7 +19,7 @@ Every worker process runs two stages:
     committed) only after the producer flushed: at-least-once.
 
 ``track`` (``events.canonical`` → ``cw.sink`` + ``cw.checkpoints``), a librdkafka consumer in
-    a thread of the same process (:class:`~carrierwatch.streams.track.TrackStage`, consumer
+    a thread of the worker process (:class:`~carrierwatch.streams.track.TrackStage`, consumer
     group :attr:`Topology.track_group`), started and stopped with the Faust app as a service:
     keeps one core :class:`~carrierwatch.core.pipeline.Pipeline` per assigned partition
     (``shard`` = partition). A batch (``consume(track_batch)``) makes one pipeline call per
@@ -69,7 +77,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import faust
 from confluent_kafka import Message
@@ -101,8 +109,11 @@ from carrierwatch.streams.records import (
 from carrierwatch.streams.topology import StreamConfig, Topology
 from carrierwatch.transformers.registry import PartnerRegistry
 
-__all__ = ["IDLE_CHECKPOINT_AGE", "CheckpointChain", "WorkerRuntime", "WorkerStats",
-           "create_app"]
+if TYPE_CHECKING:
+    from carrierwatch.streams.track import TrackStage
+
+__all__ = ["IDLE_CHECKPOINT_AGE", "CheckpointChain", "TrackService", "WorkerRuntime",
+           "WorkerStats", "create_app", "track_service"]
 
 log = logging.getLogger(__name__)
 
@@ -497,11 +508,38 @@ def _fail_stop(agent: str) -> None:
     os._exit(70)
 
 
-def create_app(runtime: WorkerRuntime, *, web_port: int | None = None) -> faust.App:
-    """The Faust app of a worker process: the ``normalize`` agent, and the track stage
-    (:class:`~carrierwatch.streams.track.TrackStage`) as a service started and stopped with it."""
+class TrackService(Service):
+    """Runs a track stage's librdkafka consumer thread for as long as the service runs (started
+    with the worker's Faust app, or alone under :class:`mode.Worker`)."""
+
+    def __init__(self, stage: TrackStage, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stage = stage
+
+    async def on_start(self) -> None:
+        log.info("track stage starting (worker stages: %s)", self.stage.runtime.config.stages)
+        self.stage.start()
+
+    async def on_stop(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.stage.stop)
+
+
+def _track_stage(runtime: WorkerRuntime) -> TrackStage:
     from carrierwatch.streams.track import TrackStage
 
+    return TrackStage(runtime, on_failure=lambda: _fail_stop("track"))
+
+
+def track_service(runtime: WorkerRuntime) -> TrackService:
+    """The track stage as a service of its own: a track-only worker, run by :class:`mode.Worker`."""
+    return TrackService(_track_stage(runtime))
+
+
+def create_app(runtime: WorkerRuntime, *, web_port: int | None = None,
+               track: bool = True) -> faust.App:
+    """The Faust app of a worker process: the ``normalize`` agent, and with ``track`` the track
+    stage (:class:`~carrierwatch.streams.track.TrackStage`) as a service started and stopped
+    with it (without: a normalize-only worker)."""
     config = runtime.config
     topology = runtime.topology
     # rocksdb:// runs on rocksdict when python-rocksdb is absent (faust.stores.rocksdb)
@@ -544,16 +582,27 @@ def create_app(runtime: WorkerRuntime, *, web_port: int | None = None) -> faust.
             except Exception:
                 _fail_stop("normalize")
 
-    stage = TrackStage(runtime, on_failure=lambda: _fail_stop("track"))
+    raw_topics = set(topology.raw_topics)
 
-    @app.service
-    class Track(Service):
-        """Runs the track stage's librdkafka consumer thread for as long as the app runs."""
+    def assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        """Log the raw partitions of each assignment (``args[0]``: the set of TPs)."""
+        tps: set[Any] = args[0] if args else set()
+        raw = sorted(f"{tp.topic}[{tp.partition}]" for tp in tps if tp.topic in raw_topics)
+        log.info("normalize: assigned %d raw partitions at %.3f (worker stages: %s): %s",
+                 len(raw), time.time(), config.stages, ", ".join(raw))
 
-        async def on_start(self) -> None:
-            stage.start()
+    # (mode's handler type does not admit a plain function under mypy; Faust calls it as
+    # receiver(app, assigned, signal=...))
+    cast(Any, app.on_partitions_assigned).connect(assigned)
 
-        async def on_stop(self) -> None:
-            await asyncio.get_running_loop().run_in_executor(None, stage.stop)
+    if track:
+        stage = _track_stage(runtime)
+
+        @app.service
+        class Track(TrackService):
+            """The track stage, started and stopped with the app."""
+
+            def __init__(self, **kwargs: Any) -> None:
+                super().__init__(stage, **kwargs)
 
     return app

@@ -2,7 +2,10 @@
 
 ``worker`` follows Faust's conventions (``-l/--loglevel`` with ``crit``, ``error``, ``warn``,
 ``info``, ``debug``; ``--web-port``); it declares the topics, then runs the Faust worker (the
-``normalize`` agent and the ``track`` stage) until SIGTERM/SIGINT. ``sink`` runs the store
+``normalize`` agent and the ``track`` stage) until SIGTERM/SIGINT. ``--stages normalize`` runs
+the Faust app with the agent only; ``--stages track`` runs the track stage alone under
+:class:`mode.Worker` (Faust's service runner: same logging and signals, no Faust app, hence no
+web views: ``--web-port`` is refused there). ``sink`` runs the store
 writer, the one process that owns an embedded chDB store. Both read ``CARRIERWATCH_*`` (broker,
 registry, store) and ``CARRIERWATCH_STREAM_*`` (namespace, partitions, batching) settings;
 options override them.
@@ -17,7 +20,7 @@ from pathlib import Path
 import click
 
 from carrierwatch.settings import Settings, get_settings
-from carrierwatch.streams.topology import StreamConfig, Topology, ensure_topics
+from carrierwatch.streams.topology import StreamConfig, Topology, ensure_topics, parse_stages
 
 __all__ = ["sink", "streams_cli", "topics", "worker"]
 
@@ -30,11 +33,22 @@ _loglevel = click.option("-l", "--loglevel", type=click.Choice(list(_LEVELS)), d
                          show_default=True, help="Logging level (Faust's names).")
 
 
-def _config(namespace: str | None) -> StreamConfig:
+def _config(namespace: str | None, stages: str | None = None) -> StreamConfig:
     config = StreamConfig()
     if namespace is not None:
         config = config.model_copy(update={"namespace": namespace})
+    if stages is not None:
+        config = config.model_copy(update={"stages": stages})
     return config
+
+
+def _stages(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return ",".join(parse_stages(value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 def _topology(settings: Settings, config: StreamConfig) -> Topology:
@@ -47,20 +61,30 @@ def _topology(settings: Settings, config: StreamConfig) -> Topology:
 @click.command("worker")
 @_loglevel
 @click.option("--web-port", type=int, default=None,
-              help="Serve Faust's web views (and /metrics) on 127.0.0.1:PORT [off].")
+              help="Serve Faust's web views (and /metrics) on 127.0.0.1:PORT [off]; needs the "
+                   "normalize stage (the Faust app).")
 @_namespace
-def worker(loglevel: str, web_port: int | None, namespace: str | None) -> None:
+@click.option("--stages", default=None, callback=_stages,
+              help="Stages of this process: normalize,track (both), normalize or track "
+                   "[CARRIERWATCH_STREAM_STAGES, default both].")
+def worker(loglevel: str, web_port: int | None, namespace: str | None,
+           stages: str | None) -> None:
     """Run a stream worker: raw.<partner> → events.canonical → core → cw.sink."""
     import faust
+    import mode
 
     from carrierwatch.registry.client import registry_client
     from carrierwatch.registry.serde import CANONICAL_TOPIC, CanonicalSerde
-    from carrierwatch.streams.app import WorkerRuntime, create_app
+    from carrierwatch.streams.app import WorkerRuntime, create_app, track_service
     from carrierwatch.streams.kafka import OutputProducer
     from carrierwatch.transformers.registry import load_registry
 
     settings = get_settings()
-    config = _config(namespace)
+    config = _config(namespace, stages)
+    normalize, track = ("normalize" in config.stage_names), ("track" in config.stage_names)
+    if web_port is not None and not normalize:
+        raise click.UsageError("--web-port serves the Faust app's web views; a track-only "
+                               "worker (--stages track) runs no Faust app")
     registry = load_registry(settings.home)
     if registry.failures:
         raise click.ClickException(f"partners failed to load: {sorted(registry.failures)}")
@@ -69,13 +93,20 @@ def worker(loglevel: str, web_port: int | None, namespace: str | None) -> None:
     with ExitStack() as stack:
         client = stack.enter_context(registry_client(settings))
         serde = CanonicalSerde(client, topic=CANONICAL_TOPIC)
-        runtime = WorkerRuntime(settings=settings, config=config, topology=topology,
-                                registry=registry, serde=serde,
-                                producer=OutputProducer(settings.kafka_bootstrap),
-                                track_producer=OutputProducer(settings.kafka_bootstrap))
-        app = create_app(runtime, web_port=web_port)
-        runner = faust.Worker(app, loglevel=_LEVELS[loglevel], quiet=True,
-                              override_logging=True)
+        runtime = WorkerRuntime(
+            settings=settings, config=config, topology=topology, registry=registry, serde=serde,
+            producer=OutputProducer(settings.kafka_bootstrap),
+            # both stages: the track stage's own producer (its flushes wait for nothing else)
+            track_producer=OutputProducer(settings.kafka_bootstrap) if normalize and track
+            else None)
+        runner: mode.Worker
+        if normalize:
+            app = create_app(runtime, web_port=web_port, track=track)
+            runner = faust.Worker(app, loglevel=_LEVELS[loglevel], quiet=True,
+                                  override_logging=True)
+        else:
+            runner = mode.Worker(track_service(runtime), loglevel=_LEVELS[loglevel], quiet=True,
+                                 override_logging=True)
         try:
             runner.execute_from_commandline()
         except SystemExit as exit_:

@@ -39,21 +39,45 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carrierwatch.core.errors import ConfigurationError
 
 __all__ = [
     "MAX_STATE_MESSAGE_BYTES",
+    "STAGES",
     "StreamConfig",
     "TopicSpec",
     "Topology",
     "ensure_topics",
+    "parse_stages",
 ]
 
 #: Checkpoints and sink batches can be large (the state of every package in flight).
 MAX_STATE_MESSAGE_BYTES = 64 * 1024 * 1024
+
+#: The stages a worker process can run, in pipeline order.
+STAGES = ("normalize", "track")
+
+
+def parse_stages(text: str) -> tuple[str, ...]:
+    """The stages named in ``text`` (comma-separated), in pipeline order.
+
+    >>> parse_stages("track, normalize"), parse_stages("track")
+    (('normalize', 'track'), ('track',))
+
+    Raises
+    ------
+    ValueError
+        If ``text`` names no stage or an unknown one.
+    """
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = sorted(names - set(STAGES))
+    if unknown or not names:
+        raise ValueError(f"stages must be a comma-separated subset of {','.join(STAGES)} "
+                         f"(not empty), got {text!r}")
+    return tuple(stage for stage in STAGES if stage in names)
 
 
 class StreamConfig(BaseSettings):
@@ -66,6 +90,10 @@ class StreamConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CARRIERWATCH_STREAM_", extra="ignore")
 
     namespace: str = Field("", description="Prefix of every topic and consumer group.")
+    stages: str = Field(
+        ",".join(STAGES), description="The stages a worker process runs: normalize,track "
+                                      "(both, one process), normalize or track (the stages in "
+                                      "separate processes, each on its own core).")
     raw_partitions: int = Field(1, ge=1, description="Partitions of each raw.<partner> topic.")
     events_partitions: int = Field(3, ge=1, description="Partitions of events.canonical.")
     sink_partitions: int = Field(3, ge=1, description="Partitions of cw.sink.")
@@ -100,6 +128,16 @@ class StreamConfig(BaseSettings):
     sink_fault_file: Path | None = Field(
         None, description="TEST ONLY: while this file exists every store write of the sink "
                           "fails with a StorageError (fault injection for the outage tests).")
+
+    @field_validator("stages")
+    @classmethod
+    def _known_stages(cls, value: str) -> str:
+        return ",".join(parse_stages(value))
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """:attr:`stages` as a tuple, in pipeline order."""
+        return parse_stages(self.stages)
 
     @property
     def prefix(self) -> str:
