@@ -79,6 +79,40 @@ def test_kill_9_of_the_worker_mid_stream_loses_and_doubles_nothing(
     assert_equals_replay(harness, feed, tmp_path)
 
 
+def test_kill_9_of_split_stage_workers_mid_stream_loses_and_doubles_nothing(
+        stream_harness: StreamHarness, feed: list[RawRecord], tmp_path: Path) -> None:
+    """The stages in processes of their own (``--stages``): the track-only worker is killed
+    twice and the normalize-only worker once, each mid-stream, and restarted."""
+    harness = stream_harness
+    ready = {"track": "[INFO] partition ", "normalize": "[INFO] normalize: assigned"}
+    harness.start("sink", "sink")
+    for stage in ready:
+        harness.start(stage, "worker", "--stages", stage)
+    parts = chunks(feed, 4)
+    victims = ["track", "normalize", "track"]
+    for number, part in enumerate(parts):
+        harness.produce(part)
+        if number == len(parts) - 1:
+            break
+        stage = victims[number]
+        pid = harness.processes[stage].pid
+        deadline = time.monotonic() + 90
+        while f"[{pid}] {ready[stage]}" not in harness.log(stage):
+            harness.assert_running()
+            assert time.monotonic() < deadline, f"the {stage} worker never started"
+            time.sleep(0.2)
+        time.sleep(0.5 + 0.5 * number)
+        harness.kill(stage)
+        harness.start(stage, "worker", "--stages", stage)
+    harness.finish_input(max_event_time(feed, harness.registry), timeout=150)
+    track_log = harness.log("track")
+    assert harness.stop("sink") == 0
+    for stage in ready:
+        assert harness.stop(stage) == 0, harness.log(stage)[-3000:]
+    assert track_log.count("restored checkpoint at offset") >= 2
+    assert_equals_replay(harness, feed, tmp_path)
+
+
 def test_broker_restart_mid_stream(stream_harness: StreamHarness, kafka_broker: KafkaBroker,
                                    feed: list[RawRecord], tmp_path: Path) -> None:
     harness = stream_harness
