@@ -229,6 +229,32 @@ def test_incidents_change_the_stories(fedex: PartnerProfile) -> None:
     assert len(in_window) == len(codes)
 
 
+def test_the_hub_exceptions_of_a_spike_open_inside_its_window(fedex: PartnerProfile) -> None:
+    """A hub exception opens 10 to 90 minutes after its scan; a spike multiplies the exceptions
+    *opening* in its window, so a short spike's exceptions are in it, not in the hour after;
+    the exceptions it causes on the vans open in it too."""
+    spikes = [Incident("exception_spike", "fedex", MONDAY + k * 6 * H, MONDAY + k * 6 * H + H // 2,
+                       {"factor": 30.0}) for k in range(4 * 16)]
+    inside = after = 0
+    on_vans: list[int] = []
+    for _, scans in _stories(fedex, 1500, spikes):
+        for before, scan in itertools.pairwise(scans):
+            if scan.status != "exception":
+                continue
+            if before.status == "out_for_delivery":  # a delivery-day exception of a spike
+                on_vans.append(scan.event_time)
+                continue
+            inside += any(s.covers(scan.event_time) for s in spikes)
+            after += any(s.end <= scan.event_time < s.end + 90 * 60_000 for s in spikes)
+    # the 90 minutes after each spike are 3x as long as the spike and see only the base rate
+    assert inside >= 80
+    assert inside >= 5 * after
+    # the vans' exceptions open inside the spike too, from its first minutes on
+    assert len(on_vans) >= 20
+    assert all(any(s.covers(t) for s in spikes) for t in on_vans)
+    assert any(s.start <= t < s.start + 15 * 60_000 for s in spikes for t in on_vans)
+
+
 def test_an_exception_spike_hits_packages_on_their_delivery_day(fedex: PartnerProfile) -> None:
     """Weather or a vehicle shortage stops parcels out for delivery too: inside a spike some
     of them get an exception within 2 hours and go out again the next business day; outside
@@ -246,6 +272,6 @@ def test_an_exception_spike_hits_packages_on_their_delivery_day(fedex: PartnerPr
     assert len(hits) >= 10
     for before, scan, after in hits:
         assert spike.covers(before.event_time)  # the spike covers whole days here
-        assert scan.event_time - before.event_time <= 2 * H
+        assert 0 < scan.event_time - before.event_time <= 2 * H
         assert scan.reason in {"weather", "vehicle_or_capacity", "carrier_delay"}
         assert after.status == "in_transit"

@@ -266,6 +266,32 @@ class PartnerIncidents:
                 factor *= float(incident.param("factor"))
         return factor
 
+    def max_exception_factor(self, start: int, end: int) -> float:
+        """The largest :meth:`exception_factor` over ``[start, end)``.
+
+        >>> spike = PartnerIncidents([Incident("exception_spike", "ups", 100, 200)])
+        >>> spike.max_exception_factor(0, 100), spike.max_exception_factor(0, 101)
+        (1.0, 30.0)
+        """
+        factor = 1.0
+        for incident in self._by_kind["exception_spike"]:
+            if incident.start < end and start < incident.end:
+                factor *= float(incident.param("factor"))
+        return factor
+
+    def first_spike_overlap(self, start: int, end: int) -> tuple[int, int] | None:
+        """Where ``[start, end)`` first meets an ``exception_spike``: ``(first, end of overlap)``.
+
+        >>> spike = PartnerIncidents([Incident("exception_spike", "ups", 100, 200)])
+        >>> spike.first_spike_overlap(50, 150), spike.first_spike_overlap(150, 400)
+        ((100, 150), (150, 200))
+        >>> spike.first_spike_overlap(200, 300) is None
+        True
+        """
+        overlaps = [(max(start, i.start), min(end, i.end))
+                    for i in self._by_kind["exception_spike"] if i.start < end and start < i.end]
+        return min(overlaps, default=None)
+
     def volume_factor(self, ms: int) -> float:
         """Multiplier of the shipping volume at ``ms`` (``peak_day``)."""
         factor = 1.0

@@ -17,17 +17,19 @@ along a route of real US places (city, state, ZIP and IANA zone):
   late tail of one to three days past it (:attr:`LifecycleModel.late_tail`); one more day for
   packages slowed down by a ``peak_day`` incident;
 - **exceptions** (about :attr:`LifecycleModel.exception_share` of packages, times the
-  ``exception_spike`` factor for scans in a spike window) at a hub, with a reason, resolved hours
+  ``exception_spike`` factor for exceptions opening in a spike window) at a hub, opened 10 to
+  90 minutes after the hub scan (a spike's exceptions open inside its window, so its label
+  starts where its data do), with a reason, resolved hours
   later (an ``in_transit`` scan) and delaying the package when the resolution comes after its next
   planned scan;
 - **delivery-day exceptions of an** ``exception_spike``: a real spike (weather, a sort-centre
   breakdown, a vehicle shortage) hits every package in the network, those out for delivery too.
   A package on the van (from ``out_for_delivery`` to its attempt) while a spike lasts gets an
-  exception (weather, vehicle or capacity, carrier delay) 20 minutes to 2 hours after the
-  spike reached it (before its attempt) with probability
-  ``per_scan × (factor − 1)``: the spike's excess over a base probability equal to one hub
-  scan's (``per_scan = 1 − (1 − exception_share)^(1/hub scans)``, about 0.3–1 %, so ~10–30 % of
-  the packages out for delivery at the default factor 30); it goes back to the station (an
+  exception (weather, vehicle or capacity, carrier delay), at an even chance over its first
+  2 hours on the van inside the spike, with probability ``per_scan × (factor − 1)``: the
+  spike's excess over a base probability equal to one hub scan's
+  (``per_scan = 1 − (1 − exception_share)^(1/hub scans)``, about 0.3–1 %, so ~10–30 % of the
+  packages out for delivery at the default factor 30); it goes back to the station (an
   ``in_transit`` scan) and out again the next business day. Outside spikes nothing is drawn
   (the base share stays inside :attr:`LifecycleModel.exception_share`), so a simulation
   without a spike is byte-identical;
@@ -494,8 +496,16 @@ def simulate_package(rng: random.Random, profile: PartnerProfile, tracking_numbe
     per_scan = 1.0 - (1.0 - model.exception_share) ** (1.0 / len(haul))
     known_late_at: int | None = None
     for index, scan in enumerate(haul):
-        if rng.random() < per_scan * incidents.exception_factor(scan.time):
+        # a spike multiplies the probability of exceptions *opening* in it (10 to 90 minutes
+        # after their scan): drawn against the largest factor those openings can meet, then
+        # thinned by the factor at the drawn opening, so the exceptions of a spike open inside
+        # its window. Outside spikes the ceiling is 1 and nothing more is drawn: the same bytes.
+        ceiling = incidents.max_exception_factor(scan.time + 10 * MINUTE,
+                                                 scan.time + 90 * MINUTE + 1)
+        if rng.random() < per_scan * ceiling:
             opened = scan.time + rng.randint(10 * MINUTE, 90 * MINUTE)
+            if ceiling > 1.0 and rng.random() * ceiling >= incidents.exception_factor(opened):
+                continue
             reason = _choice(rng, _EXCEPTION_REASONS)
             lasting = min(max(int(8 * HOUR * math.exp(0.6 * rng.gauss(0, 1))), 2 * HOUR),
                           40 * HOUR)
@@ -552,15 +562,16 @@ def simulate_package(rng: random.Random, profile: PartnerProfile, tracking_numbe
         drafts.append(_Draft("out_for_delivery", out, destination, eta=window_end))
         # an exception_spike hits the packages on their delivery day too (weather, vans
         # short): those on the van while it lasts, with the excess ``per_scan * (factor - 1)``
-        # of a delivery-day exception whose base probability is one hub scan's. Drawn only
-        # inside a spike: without one, the same bytes.
-        hit = None if spike_hit else next(
-            (t for t in range(out, attempt_time, 15 * MINUTE)
-             if incidents.exception_factor(t) > 1.0), None)
-        if (hit is not None and rng.random()
-                < min(1.0, per_scan * (incidents.exception_factor(hit) - 1.0))):
+        # of a delivery-day exception whose base probability is one hub scan's, opening at an
+        # even chance over the first 2 hours the van spends in the spike (after the
+        # out-for-delivery scan, before the attempt). Drawn only inside a spike: without one,
+        # the same bytes.
+        exposed = None if spike_hit else incidents.first_spike_overlap(out + MINUTE,
+                                                                       attempt_time - MINUTE)
+        if (exposed is not None and rng.random()
+                < min(1.0, per_scan * (incidents.exception_factor(exposed[0]) - 1.0))):
             spike_hit = True
-            opened = min(hit + rng.randint(20 * MINUTE, 2 * HOUR), attempt_time - MINUTE)
+            opened = rng.randint(exposed[0], min(exposed[1], exposed[0] + 2 * HOUR - MINUTE) - 1)
             next_day = business_days_after(delivery_day, 1)
             revised = _end_of_day(next_day, destination.zone) - 4 * HOUR
             drafts.append(_Draft("exception", opened, destination,
