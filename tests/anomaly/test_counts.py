@@ -131,6 +131,34 @@ def test_a_poll_that_does_not_come_is_flagged_soon_after_it_was_due() -> None:
     assert due < first <= due + 4  # flagged within 4 windows (20 minutes) of the missed poll
 
 
+def test_a_large_poll_spread_over_windows_that_does_not_come_is_flagged() -> None:
+    """A poll of thousands of events takes several windows to arrive and its size swings with
+    the hours it covers: its first window says little of its size (a huge dispersion), but a
+    poll that does not come at all is still a verdict once it is overdue."""
+    rng = random.Random(17)
+    model = CountModel()
+    cycle, spread = 36, 5  # every 3 hours, each poll over 5 windows
+    polls: dict[int, list[float]] = {}
+    scores = []
+    for i in range(6 * 288):
+        phase = i % cycle
+        if phase == 1:
+            size = 3000 * (1 + 0.6 * math.sin(2 * math.pi * i / 288)) * rng.uniform(0.8, 1.2)
+            polls[i] = [size * share for share in (0.14, 0.22, 0.22, 0.22, 0.20)]
+        start = i - phase + 1
+        count = round(polls[start][phase - 1]) if start in polls and phase <= spread else 0
+        scores.append(model.update(T0 + i * STEP, count))
+    assert max(scores[2 * 288:]) < 0.5  # polls of every size and their gaps are no news
+    assert model.span_dispersion.mean > 100  # first windows against whole gaps: no evidence
+    assert model.poll_relative_variance() is not None
+    start = 6 * 288
+    missed = [model.update(T0 + (start + k) * STEP, 0) for k in range(2 * cycle)]
+    due = (1 - start) % cycle
+    assert max(missed[:due + 1]) < 0.5
+    first = next(k for k, s in enumerate(missed) if s >= 0.5)
+    assert due < first <= due + 4
+
+
 def test_a_few_percent_exceptions_for_hours_are_flagged_within_the_4_hour_horizon() -> None:
     rng = random.Random(11)
     model = RateModel()

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import statistics
 from collections import deque
 from collections.abc import Mapping, Sequence
 
@@ -81,6 +82,13 @@ __all__ = [
 
 DEFAULT_HORIZONS: tuple[int, ...] = (1, 6, 24)
 """Trailing horizons in windows: 5 minutes, 30 minutes, 2 hours of 5-minute windows."""
+
+POLL_HISTORY = 32
+"""Whole polls whose relative size excess is kept (their median is the poll ``tau^2``)."""
+
+POLL_MAX_WINDOWS = 12
+"""A run of non-empty windows after a gap longer than this (an hour) is a steady feed, not one
+poll (see :class:`CountModel`'s arrival cycle)."""
 
 RATE_HORIZONS: tuple[int, ...] = (1, 6, 24, 48)
 """Trailing horizons of rates (and tail shares): 4 hours as well, because a few percent of a
@@ -259,7 +267,16 @@ class CountModel:
     gap_level, gap_margin, gap_min
         The arrival cycle: the ``gap_level`` quantile of the learned runs of empty windows
         that ended with an arrival (at least ``gap_min`` of them) is the longest normal gap;
-        a run longer by ``gap_margin`` windows is *an arrival that did not come*.
+        a run longer by ``gap_margin`` windows is *an arrival that did not come*. Its tail is
+        ``P(0)`` of a negative binomial with the run's expected count as mean and the relative
+        variance ``tau^2`` of whole polls (a poll being the run of non-empty windows after a
+        gap, at most :data:`POLL_MAX_WINDOWS`; ``tau^2`` is the median of the last
+        :data:`POLL_HISTORY` polls' ``((size - expected)^2 - expected) / expected^2`` over
+        0.455): ``(1 + tau^2 M)^(-1 / tau^2)``. A poll's size swings by tens of percent with
+        the hours it covers, but one of thousands of events does not come empty. Before
+        ``span_min`` polls are learned, quasi-Poisson with the dispersion of the arrivals'
+        first windows, ``exp(-M / phi_span)``, which is no evidence when a large poll takes
+        several windows to arrive (its first window against the whole gap's expectation).
     run_rate_windows, run_rate_level
         A run of empty windows is also tested against the feed's own rate just before it: the
         lower confidence bound (level ``run_rate_level``) of the count per unit of seasonal
@@ -339,6 +356,13 @@ class CountModel:
         self.span_min = 8  # arrivals after a gap learned before their size is tested
         self.span: tuple[float, float, float] | None = None  # (count, expected, novel) of the
         # window that ended a run of empty windows, the run included
+        # a whole poll: the run of non-empty windows after a gap, as (count, expected with the
+        # gap's, windows, every window learnable), and the relative excess
+        # ((size - expected)^2 - expected) / expected^2 of the last polls: their relative
+        # variance is what the "arrival that did not come" test uses (a large poll takes
+        # several windows to arrive, and its size swings with the hours it covers)
+        self.poll: tuple[float, float, int, bool] | None = None
+        self.poll_excess: deque[float] = deque(maxlen=POLL_HISTORY)
 
     def base(self, timestamp: float) -> float:
         """Seasonal expected count of the window starting at ``timestamp`` (before scaling)."""
@@ -375,6 +399,7 @@ class CountModel:
         self.trail.append((count, mu, novel, base))
         run = len(self.empty_run)
         if count == 0:
+            self._end_poll()
             self.span = None
             if not self.empty_run:
                 self.run_rate, self.run_phi = self._recent_rate()
@@ -391,6 +416,8 @@ class CountModel:
                  and daily.n >= self.season_min_windows)
         score = self._score() if ready else 0.0
         held = score >= self.learn_below or (count == 0 and self.run_held)
+        if count > 0:
+            self._grow_poll(count, mu, run, not held)
         if count == 0 and held:
             self.run_held = True
         if score < self.flag_threshold:
@@ -408,6 +435,32 @@ class CountModel:
             self._learn_gap(run)
         self._learn(timestamp, count, base)
         return score
+
+    def _grow_poll(self, count: float, mu: float, run: int, learnable: bool) -> None:
+        """Add a non-empty window to the poll in progress (or start one after a gap)."""
+        if run > 0 and self.span is not None:
+            self.poll = (count, self.span[1], 1, learnable)
+        elif self.poll is not None:
+            total, expected, windows, ok = self.poll
+            # arrivals in every window for an hour: a steady feed, not a poll
+            self.poll = None if windows >= POLL_MAX_WINDOWS else (
+                total + count, expected + mu, windows + 1, ok and learnable)
+
+    def _end_poll(self) -> None:
+        """At the first empty window after a poll: learn the whole poll's size dispersion."""
+        if self.poll is not None and self.learned >= self.warmup_windows // 2:
+            total, expected, _, ok = self.poll
+            if (ok or total >= expected) and expected > 0.0:
+                self.poll_excess.append(((total - expected) ** 2 - expected) / expected ** 2)
+        self.poll = None
+
+    def poll_relative_variance(self) -> float | None:
+        """``tau^2`` of whole polls' sizes (robust: the median relative excess over 0.455, the
+        median of a chi-square with one degree of freedom), floored at 0.01; None before
+        ``span_min`` polls."""
+        if len(self.poll_excess) < self.span_min:
+            return None
+        return max(0.01, statistics.median(self.poll_excess) / 0.455)
 
     def _novel(self, timestamp: float) -> bool:
         """Whether the window's hour of week has not been learned yet."""
@@ -472,9 +525,15 @@ class CountModel:
                 tail = min(tail, math.exp(-self.run_expected / self.run_phi))
             if (self.longest_gap is not None and self.span_dispersion.n >= self.span_min
                     and run > self.longest_gap + self.gap_margin):
-                # an arrival that did not come: the feed's own cycle is overdue
+                # an arrival that did not come: the feed's own cycle is overdue. Once whole
+                # polls are learned, P(0) of a negative binomial with their relative variance
+                # (a poll's size swings by tens of percent with the hours it covers, but a
+                # poll of thousands of events does not come empty); before, quasi-Poisson
+                # with the first windows' dispersion
                 tests += 1
-                tail = min(tail, math.exp(-expected / span_phi))
+                tau2 = self.poll_relative_variance()
+                tail = min(tail, math.exp(-expected / span_phi) if tau2 is None
+                           else (1.0 + tau2 * max(expected, 0.0)) ** (-1.0 / tau2))
         return _score(tail, max(tests, 1))
 
     def _recent_rate(self) -> tuple[float, float]:
