@@ -268,15 +268,17 @@ class CountModel:
         The arrival cycle: the ``gap_level`` quantile of the learned runs of empty windows
         that ended with an arrival (at least ``gap_min`` of them) is the longest normal gap;
         a run longer by ``gap_margin`` windows is *an arrival that did not come*. Its tail is
-        ``P(0)`` of a negative binomial with the run's expected count as mean and the relative
-        variance ``tau^2`` of whole polls (a poll being the run of non-empty windows after a
-        gap, at most :data:`POLL_MAX_WINDOWS`; ``tau^2`` is the median of the last
-        :data:`POLL_HISTORY` polls' ``((size - expected)^2 - expected) / expected^2`` over
-        0.455): ``(1 + tau^2 M)^(-1 / tau^2)``. A poll's size swings by tens of percent with
-        the hours it covers, but one of thousands of events does not come empty. Before
-        ``span_min`` polls are learned, quasi-Poisson with the dispersion of the arrivals'
-        first windows, ``exp(-M / phi_span)``, which is no evidence when a large poll takes
-        several windows to arrive (its first window against the whole gap's expectation).
+        the smaller of two: ``P(0)`` of a negative binomial with the run's expected count as
+        mean and the relative variance ``tau^2`` of whole polls (a poll being the run of
+        non-empty windows after a gap, at most :data:`POLL_MAX_WINDOWS`; ``tau^2`` is the
+        median of the last :data:`POLL_HISTORY` polls'
+        ``((size - expected)^2 - expected) / expected^2`` over 0.455),
+        ``(1 + tau^2 M)^(-1 / tau^2)``, once ``span_min`` polls are learned (a poll's size
+        swings by tens of percent with the hours it covers, but one of thousands of events
+        does not come empty); and quasi-Poisson with the dispersion of the arrivals' first
+        windows, ``exp(-M / phi_span)``, which is no evidence when a large poll takes several
+        windows to arrive (its first window against the whole gap's expectation) but the
+        stronger one for short bursts of a few events.
     run_rate_windows, run_rate_level
         A run of empty windows is also tested against the feed's own rate just before it: the
         lower confidence bound (level ``run_rate_level``) of the count per unit of seasonal
@@ -525,15 +527,17 @@ class CountModel:
                 tail = min(tail, math.exp(-self.run_expected / self.run_phi))
             if (self.longest_gap is not None and self.span_dispersion.n >= self.span_min
                     and run > self.longest_gap + self.gap_margin):
-                # an arrival that did not come: the feed's own cycle is overdue. Once whole
-                # polls are learned, P(0) of a negative binomial with their relative variance
-                # (a poll's size swings by tens of percent with the hours it covers, but a
-                # poll of thousands of events does not come empty); before, quasi-Poisson
-                # with the first windows' dispersion
+                # an arrival that did not come: the feed's own cycle is overdue. Quasi-Poisson
+                # with the first windows' dispersion and, once whole polls are learned, P(0)
+                # of a negative binomial with their relative variance (a poll's size swings
+                # by tens of percent with the hours it covers, but a poll of thousands of
+                # events does not come empty)
                 tests += 1
+                tail = min(tail, math.exp(-expected / span_phi))
                 tau2 = self.poll_relative_variance()
-                tail = min(tail, math.exp(-expected / span_phi) if tau2 is None
-                           else (1.0 + tau2 * max(expected, 0.0)) ** (-1.0 / tau2))
+                if tau2 is not None:
+                    tests += 1
+                    tail = min(tail, (1.0 + tau2 * max(expected, 0.0)) ** (-1.0 / tau2))
         return _score(tail, max(tests, 1))
 
     def _recent_rate(self) -> tuple[float, float]:
