@@ -221,25 +221,30 @@ def incident_specs(partners: Sequence[str], *, first_day: int = 4, spacing_days:
     return specs
 
 
-_Compact = tuple[str, str, str, int, int, int, int, int, int, int, int, int, dict[int, int]]
+_Compact = tuple[str, str, str, int, int, int, int, int, int, int, int, int, dict[int, int],
+                 dict[str, int]]
 
 
 def _compact(row: Any) -> _Compact:
+    from carrierwatch.anomaly.monitor import NEW_PACKAGE_STATUSES
+
     return (row.partner_id, row.region, row.service_level, row.window_start, row.shard,
             row.version, row.events, row.synthetic_events, row.events_by_status.get("exception", 0),
             row.codebook_gap_events, row.packages_decided, row.packages_on_time,
-            row.latency_hist)
+            row.latency_hist,
+            {s: row.events_by_status[s] for s in NEW_PACKAGE_STATUSES if s in row.events_by_status})
 
 
 def _expand(item: _Compact) -> Any:
     from carrierwatch.core.windows import MetricWindowRow
 
     (partner, region, level, start, shard, version, events, synthetic, exceptions, gaps,
-     decided, on_time, hist) = item
+     decided, on_time, hist, labels) = item
     return MetricWindowRow(partner, region, level, "5m", start, shard, version, events=events,
                            codebook_gap_events=gaps, synthetic_events=synthetic,
                            packages_decided=decided, packages_on_time=on_time,
-                           events_by_status={"exception": exceptions} if exceptions else {},
+                           events_by_status={"exception": exceptions, **labels} if exceptions
+                           else dict(labels),
                            latency_hist=hist)
 
 
@@ -446,7 +451,8 @@ def _incident_figures(args: argparse.Namespace) -> dict[str, Any]:
     specs = incident_specs(partners)
     plan = zlib.crc32("\n".join(specs).encode())
     key = (f"s{args.seed}-p{len(partners)}-d{args.days}-v{args.packages_per_day}-b{args.batch}"
-           f"-a-{plan:08x}")  # "-a": batches carry arrivals; the hash: the incident specs
+           f"-n-{plan:08x}")  # "-n": rows carry label counts, batches arrivals; the hash:
+    # the incident specs
     cache = args.cache / key if args.cache else None
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
