@@ -14,6 +14,9 @@ default; `--no-incidents` skips it) simulates seeded partner feeds with injected
 and scores the monitor's own verdicts with :func:`incident_metrics`: recall, false alarms per
 partner-week and median detection delay in 5-minute windows (plus the time to alert, which adds
 the scoring delay). Which metrics each incident kind is expected to move: :data:`EXPECTED_METRIC`.
+The volume is the simulator's default, 1,500 packages per partner per day, as in
+``bench/stream.py`` (``--packages-per-day`` changes it; docs/anomaly.md has the figures at 300
+and 3,000 too).
 """
 
 from __future__ import annotations
@@ -559,7 +562,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-incidents", action="store_true", help="skip the incident part")
     parser.add_argument("--partners", type=int, default=5)
     parser.add_argument("--days", type=int, default=14)
-    parser.add_argument("--packages-per-day", type=int, default=300)
+    parser.add_argument("--packages-per-day", type=int, default=1500,
+                        help="per partner (default: the simulator's own default, 1500; 300 is "
+                             "a small shipper, ~10 events per partner per 5-minute window)")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--batch", type=int, default=1000,
                         help="events per pipeline call in the incident replay")
