@@ -159,23 +159,6 @@ def test_a_large_poll_spread_over_windows_that_does_not_come_is_flagged() -> Non
     assert due < first <= due + 4
 
 
-def test_a_rate_is_not_scored_before_its_warm_up_windows_however_busy_the_feed() -> None:
-    """A busy feed has its trials within the hour; a day of windows is asked for besides."""
-    rng = random.Random(3)
-
-    def window(model: RateModel, i: int, share: float) -> float:
-        return model.update(T0 + i * STEP, sum(rng.random() < share for _ in range(100)), 100)
-
-    day, hour = RateModel(warmup_windows=288), RateModel()
-    early = [(window(day, i, 0.004), window(hour, i, 0.004)) for i in range(12)]
-    assert all(d == 0.0 for d, _ in early) and hour.learned_trials >= hour.warmup_trials
-    spike = [(window(day, 12 + i, 0.1), window(hour, 12 + i, 0.1)) for i in range(3)]
-    assert max(d for d, _ in spike) == 0.0 < 0.5 <= max(h for _, h in spike)
-    for i in range(15, 300):
-        window(day, i, 0.004)
-    assert max(window(day, 300 + i, 0.1) for i in range(3)) >= 0.5
-
-
 def test_a_few_percent_exceptions_for_hours_are_flagged_within_the_4_hour_horizon() -> None:
     rng = random.Random(11)
     model = RateModel()

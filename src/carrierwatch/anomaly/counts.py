@@ -657,11 +657,6 @@ class RateModel:
         Memory of the dispersion and the cap of one squared residual.
     warmup_trials
         Trials learned before anything but 0 is scored.
-    warmup_windows
-        Windows seen before anything but 0 is scored, besides ``warmup_trials`` (default 0:
-        none). A busy feed reaches its trials within an hour, but a rate learned from one
-        part of the day (morning deliveries, not the night's hub scans) is no baseline yet;
-        the monitor asks for a day (:data:`~carrierwatch.anomaly.monitor.RATE_WARMUP_WINDOWS`).
     flag_threshold, learn_below, relearn_after
         As for :class:`CountModel`.
     dispersion_below
@@ -695,7 +690,7 @@ class RateModel:
                  warmup_trials: float = 300.0, flag_threshold: float = 0.5,
                  learn_below: float = 0.2, relearn_after: int = 144,
                  dispersion_below: float | None = None, cusum_ratio: float | None = None,
-                 cusum_cap: float = 25.0, learn_lag: int = 0, warmup_windows: int = 0) -> None:
+                 cusum_cap: float = 25.0, learn_lag: int = 0) -> None:
         if cusum_ratio is not None and cusum_ratio <= 1.0:
             raise ValueError(f"cusum_ratio must be > 1, got {cusum_ratio}")
         self.cusum_ratio = cusum_ratio
@@ -709,8 +704,6 @@ class RateModel:
             else min(dispersion_below, flag_threshold)
         self.decay = decay
         self.warmup_trials = warmup_trials
-        self.warmup_windows = warmup_windows
-        self.windows = 0  # seen
         self.flag_threshold = flag_threshold
         self.learn_below = min(learn_below, flag_threshold)
         self.relearn_after = relearn_after
@@ -730,9 +723,7 @@ class RateModel:
         """Score ``successes`` of ``trials`` (with the trailing windows), then learn them."""
         del timestamp  # rates are not seasonal here; kept for a uniform signature
         self.trail.append((successes, trials))
-        self.windows += 1
-        ready = (self.learned_trials >= self.warmup_trials
-                 and self.windows > self.warmup_windows)
+        ready = self.learned_trials >= self.warmup_trials
         if self.cusum_ratio is not None and ready:
             self._update_cusum(successes, trials)
         score = self._score() if ready else 0.0

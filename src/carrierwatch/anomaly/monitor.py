@@ -79,8 +79,7 @@ window totals by an ``observe_heartbeats`` call.
 **Scoring.** By default (``detector="count_model"``) each ``(partner, metric)`` stream has a
 count model of :mod:`carrierwatch.anomaly.counts` chosen by the stream's kind: volumes are
 quasi-Poisson counts against a seasonal expectation (with a run-of-empty-windows test), rates
-are quasi-binomial (``x`` of ``n``, so 1 exception in 3 events is weak evidence; scored from
-their second day, :data:`RATE_WARMUP_WINDOWS`), latencies are
+are quasi-binomial (``x`` of ``n``, so 1 exception in 3 events is weak evidence), latencies are
 the share above the learned 90th percentile; each over trailing horizons of 1, 6 and 24
 windows (a polled feed's event-time latency not per window: its window arrives in one poll).
 New packages (``received_new_packages``) are a daily model: labels so far in the
@@ -153,7 +152,6 @@ __all__ = [
     "METRICS",
     "METRIC_MODEL_PARAMS",
     "NEW_PACKAGE_STATUSES",
-    "RATE_WARMUP_WINDOWS",
     "RUNBOOK_URL",
     "AnomalyMonitor",
     "MetricSpec",
@@ -168,7 +166,7 @@ WINDOW_MS = 300_000
 MINUTE_MS = 60_000
 ALERT_NAME = "PartnerMetricAnomalous"
 RUNBOOK_URL = "runbooks/anomaly.md"
-_FORMAT = b"carrierwatch-monitor/12\n"  # 12: whole polls' size variance, rates' warm-up
+_FORMAT = b"carrierwatch-monitor/12\n"  # 12: whole polls' relative variance
 NEW_PACKAGE_STATUSES = frozenset({"info_received"})
 """Canonical statuses that start a package's life: the ``received_new_packages`` stream counts
 them (a peak day shows first as labels created, hours before the extra parcels move through
@@ -274,12 +272,6 @@ METRIC_SPECS: Mapping[str, MetricSpec] = {
                    "received"),
     )
 }
-RATE_WARMUP_WINDOWS = 288
-"""Windows (a day) a rate stream (:class:`~carrierwatch.anomaly.counts.RateModel`) sees before it
-scores, besides its trials: at 1,500 packages a day a feed has its 300 trials within the hour,
-and an exception rate learned from the first hours of a cold monitor alarmed for hours on
-day 1 (4 false alarms on the bench's seed 23, docs/anomaly.md round 8). Overridden by
-``model_params={"rate": {"warmup_windows": N}}``."""
 METRIC_MODEL_PARAMS: Mapping[str, Mapping[str, Any]] = {}
 """Count-model parameters of particular streams (over the kind's defaults; ``model_params``
 of the monitor keyed by the metric name override them)."""
@@ -566,7 +558,7 @@ class AnomalyMonitor:
         if kind == "daily":
             return DailyCountModel(window_seconds=WINDOW_MS / 1000, **params)
         if kind == "rate":
-            return RateModel(**{"warmup_windows": RATE_WARMUP_WINDOWS, **params})
+            return RateModel(**params)
         return TailShareModel(**params)
 
     # ------------------------------------------------------------------ public API
