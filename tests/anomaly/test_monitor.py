@@ -312,7 +312,7 @@ def test_monitor_options_from_partner_specs() -> None:
 
 def test_configuration_errors() -> None:
     with pytest.raises(ConfigurationError, match="unknown metric"):
-        AnomalyMonitor(metrics=("volume", "heartbeat_latency"))
+        AnomalyMonitor(metrics=("volume", "heartbeat_silence"))
     with pytest.raises(ConfigurationError):
         AnomalyMonitor(threshold=0.0)
     with pytest.raises(ConfigurationError):
@@ -364,6 +364,51 @@ def test_arrivals_feed_received_streams_and_an_outage_is_flagged_in_its_first_wi
     # an arrival for a received window already scored is counted, not applied
     monitor.observe([], arrivals=[("acme", BASE + 10 * W, BASE, "in_transit")])
     assert monitor.stats["late_arrivals"] == 1
+
+
+def test_heartbeats_feed_only_the_heartbeat_latency_stream_and_a_slow_integration_alarms(
+) -> None:
+    """Synthetic deliveries (flagged canonical events among the arrivals) are the integration's
+    end-to-end heartbeat: their received - event time is the ``heartbeat_latency`` stream, and
+    they count in none of the partner's own streams."""
+    from carrierwatch.core.model import CanonicalEvent, Location, event_id
+
+    minute = 60_000
+
+    def heartbeat(i: int, latency: int) -> CanonicalEvent:
+        made = BASE + i * W + 30_000
+        package = f"CWSYN{i:06d}"
+        return CanonicalEvent(event_id=event_id("acme", package, "in_transit", made),
+                              partner_id="acme", package_id=package, tracking_number=package,
+                              status="in_transit", confidence=1.0, raw_code="IT",
+                              event_time=made, received_time=made + latency,
+                              location=Location(region="US-TN"), synthetic=True)
+
+    slow_from = 3 * 288
+    arrivals: list[Any] = []
+    for i in range(slow_from + 24):
+        latency = (40 if i >= slow_from else 2 + i % 3) * minute
+        arrivals.append(heartbeat(i, latency))
+        arrivals.append(("acme", BASE + i * W + 60_000, BASE + i * W, "in_transit"))
+    monitor = AnomalyMonitor(metrics=("received_volume", "received_age_p95",
+                                      "heartbeat_latency"))
+    points: list[ScoredPoint] = []
+    for k in range(0, len(arrivals), 400):
+        points += monitor.observe([], arrivals=arrivals[k:k + 400]).points
+    beats = by_window(points, "acme", "heartbeat_latency")
+    assert 2.0 <= beats[100].value <= 5.0  # minutes (bucket bounds)
+    assert not any(p.is_anomaly for i, p in beats.items() if i < slow_from + 8)
+    flagged = sorted(i for i, p in beats.items() if p.is_anomaly)
+    # the first slow heartbeat (made at window slow_from) arrives 40 minutes later, 8 windows
+    # on: flagged at its arrival or the next one
+    assert flagged and slow_from + 8 <= flagged[0] <= slow_from + 10
+    # the heartbeats are not the partner's events: one real event per window, 1 minute old
+    volume = by_window(points, "acme", "received_volume")
+    assert {p.value for i, p in volume.items() if 0 < i < slow_from} == {1.0}
+    ages = by_window(points, "acme", "received_age_p95")
+    assert not any(p.is_anomaly for p in ages.values())
+    assert monitor.stats["heartbeats"] == slow_from + 24
+    assert monitor.stats["arrivals"] == slow_from + 24
 
 
 def test_new_packages_stream_counts_labels_and_is_on_by_default() -> None:

@@ -65,6 +65,10 @@ metric              value of the window (summed over regions, service levels, sh
 ``received_*_rate``  exception / unmapped (status ``unknown``) share of the events received
                     (not for a feed we poll: a received window is one poll)
 ``received_age_p95`` p95 of received − event time of the events received, in minutes
+``heartbeat_latency`` p95 of received − event time of the *synthetic* events received (the
+                    heartbeats of synthetic deliveries, ``CanonicalEvent.synthetic``), in minutes:
+                    the integration's end-to-end latency; synthetic events count in no other
+                    stream
 ==================  ====================================================================
 
 The ``received_*`` streams exist for partners whose arrivals are passed (``arrivals=``: the
@@ -72,9 +76,10 @@ pipeline call's newly accepted events). A received window is complete as soon as
 clock (newest arrival, or ``now_ms``) passes its end by ``received_delay_ms``, so a feed outage
 and a latency drift show in them at once, while event-time windows are still filling up.
 
-Heartbeat latency (synthetic deliveries, end to end) is designed in but not fed yet: heartbeats
-do not exist. It plugs in as one more :class:`MetricSpec` over a heartbeat histogram added to the
-window totals by an ``observe_heartbeats`` call.
+``heartbeat_latency`` is fed by the synthetic events among the arrivals (only
+:class:`~carrierwatch.core.model.CanonicalEvent` arrivals carry the flag): it scores a window
+that received heartbeats, with the latency model (share above the learned 90th percentile). A
+heartbeat that does not come at all is the heartbeat monitor's deadline, not this stream's.
 
 **Scoring.** By default (``detector="count_model"``) each ``(partner, metric)`` stream has a
 count model of :mod:`carrierwatch.anomaly.counts` chosen by the stream's kind: volumes are
@@ -188,6 +193,8 @@ class WindowTotals:
     dead_letters: int = 0
     latency_hist: dict[int, int] = field(default_factory=dict)
     new_packages: int = 0  # first-life scans (label created, pickup): received windows only
+    # received - event time of synthetic (heartbeat) events: received windows only
+    heartbeat_hist: dict[int, int] = field(default_factory=dict)
 
     def add(self, other: WindowTotals) -> None:
         """Add ``other`` into these totals (exact)."""
@@ -199,6 +206,7 @@ class WindowTotals:
         self.dead_letters += other.dead_letters
         self.new_packages += other.new_packages
         add_into(self.latency_hist, other.latency_hist)
+        add_into(self.heartbeat_hist, other.heartbeat_hist)
 
     @classmethod
     def of_row(cls, row: MetricWindowRow) -> WindowTotals:
@@ -213,6 +221,11 @@ def _ratio(numerator: int, denominator: int) -> float | None:
 
 def _latency_p95_minutes(totals: WindowTotals) -> float | None:
     value = quantile(totals.latency_hist, 0.95)
+    return None if value is None else value / MINUTE_MS
+
+
+def _heartbeat_p95_minutes(totals: WindowTotals) -> float | None:
+    value = quantile(totals.heartbeat_hist, 0.95)
     return None if value is None else value / MINUTE_MS
 
 
@@ -269,6 +282,9 @@ METRIC_SPECS: Mapping[str, MetricSpec] = {
                    "received"),
         MetricSpec("received_age_p95", _latency_p95_minutes,
                    lambda t: sum(t.latency_hist.values()), "tail", lambda t: t.latency_hist,
+                   "received"),
+        MetricSpec("heartbeat_latency", _heartbeat_p95_minutes,
+                   lambda t: sum(t.heartbeat_hist.values()), "tail", lambda t: t.heartbeat_hist,
                    "received"),
     )
 }
@@ -525,7 +541,8 @@ class AnomalyMonitor:
         self.add_time_zones(time_zones or {}, polled_partners)
         self.stats: dict[str, int] = {"rows": 0, "stale_rows": 0, "late_rows": 0,
                                       "late_dead_letters": 0, "arrivals": 0,
-                                      "late_arrivals": 0, "windows_scored": 0,
+                                      "late_arrivals": 0, "heartbeats": 0,
+                                      "late_heartbeats": 0, "windows_scored": 0,
                                       "points_scored": 0, "anomalies": 0,
                                       "silent_windows_skipped": 0}
         # partners named up front: from start_ms, else from the first global clock
@@ -700,22 +717,31 @@ class AnomalyMonitor:
     def _take_arrivals(self, arrivals: Iterable[Arrival], now_ms: int | None) -> None:
         newest = self.received_clock
         for item in arrivals:
+            synthetic = False
             if isinstance(item, CanonicalEvent):
-                if item.synthetic:
-                    continue
-                partner_id, received, event_time, status = (
-                    item.partner_id, item.received_time, item.event_time, item.status)
+                partner_id, received, event_time, status, synthetic = (
+                    item.partner_id, item.received_time, item.event_time, item.status,
+                    item.synthetic)
             else:
                 partner_id, received, event_time = item[0], item[1], item[2]
                 status = item[3] if len(item) > 3 else ""
-            self.stats["arrivals"] += 1
             start = received - received % WINDOW_MS
             state = self._received.get(partner_id)
             if state is None:
                 state = self._received[partner_id] = _Received(start)
             if start < state.next_window:
-                self.stats["late_arrivals"] += 1
+                self.stats["late_arrivals" if not synthetic else "late_heartbeats"] += 1
                 continue
+            if synthetic:  # a heartbeat: its latency only, never the partner's own streams
+                self.stats["heartbeats"] += 1
+                totals = state.pending.get(start)
+                if totals is None:
+                    totals = state.pending[start] = WindowTotals()
+                age = bucket_of(max(0, received - event_time))
+                totals.heartbeat_hist[age] = totals.heartbeat_hist.get(age, 0) + 1
+                newest = received if newest is None else max(newest, received)
+                continue
+            self.stats["arrivals"] += 1
             minute = received - received % MINUTE_MS
             if state.unsettled.get(minute, event_time - 1) < event_time:
                 state.unsettled[minute] = event_time
