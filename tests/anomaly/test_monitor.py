@@ -53,6 +53,15 @@ def in_batches(rows: Sequence[MetricWindowRow], size: int) -> list[list[MetricWi
     return [list(rows[k:k + size]) for k in range(0, len(rows), size)]
 
 
+def observe_arrivals(monitor: AnomalyMonitor, arrivals: Sequence[Any],
+                     size: int) -> list[ScoredPoint]:
+    """Feed ``arrivals`` (no rows) in calls of ``size``; the points scored."""
+    points: list[ScoredPoint] = []
+    for k in range(0, len(arrivals), size):
+        points += monitor.observe([], arrivals=arrivals[k:k + size]).points
+    return points
+
+
 def by_window(points: Iterable[ScoredPoint], partner: str, metric: str) -> dict[int, ScoredPoint]:
     return {(p.window_start - BASE) // W: p for p in points
             if p.partner_id == partner and p.metric == metric}
@@ -347,9 +356,7 @@ def test_arrivals_feed_received_streams_and_an_outage_is_flagged_in_its_first_wi
             arrivals.append(("acme", received, received - (5 + k % 7) * minute, status))
     monitor = AnomalyMonitor(metrics=("received_volume", "received_exception_rate",
                                       "received_age_p95"))
-    points: list[ScoredPoint] = []
-    for k in range(0, len(arrivals), 500):
-        points += monitor.observe([], arrivals=arrivals[k:k + 500]).points
+    points = observe_arrivals(monitor, arrivals, 500)
     volume_points = by_window(points, "acme", "received_volume")
     flagged = sorted(i for i, p in volume_points.items() if p.is_anomaly)
     assert flagged and flagged[0] == 860  # the first empty window
@@ -392,9 +399,7 @@ def test_heartbeats_feed_only_the_heartbeat_latency_stream_and_a_slow_integratio
         arrivals.append(("acme", BASE + i * W + 60_000, BASE + i * W, "in_transit"))
     monitor = AnomalyMonitor(metrics=("received_volume", "received_age_p95",
                                       "heartbeat_latency"))
-    points: list[ScoredPoint] = []
-    for k in range(0, len(arrivals), 400):
-        points += monitor.observe([], arrivals=arrivals[k:k + 400]).points
+    points = observe_arrivals(monitor, arrivals, 400)
     beats = by_window(points, "acme", "heartbeat_latency")
     assert 2.0 <= beats[100].value <= 5.0  # minutes (bucket bounds)
     assert not any(p.is_anomaly for i, p in beats.items() if i < slow_from + 8)
@@ -525,8 +530,7 @@ def test_a_polled_feed_keeps_its_daily_labels_on_our_clock_across_summer_time() 
     points: dict[str, list[ScoredPoint]] = {"polled": [], "as_webhook": []}
     for name, monitor in (("polled", polled), ("as_webhook", webhook)):
         arrivals = _polled_label_arrivals(name, 14)
-        for k in range(0, len(arrivals), 5_000):
-            points[name] += monitor.observe([], arrivals=arrivals[k:k + 5_000]).points
+        points[name] += observe_arrivals(monitor, arrivals, 5_000)
     switch = 1_772_953_200_000  # 2026-03-08T07:00Z
     for name in points:
         after = [p for p in points[name] if p.window_start >= switch]
