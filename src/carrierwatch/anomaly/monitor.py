@@ -171,7 +171,7 @@ WINDOW_MS = 300_000
 MINUTE_MS = 60_000
 ALERT_NAME = "PartnerMetricAnomalous"
 RUNBOOK_URL = "runbooks/anomaly.md"
-_FORMAT = b"carrierwatch-monitor/12\n"  # 12: whole polls' relative variance
+_FORMAT = b"carrierwatch-monitor/12\n"  # 12: whole polls' variance, heartbeat totals
 NEW_PACKAGE_STATUSES = frozenset({"info_received"})
 """Canonical statuses that start a package's life: the ``received_new_packages`` stream counts
 them (a peak day shows first as labels created, hours before the extra parcels move through

@@ -258,13 +258,17 @@ class PartnerIncidents:
     def of_kind(self, kind: str) -> tuple[Incident, ...]:
         return self._by_kind[kind]
 
-    def exception_factor(self, ms: int) -> float:
-        """Multiplier of the exception probability of a scan at ``ms``."""
+    def _factor(self, kind: str, start: int, end: int) -> float:
+        """The product of the ``factor`` of the ``kind`` incidents meeting ``[start, end)``."""
         factor = 1.0
-        for incident in self._by_kind["exception_spike"]:
-            if incident.covers(ms):
+        for incident in self._by_kind[kind]:
+            if incident.start < end and start < incident.end:
                 factor *= float(incident.param("factor"))
         return factor
+
+    def exception_factor(self, ms: int) -> float:
+        """Multiplier of the exception probability of a scan at ``ms``."""
+        return self._factor("exception_spike", ms, ms + 1)
 
     def max_exception_factor(self, start: int, end: int) -> float:
         """The largest :meth:`exception_factor` over ``[start, end)``.
@@ -273,11 +277,7 @@ class PartnerIncidents:
         >>> spike.max_exception_factor(0, 100), spike.max_exception_factor(0, 101)
         (1.0, 30.0)
         """
-        factor = 1.0
-        for incident in self._by_kind["exception_spike"]:
-            if incident.start < end and start < incident.end:
-                factor *= float(incident.param("factor"))
-        return factor
+        return self._factor("exception_spike", start, end)
 
     def first_spike_overlap(self, start: int, end: int) -> tuple[int, int] | None:
         """Where ``[start, end)`` first meets an ``exception_spike``: ``(first, end of overlap)``.
@@ -294,19 +294,11 @@ class PartnerIncidents:
 
     def volume_factor(self, ms: int) -> float:
         """Multiplier of the shipping volume at ``ms`` (``peak_day``)."""
-        factor = 1.0
-        for incident in self._by_kind["peak_day"]:
-            if incident.covers(ms):
-                factor *= float(incident.param("factor"))
-        return factor
+        return self._factor("peak_day", ms, ms + 1)
 
     def max_volume_factor(self, start: int, end: int) -> float:
         """The largest :meth:`volume_factor` over ``[start, end)``."""
-        factor = 1.0
-        for incident in self._by_kind["peak_day"]:
-            if incident.start < end and start < incident.end:
-                factor *= float(incident.param("factor"))
-        return factor
+        return self._factor("peak_day", start, end)
 
     def slowdown(self, ms: int) -> float:
         """Probability of one extra transit day for a package picked up at ``ms``."""
