@@ -219,14 +219,13 @@ def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
+def _p95_minutes(histogram: Mapping[int, int]) -> float | None:
+    value = quantile(histogram, 0.95)
+    return None if value is None else value / MINUTE_MS
+
+
 def _latency_p95_minutes(totals: WindowTotals) -> float | None:
-    value = quantile(totals.latency_hist, 0.95)
-    return None if value is None else value / MINUTE_MS
-
-
-def _heartbeat_p95_minutes(totals: WindowTotals) -> float | None:
-    value = quantile(totals.heartbeat_hist, 0.95)
-    return None if value is None else value / MINUTE_MS
+    return _p95_minutes(totals.latency_hist)
 
 
 def _late_packages(totals: WindowTotals) -> tuple[float, float]:
@@ -283,7 +282,7 @@ METRIC_SPECS: Mapping[str, MetricSpec] = {
         MetricSpec("received_age_p95", _latency_p95_minutes,
                    lambda t: sum(t.latency_hist.values()), "tail", lambda t: t.latency_hist,
                    "received"),
-        MetricSpec("heartbeat_latency", _heartbeat_p95_minutes,
+        MetricSpec("heartbeat_latency", lambda t: _p95_minutes(t.heartbeat_hist),
                    lambda t: sum(t.heartbeat_hist.values()), "tail", lambda t: t.heartbeat_hist,
                    "received"),
     )
@@ -732,22 +731,19 @@ class AnomalyMonitor:
             if start < state.next_window:
                 self.stats["late_arrivals" if not synthetic else "late_heartbeats"] += 1
                 continue
+            totals = state.pending.get(start)
+            if totals is None:
+                totals = state.pending[start] = WindowTotals()
+            age = bucket_of(max(0, received - event_time))
+            newest = received if newest is None else max(newest, received)
             if synthetic:  # a heartbeat: its latency only, never the partner's own streams
                 self.stats["heartbeats"] += 1
-                totals = state.pending.get(start)
-                if totals is None:
-                    totals = state.pending[start] = WindowTotals()
-                age = bucket_of(max(0, received - event_time))
                 totals.heartbeat_hist[age] = totals.heartbeat_hist.get(age, 0) + 1
-                newest = received if newest is None else max(newest, received)
                 continue
             self.stats["arrivals"] += 1
             minute = received - received % MINUTE_MS
             if state.unsettled.get(minute, event_time - 1) < event_time:
                 state.unsettled[minute] = event_time
-            totals = state.pending.get(start)
-            if totals is None:
-                totals = state.pending[start] = WindowTotals()
             totals.events += 1
             if status == "exception":
                 totals.exception_events += 1
@@ -755,9 +751,7 @@ class AnomalyMonitor:
                 totals.codebook_gap_events += 1
             elif status in NEW_PACKAGE_STATUSES:
                 totals.new_packages += 1
-            age = bucket_of(max(0, received - event_time))
             totals.latency_hist[age] = totals.latency_hist.get(age, 0) + 1
-            newest = received if newest is None else max(newest, received)
         if now_ms is not None:
             newest = now_ms if newest is None else max(newest, now_ms)
         self.received_clock = newest
