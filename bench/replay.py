@@ -13,6 +13,11 @@ One run, one input, one core (``os.sched_setaffinity``):
    (from the replay's own timers, :class:`~carrierwatch.replay.ReplaySummary`);
 4. **pipeline only**: the core pipeline over the already-normalized events (same batches, no
    store) — events per second;
+4b. **CPython floor** (:func:`_floor`): the CPU cost per canonical event of four steps that any
+   Python implementation of the contract takes, each timed alone on the same input: parsing
+   every payload, building every event (id hash + constructor), dropping duplicates by id, and
+   writing the unique events' rows into chDB. Everything else is left out, so it bounds from
+   below what a pure-Python pipeline can cost, against the goal's budget of 10 µs per event;
 5. **state per package** on the pipeline left by the replay (nothing is evicted in a run shorter
    than the retention, so the end state is the largest): the deep size of each in-flight
    package's state (in-flight = neither delivered, returned nor cancelled), and the tracemalloc
@@ -48,6 +53,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
+import hashlib
 import json
 import os
 import pstats
@@ -61,7 +67,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from carrierwatch.core.model import CanonicalEvent
+import orjson
+
+from carrierwatch.core.model import CanonicalEvent, new_event
 from carrierwatch.core.pipeline import Pipeline
 from carrierwatch.core.state import PackageState
 from carrierwatch.replay import ReplaySummary, iter_inputs, pipeline_for, run_replay
@@ -311,6 +319,73 @@ def _replay(records: Iterable[RawRecord], registry: PartnerRegistry, data_dir: P
     return summary, pipe, stored, cpu
 
 
+def _floor(records: list[RawRecord], events: list[CanonicalEvent], data_dir: Path,
+           batch: int) -> dict[str, float]:
+    """CPU µs per canonical event of the steps any Python implementation of the contract takes.
+
+    On the same input, each step timed on its own (CPU time), none of them doing the real work
+    around it: ``orjson.loads`` of every payload (results dropped, as the transformers drop
+    theirs); building every canonical event from its 23 values (``event_id``'s BLAKE2b and
+    :func:`~carrierwatch.core.model.new_event`, the cheapest constructor there is); dropping
+    the duplicates by event id in one ``set``; and writing the event rows of the unique events
+    into ``canonical_events`` of a fresh chDB store through the storage interface (Arrow
+    columns, in the replay's batches). Codebook mapping, time zones, locations, the package state
+    machine, the windows and every table but one are left out, so the sum is a floor: no Python
+    code doing all of it can be faster.
+    """
+    n = len(events)
+    values = [_values(e) for e in events]
+    loads = orjson.loads
+    blake2b = hashlib.blake2b
+    figures: dict[str, float] = {}
+
+    def timed(name: str, work: Any) -> Any:
+        gc.collect()
+        cpu = time.process_time()
+        result = work()
+        figures[name] = (time.process_time() - cpu) / n * 1e6
+        return result
+
+    def parse() -> None:
+        for record in records:
+            loads(record.body)
+
+    def build() -> list[CanonicalEvent]:
+        built: list[CanonicalEvent] = []
+        append = built.append
+        for v in values:
+            key = f"{v[1]}\x1f{v[2]}\x1f{v[4]}\x1f{v[7]}".encode()
+            append(new_event(blake2b(key, digest_size=16).hexdigest(), *v[1:]))
+        return built
+
+    def dedup(built: list[CanonicalEvent]) -> list[CanonicalEvent]:
+        seen: set[str] = set()
+        add = seen.add
+        unique: list[CanonicalEvent] = []
+        append = unique.append
+        for event in built:
+            if event.event_id not in seen:
+                add(event.event_id)
+                append(event)
+        return unique
+
+    timed("parse_us", parse)
+    built = timed("build_us", build)
+    if [e.event_id for e in built[:1000]] != [e.event_id for e in events[:1000]]:
+        raise SystemExit("floor: rebuilt event ids differ from the transformers' ids")
+    unique = timed("dedup_us", lambda: dedup(built))
+    with open_store(Settings(data_dir=data_dir), migrate=True) as store:
+        timed("store_us", lambda: [store.insert_events(unique[i:i + batch])
+                                   for i in range(0, len(unique), batch)])
+    figures["total_us"] = sum(figures.values())
+    return figures
+
+
+def _values(event: CanonicalEvent) -> tuple[Any, ...]:
+    """An event's 23 values in schema order (what :func:`new_event` takes)."""
+    return tuple(getattr(event, name) for name in event.__slots__)
+
+
 def _traced_state_bytes(pipe: Pipeline) -> int:
     """tracemalloc size of the whole pipeline state, rebuilt from its serialisation."""
     data = pipe.to_bytes()
@@ -409,9 +484,17 @@ def main(argv: list[str] | None = None) -> int:
         pipeline_seconds, pipeline_cpu = _pipeline_only(registry, events, args.batch_events)
         pipeline_rate = len(events) / pipeline_seconds
         pipeline_cpu_rate = len(events) / pipeline_cpu
+        floor = _floor(records, events, tmp / "floor-store", args.batch_events)
         del events
         print(f"pipeline only:   {pipeline_rate:,.0f} events/s ({pipeline_cpu_rate:,.0f} per "
               f"CPU-second; the same events, in batches of {args.batch_events:,}, no store)")
+
+        floor_rate = 1e6 / floor["total_us"]
+        print(f"CPython floor:   {floor['total_us']:.2f} µs per event = {floor_rate:,.0f} events "
+              f"per CPU-second ({floor['total_us'] / (1e6 / GOAL_EVENTS_PER_S):.0%} of the "
+              f"goal's {1e6 / GOAL_EVENTS_PER_S:.0f} µs): parse {floor['parse_us']:.2f}, build "
+              f"{floor['build_us']:.2f}, dedup {floor['dedup_us']:.2f}, event rows into chDB "
+              f"{floor['store_us']:.2f}")
 
         summary, pipe, stored, replay_cpu = _replay(records, registry, tmp / "store",
                                                     args.batch_events)
@@ -430,12 +513,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{end_to_end_cpu / normalize_cpu_rate:.2f} in CPU time); "
               f"{summary.accepted:,} accepted, {summary.duplicates:,} duplicates, "
               f"{stored:,} event rows and {summary.rows_written:,} rows in all written")
+        stage_us = {stage: seconds / summary.seconds * 1e6 / end_to_end_cpu
+                    for stage, seconds in stage_seconds.items()}
         if not hasattr(summary, "transform_seconds"):
             print("  time shares:   n/a (this tree's replay has no stage timers)")
         else:
             print("  time shares:   " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items())
                   + f"  (pipeline {summary.events / stage_seconds['pipeline']:,.0f} events/s, "
                   f"store {summary.rows_written / stage_seconds['store']:,.0f} rows/s of its time)")
+            print("  CPU µs/event:  " + ", ".join(f"{k} {v:.1f}" for k, v in stage_us.items())
+                  + f" (of {1e6 / end_to_end_cpu:.1f})")
 
         states = list(pipe.packages.values())
         flying = [s for s in states if in_flight(s)]
@@ -487,6 +574,10 @@ def main(argv: list[str] | None = None) -> int:
         "end_to_end_seconds": round(summary.seconds, 3),
         "end_to_end_cpu_seconds": round(replay_cpu, 3),
         "time_shares": {k: round(v, 3) for k, v in shares.items()},
+        "stage_cpu_us_per_event": {k: round(v, 2) for k, v in stage_us.items()},
+        "floor_cpu_us_per_event": {k: round(v, 2) for k, v in floor.items()},
+        "floor_events_per_cpu_s": round(floor_rate),
+        "floor_share_of_goal_budget": round(floor["total_us"] / (1e6 / GOAL_EVENTS_PER_S), 3),
         "rows_written": summary.rows_written,
         "packages_held": len(states), "packages_in_flight": len(flying),
         "bytes_per_in_flight_package": round(flying_bytes),

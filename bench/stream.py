@@ -27,6 +27,15 @@ interleaved rounds: µs per event to serialize and to deserialize with confluent
 :class:`~carrierwatch.registry.serde.CanonicalSerde` (fastavro schemaless with the Confluent
 framing), over the same events and the same registry.
 
+**Upper bound of (c) on this machine**: the bare agent's CPU time per event (its consumption
+of the raw feed, which (c) does too), plus one Avro serialization and one deserialization
+(:class:`~carrierwatch.registry.serde.CanonicalSerde`, measured above), plus the CPU time of the
+core itself on the same feed in this process (:func:`carrierwatch.replay.run_replay`:
+transform, pipeline and the chDB writes), spread perfectly over every core the bench may use.
+The broker, the ``events.canonical`` and ``cw.sink`` round trips, the checkpoints and the sink's
+decoding are taken as free, so no worker made of these parts can be faster; the bench also
+prints the largest core cost per event under which the bound would reach (b).
+
 Throughput is counted in canonical events (the payloads carry several each): messages/s × events
 per payload for (a) and (b). Then **freshness**: a second feed is produced live at half of (c)'s
 rate, each payload stamped with its produce time as receive time; the sink's
@@ -76,17 +85,20 @@ def _faust_bare(topics: list[str], expected: int, bootstrap: str, out: str) -> N
                     value_serializer="raw", consumer_auto_offset_reset="earliest",
                     broker_max_poll_records=1000, stream_buffer_maxsize=4000)
     topic = app.topic(*topics, value_serializer="raw")
-    state = {"count": 0, "first": 0.0}
+    state = {"count": 0, "first": 0.0, "first_cpu": 0.0}
 
     @app.agent(topic)
     async def count(stream: Any) -> None:
         async for batch in stream.take(1000, within=0.2):
             if not state["count"]:
                 state["first"] = time.perf_counter()
+                state["first_cpu"] = time.process_time()
             state["count"] += len(batch)
             if state["count"] >= expected:
                 elapsed = time.perf_counter() - state["first"]
-                Path(out).write_text(json.dumps({"messages": state["count"], "seconds": elapsed}))
+                cpu = time.process_time() - state["first_cpu"]
+                Path(out).write_text(json.dumps({"messages": state["count"], "seconds": elapsed,
+                                                 "cpu_seconds": cpu}))
                 os._exit(0)
 
     faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
@@ -152,6 +164,23 @@ def _serde_costs(events: list[Any], data_dir: Path) -> dict[str, float]:
                     lambda: [record_to_event(deserializer(d, None)) for d in encoded],
                     "serde_deserialize_us": lambda: serde.deserialize_many(encoded)}),
         }
+
+
+def _core_cpu(records: list[Any], data_dir: Path) -> float:
+    """CPU seconds of the whole core in this process over ``records``: the replay driver
+    (transform, pipeline, chDB store) into a fresh store, the work a worker and its sink share."""
+    from carrierwatch.replay import pipeline_for, run_replay
+    from carrierwatch.settings import Settings
+    from carrierwatch.storage import open_store
+    from carrierwatch.transformers.base import clear_parse_caches
+    from carrierwatch.transformers.registry import load_registry
+
+    registry = load_registry()
+    with open_store(Settings(data_dir=data_dir), migrate=True) as store:
+        clear_parse_caches()
+        cpu = time.process_time()
+        run_replay(records, store, registry, pipeline=pipeline_for(registry))
+        return time.process_time() - cpu
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -297,6 +326,9 @@ def main() -> None:
           f"deserialize {avro['confluent_deserialize_us']}; CanonicalSerde serialize "
           f"{avro['serde_serialize_us']}, deserialize {avro['serde_deserialize_us']}", flush=True)
 
+    core_us = _core_cpu(records, work / "core") / events * 1e6
+    print(f"core in-process (replay into chDB): {core_us:.1f} CPU µs per event", flush=True)
+
     broker = KafkaBroker(work / "kafka", heap="1g")
     broker.start(timeout=120)
     processes: list[subprocess.Popen[bytes]] = []
@@ -329,7 +361,24 @@ def main() -> None:
         bare_doc = json.loads(out.read_text())
         bare_msgs = bare_doc["messages"] / bare_doc["seconds"]
         bare = bare_msgs * per_payload
-        print(f"(b) bare Faust agent: {bare_msgs:,.0f} msg/s = {bare:,.0f} events/s", flush=True)
+        bare_us = bare_doc["cpu_seconds"] / bare_doc["messages"] / per_payload * 1e6
+        print(f"(b) bare Faust agent: {bare_msgs:,.0f} msg/s = {bare:,.0f} events/s "
+              f"({bare_us:.1f} CPU µs per event)", flush=True)
+        # An upper bound of (c) on this machine: every canonical event costs at least the bare
+        # agent's consumption, one Avro serialization and one deserialization (CanonicalSerde)
+        # and the core's work, spread perfectly over all cores, with the broker, the canonical
+        # and sink topics, the checkpoints and the sink's own decoding taken as free.
+        cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count() or 1)
+        floor_us = bare_us + avro["serde_serialize_us"] + avro["serde_deserialize_us"] + core_us
+        bound = cores * 1e6 / floor_us
+        core_budget_us = cores * 1e6 / bare - (floor_us - core_us)
+        print(f"upper bound of (c) on {cores} cores: {bound:,.0f} events/s = "
+              f"{bound / bare:.2f} x (b), {bound / ceiling:.2f} x (a) (at least {floor_us:.1f} "
+              f"CPU µs per event: Faust {bare_us:.1f} + Avro "
+              f"{avro['serde_serialize_us'] + avro['serde_deserialize_us']:.1f}"
+              f" + core {core_us:.1f}); (c) = (b) would need the core's work under "
+              f"{core_budget_us:.1f} µs per event", flush=True)
 
         # (c) carrierwatch worker + sink
         metrics_port = find_free_ports(1)[0]
@@ -434,6 +483,12 @@ def main() -> None:
             "freshness_rate_events_per_s": round(rate * per_payload),
             "freshness_p50_s": round(p50, 3), "freshness_p99_s": round(p99, 3),
             **avro,
+            "faust_bare_cpu_us_per_event": round(bare_us, 2),
+            "core_cpu_us_per_event": round(core_us, 2),
+            "cores": cores, "bound_cpu_us_per_event": round(floor_us, 2),
+            "bound_events_per_s": round(bound), "bound_vs_faust_bare": round(bound / bare, 3),
+            "bound_vs_ceiling": round(bound / ceiling, 3),
+            "core_budget_for_faust_bare_us": round(core_budget_us, 2),
             "goal_worker_ge_faust_bare": worker_rate >= bare,
             "goal_worker_ge_25pct_ceiling": worker_rate >= 0.25 * ceiling,
             "goal_p99_lt_2s": p99 < 2.0,
