@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import hashlib
 import json
 import os
 import pstats
@@ -69,7 +68,7 @@ from typing import Any
 
 import orjson
 
-from carrierwatch.core.model import CanonicalEvent, new_event
+from carrierwatch.core.model import CanonicalEvent, event_id, new_event
 from carrierwatch.core.pipeline import Pipeline
 from carrierwatch.core.state import PackageState
 from carrierwatch.replay import ReplaySummary, iter_inputs, pipeline_for, run_replay
@@ -325,7 +324,7 @@ def _floor(records: list[RawRecord], events: list[CanonicalEvent], data_dir: Pat
 
     On the same input, each step timed on its own (CPU time), none of them doing the real work
     around it: ``orjson.loads`` of every payload (results dropped, as the transformers drop
-    theirs); building every canonical event from its 23 values (``event_id``'s BLAKE2b and
+    theirs); building every canonical event from its 23 values (:func:`event_id`'s BLAKE2b and
     :func:`~carrierwatch.core.model.new_event`, the cheapest constructor there is); dropping
     the duplicates by event id in one ``set``; and writing the event rows of the unique events
     into ``canonical_events`` of a fresh chDB store through the storage interface (Arrow
@@ -336,7 +335,6 @@ def _floor(records: list[RawRecord], events: list[CanonicalEvent], data_dir: Pat
     n = len(events)
     values = [_values(e) for e in events]
     loads = orjson.loads
-    blake2b = hashlib.blake2b
     figures: dict[str, float] = {}
 
     def timed(name: str, work: Any) -> Any:
@@ -354,8 +352,7 @@ def _floor(records: list[RawRecord], events: list[CanonicalEvent], data_dir: Pat
         built: list[CanonicalEvent] = []
         append = built.append
         for v in values:
-            key = f"{v[1]}\x1f{v[2]}\x1f{v[4]}\x1f{v[7]}".encode()
-            append(new_event(blake2b(key, digest_size=16).hexdigest(), *v[1:]))
+            append(new_event(event_id(v[1], v[2], v[4], v[7]), *v[1:]))
         return built
 
     def dedup(built: list[CanonicalEvent]) -> list[CanonicalEvent]:
@@ -371,8 +368,8 @@ def _floor(records: list[RawRecord], events: list[CanonicalEvent], data_dir: Pat
 
     timed("parse_us", parse)
     built = timed("build_us", build)
-    if [e.event_id for e in built[:1000]] != [e.event_id for e in events[:1000]]:
-        raise SystemExit("floor: rebuilt event ids differ from the transformers' ids")
+    if built != events:
+        raise SystemExit("floor: the rebuilt events differ from the transformers' events")
     unique = timed("dedup_us", lambda: dedup(built))
     with open_store(Settings(data_dir=data_dir), migrate=True) as store:
         timed("store_us", lambda: [store.insert_events(unique[i:i + batch])

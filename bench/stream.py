@@ -11,7 +11,8 @@ partners) is produced once to the ``raw.<partner>`` topics. Then, over the same 
   timed from the worker's partition assignment until the sink committed its last write (and the
   track stage committed its last checkpoint); with the CPU time the worker and the sink
   processes used by then, per canonical event (start-up included: a robust figure on a shared
-  machine, where the wall-clock rates follow the load of the moment);
+  machine, where the wall-clock rates follow the load of the moment), and the CPU time they used
+  from the worker's assignment on (start-up excluded: the steady cost, the figure for sizing);
 - **(c2) carrierwatch, stages in separate processes**: the same end to end with
   ``carrierwatch worker --stages normalize`` + ``carrierwatch worker --stages track`` +
   ``carrierwatch sink`` (each stage with an interpreter of its own), over a second copy of the
@@ -268,12 +269,14 @@ def _split_stages(bootstrap: str, work: Path, topology: Any, raw_topics: list[st
         _wait_marker(work / "normalize2.log",
                      r"normalize: assigned (?P<count>\d+) raw partitions at (?P<at>[0-9.]+)",
                      started["normalize2"], 120))
+    at_start = {name: _cpu_seconds(proc.pid) for name, proc in started.items()}
     wait_caught_up(bootstrap, topology.app_id, raw_topics, timeout=900, poll=0.2)
     wait_caught_up(bootstrap, topology.track_group, [topology.events], timeout=900, poll=0.2)
     wait_caught_up(bootstrap, topology.sink_group, [topology.sink], timeout=900, poll=0.2)
     elapsed = time.time() - begin
-    return {"rate": events / elapsed, "seconds": elapsed,
-            **{name: _cpu_seconds(proc.pid) for name, proc in started.items()}}
+    at_end = {name: _cpu_seconds(proc.pid) for name, proc in started.items()}
+    return {"rate": events / elapsed, "seconds": elapsed, **at_end,
+            **{f"{name}_running": at_end[name] - at_start[name] for name in started}}
 
 
 def main() -> None:
@@ -377,8 +380,10 @@ def main() -> None:
               f"{bound / bare:.2f} x (b), {bound / ceiling:.2f} x (a) (at least {floor_us:.1f} "
               f"CPU µs per event: Faust {bare_us:.1f} + Avro "
               f"{avro['serde_serialize_us'] + avro['serde_deserialize_us']:.1f}"
-              f" + core {core_us:.1f}); (c) = (b) would need the core's work under "
-              f"{core_budget_us:.1f} µs per event", flush=True)
+              f" + core {core_us:.1f}); " + (
+                  f"(c) = (b) would need the core's work under {core_budget_us:.1f} µs per event"
+                  if core_budget_us > 0 else "(c) = (b) is out of reach even with a free core"),
+              flush=True)
 
         # (c) carrierwatch worker + sink
         metrics_port = find_free_ports(1)[0]
@@ -402,6 +407,8 @@ def main() -> None:
             marker = "assigned canonical partitions [0, 1, 2] at "
             if marker in text:
                 started = float(text.split(marker, 1)[1].split()[0])
+                # CPU spent on start-up (imports, store, registry, group join) until now
+                startup_cpu = [_cpu_seconds(proc.pid) for proc in processes]
             elif time.monotonic() > deadline or processes[-1].poll() is not None:
                 raise SystemExit(f"worker did not start:\n{text[-3000:]}")
             time.sleep(0.05)
@@ -411,13 +418,16 @@ def main() -> None:
         elapsed = time.time() - started
         worker_rate = events / elapsed
         sink_cpu, worker_cpu = (_cpu_seconds(proc.pid) for proc in processes)
+        sink_running, worker_running = sink_cpu - startup_cpu[0], worker_cpu - startup_cpu[1]
         normalize_lag = _wait_marker(
             work / "worker.log",
             r"normalize: assigned (?P<count>\d+) raw partitions at (?P<at>[0-9.]+)",
             processes[-1], 5) - started
         print(f"(c) carrierwatch worker+sink end to end: {worker_rate:,.0f} events/s "
               f"({elapsed:.1f} s); CPU µs per event: worker {worker_cpu / events * 1e6:.0f}, "
-              f"sink {sink_cpu / events * 1e6:.0f} (start-up included); the normalize agent was "
+              f"sink {sink_cpu / events * 1e6:.0f} (start-up included; from the assignment on: "
+              f"worker {worker_running / events * 1e6:.0f}, sink "
+              f"{sink_running / events * 1e6:.0f}); the normalize agent was "
               f"assigned {normalize_lag:.2f} s after the track stage", flush=True)
 
         # freshness at half of (c)'s rate
@@ -469,7 +479,10 @@ def main() -> None:
               f"CPU µs per event: workers {split_cpu / events * 1e6:.0f} (normalize "
               f"{split['normalize2'] / events * 1e6:.0f}, track "
               f"{split['track2'] / events * 1e6:.0f}), sink "
-              f"{split['sink2'] / events * 1e6:.0f}", flush=True)
+              f"{split['sink2'] / events * 1e6:.0f}; from the assignments on: normalize "
+              f"{split['normalize2_running'] / events * 1e6:.0f}, track "
+              f"{split['track2_running'] / events * 1e6:.0f}, sink "
+              f"{split['sink2_running'] / events * 1e6:.0f}", flush=True)
         figures = {
             "payloads": len(records), "events": events, "events_per_payload": round(per_payload, 3),
             "ceiling_msgs_per_s": round(count / seconds), "ceiling_events_per_s": round(ceiling),
@@ -477,6 +490,8 @@ def main() -> None:
             "worker_events_per_s": round(worker_rate),
             "worker_cpu_us_per_event": round(worker_cpu / events * 1e6),
             "sink_cpu_us_per_event": round(sink_cpu / events * 1e6),
+            "worker_running_cpu_us_per_event": round(worker_running / events * 1e6),
+            "sink_running_cpu_us_per_event": round(sink_running / events * 1e6),
             "worker_vs_faust_bare_events": round(worker_rate / bare, 3),
             "worker_vs_faust_bare_msgs": round(worker_rate / bare_msgs, 3),
             "worker_vs_ceiling_events": round(worker_rate / ceiling, 3),
@@ -498,6 +513,9 @@ def main() -> None:
             "split_normalize_cpu_us_per_event": round(split["normalize2"] / events * 1e6),
             "split_track_cpu_us_per_event": round(split["track2"] / events * 1e6),
             "split_sink_cpu_us_per_event": round(split["sink2"] / events * 1e6),
+            **{f"split_{name[:-1]}_running_cpu_us_per_event": round(split[f"{name}_running"]
+                                                                    / events * 1e6)
+               for name in ("normalize2", "track2", "sink2")},
             "split_vs_worker": round(split_rate / worker_rate, 3),
             "split_vs_faust_bare_events": round(split_rate / bare, 3),
             "split_vs_faust_bare_msgs": round(split_rate / bare_msgs, 3),
