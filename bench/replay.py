@@ -14,7 +14,8 @@ One run, one input, one core (``os.sched_setaffinity``):
 4. **pipeline only**: the core pipeline over the already-normalized events (same batches, no
    store) — events per second;
 4b. **CPython floor** (:func:`_floor`): the CPU cost per canonical event of four steps that any
-   Python implementation of the contract takes, each timed alone on the same input: parsing
+   Python pipeline built on canonical event objects takes, each timed alone on the same input:
+   parsing
    every payload, building every event (id hash + constructor), dropping duplicates by id, and
    writing the unique events' rows into chDB. Everything else is left out, so it bounds from
    below what a pure-Python pipeline can cost, against the goal's budget of 10 µs per event;
@@ -320,7 +321,7 @@ def _replay(records: Iterable[RawRecord], registry: PartnerRegistry, data_dir: P
 
 def _floor(records: list[RawRecord], events: list[CanonicalEvent], data_dir: Path,
            batch: int) -> dict[str, float]:
-    """CPU µs per canonical event of the steps any Python implementation of the contract takes.
+    """CPU µs per canonical event of the steps any Python pipeline of event objects takes.
 
     On the same input, each step timed on its own (CPU time), none of them doing the real work
     around it: ``orjson.loads`` of every payload (results dropped, as the transformers drop
