@@ -15,10 +15,9 @@ One run, one input, one core (``os.sched_setaffinity``):
    store) — events per second;
 4b. **CPython floor** (:func:`_floor`): the CPU cost per canonical event of four steps that any
    Python pipeline built on canonical event objects takes, each timed alone on the same input:
-   parsing
-   every payload, building every event (id hash + constructor), dropping duplicates by id, and
-   writing the unique events' rows into chDB. Everything else is left out, so it bounds from
-   below what a pure-Python pipeline can cost, against the goal's budget of 10 µs per event;
+   parsing every payload, building every event (id hash + constructor), dropping duplicates by
+   id, and writing the unique events' rows into chDB. Everything else is left out, so it bounds
+   from below what such a pipeline can cost, against the goal's budget of 10 µs per event;
 5. **state per package** on the pipeline left by the replay (nothing is evicted in a run shorter
    than the retention, so the end state is the largest): the deep size of each in-flight
    package's state (in-flight = neither delivered, returned nor cancelled), and the tracemalloc
