@@ -1,25 +1,39 @@
 """The ``carrierwatch`` command line.
 
-Exit codes: 0 success; 2 usage errors (unknown partner, missing file) with a one-line message;
-3 when ``normalize`` sent anything to the dead-letter output; 1 for other failures.
+Exit codes (the table is in :mod:`carrierwatch.core.errors`): 0 success; 1 error (invalid
+configuration or codebook, a partner that failed to load, a path that cannot be read or written);
+2 usage error (unknown option or partner, bad option value, missing file); 3 when ``normalize``
+sent anything to the dead-letter output; 69 a component is unavailable (Kafka broker, schema
+registry, store); 70 internal error (a bug); 130 interrupted. Every error is one
+``carrierwatch: error: ...`` line on stderr, never a traceback (``CARRIERWATCH_DEBUG=1`` shows it).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 import orjson
 
-from carrierwatch.core.errors import CarrierwatchError, UnknownPartnerError
+from carrierwatch.core.errors import (
+    EXIT_ERROR,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CarrierwatchError,
+    UnknownPartnerError,
+)
 
-__all__ = ["main"]
+__all__ = ["cli", "leaf_commands", "main", "run"]
 
 EXIT_DEAD_LETTERS = 3
-EXIT_USAGE = 2
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -27,13 +41,13 @@ def _usage_error(message: str) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
-def _registry() -> Any:
+def _registry(need: Iterable[str] | None = None) -> Any:
+    """The partner registry; stops the command (exit 1, ``file:line: problem``) when a partner it
+    needs failed to load: ``need`` lists them, None means every partner."""
     from carrierwatch.transformers.registry import load_registry
 
     registry = load_registry()
-    for partner_id, trace in registry.failures.items():
-        click.echo(f"carrierwatch: warning: partner {partner_id!r} failed to load:\n{trace}",
-                   err=True)
+    registry.require(need)
     return registry
 
 
@@ -53,7 +67,7 @@ def normalize(partner_id: str, file: str) -> None:
     dead-letter records go to stderr as JSON lines. Exit 0 when everything normalized, 3 when
     anything went to the dead-letter output.
     """
-    registry = _registry()
+    registry = _registry([partner_id])
     try:
         partner = registry.get(partner_id)
     except UnknownPartnerError as exc:
@@ -141,8 +155,11 @@ def partners() -> None:
 @partners.command("list")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def partners_list(as_json: bool) -> None:
-    """List registered partners with their feed format and codebook size."""
-    registry = _registry()
+    """List registered partners with their feed format and codebook size.
+
+    Exit 0, or 1 when a partner failed to load (each named with its file:line problem).
+    """
+    registry = _registry(need=())
     rows = [
         {
             "id": p.id,
@@ -168,8 +185,11 @@ def partners_list(as_json: bool) -> None:
             table.add_row(row["id"], row["name"], row["kind"], row["format"], row["delivery"],
                           row["transformer"], f"v{row['codebook_version']} ({row['codes']} codes)")
         Console().print(table)
+    for partner_id in sorted(registry.failures):
+        click.echo(f"carrierwatch: error: partner {partner_id!r} failed to load: "
+                   f"{registry.errors.get(partner_id)}", err=True)
     if registry.failures:
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
 
 
 @partners.command("add")
@@ -258,6 +278,27 @@ class _LazyCommand(click.Command):
         return self._load().invoke(ctx)
 
 
+def leaf_commands() -> dict[tuple[str, ...], click.Command]:
+    """Every command a user can run, by its path (``("kafka", "status")``), lazy groups loaded.
+
+    The test of error handling runs each of them, so a new command is covered when it is added.
+    """
+    _register_groups()
+    found: dict[tuple[str, ...], click.Command] = {}
+
+    def walk(command: click.Command, path: tuple[str, ...]) -> None:
+        if isinstance(command, _LazyCommand):
+            command = command._load()
+        if isinstance(command, click.Group):
+            for name, sub in sorted(command.commands.items()):
+                walk(sub, (*path, name))
+        else:
+            found[path] = command
+
+    walk(cli, ())
+    return found
+
+
 _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.demo:demo", "demo"),
     ("carrierwatch.registry.cli:schema_registry", "schema-registry"),
@@ -271,15 +312,71 @@ _GROUPS: list[tuple[str, str]] = [
 
 
 def main() -> None:
+    sys.exit(run(sys.argv[1:]))
+
+
+def run(args: list[str]) -> int:
+    """Run the command line on ``args`` and return its exit code (see :mod:`carrierwatch.core.errors`).
+
+    Every error a user can cause or meet (a usage error, a ``CarrierwatchError``, an unwritable
+    path, an interrupt) becomes one ``carrierwatch: error: ...`` line and its documented exit
+    code, never a traceback. Anything else is a bug: one line naming the exception, the
+    traceback saved to a file, exit 70; ``CARRIERWATCH_DEBUG=1`` prints every traceback instead.
+    """
     _register_groups()
+    debug = os.environ.get("CARRIERWATCH_DEBUG", "").strip() not in ("", "0")
     try:
-        cli.main(prog_name="carrierwatch", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        result = cli.main(args, prog_name="carrierwatch", standalone_mode=False)
+    except click.exceptions.Exit as exc:  # raised outside a command's context
+        return exc.exit_code
     except click.UsageError as exc:
-        _usage_error(exc.format_message().splitlines()[0])
-    except click.Abort:
-        sys.exit(1)
+        return _report(exc.format_message().splitlines()[0], exc.exit_code)
+    except click.ClickException as exc:
+        return _report(exc.format_message(), exc.exit_code)
+    except click.Abort as exc:
+        interrupted = isinstance(exc.__cause__, KeyboardInterrupt)
+        return _report("interrupted" if interrupted else "aborted",
+                       EXIT_INTERRUPTED if interrupted else EXIT_ERROR)
+    except KeyboardInterrupt:
+        return _report("interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:  # `carrierwatch ... | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
     except CarrierwatchError as exc:
-        click.echo(f"carrierwatch: error: {exc}", err=True)
-        sys.exit(1)
+        if debug:
+            traceback.print_exc()
+        return _report(str(exc), exc.exit_code)
+    except OSError as exc:  # a path the user named cannot be read or written
+        if debug:
+            traceback.print_exc()
+        where = " → ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        what = exc.strerror or str(exc)
+        return _report(f"{where}: {what}" if where else what, EXIT_ERROR)
+    except Exception as exc:
+        if debug:
+            raise
+        saved = _save_traceback()
+        return _report(
+            f"internal error (a bug in carrierwatch): {type(exc).__name__}: {exc}; "
+            + (f"traceback saved to {saved}; " if saved else "")
+            + "run with CARRIERWATCH_DEBUG=1 to print it", EXIT_INTERNAL)
+    # ctx.exit(code) inside a command comes back as the return value in this mode
+    return result if isinstance(result, int) and not isinstance(result, bool) else EXIT_OK
+
+
+def _report(message: str, code: int) -> int:
+    first, _, rest = message.strip().partition("\n")
+    click.echo(f"carrierwatch: error: {first}" + (f"\n{rest}" if rest else ""), err=True)
+    return code
+
+
+def _save_traceback() -> str | None:
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix="carrierwatch-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(traceback.format_exc())
+    except OSError:
+        return None
+    return name

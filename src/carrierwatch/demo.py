@@ -90,10 +90,11 @@ def _pct(value: float | None) -> str:
 
 
 @click.command()
-@click.option("--partners", "partner_count", default=5, show_default=True)
-@click.option("--days", default=7, show_default=True)
+@click.option("--partners", "partner_count", type=click.IntRange(min=1), default=5,
+              show_default=True)
+@click.option("--days", type=click.IntRange(min=1), default=7, show_default=True)
 @click.option("--seed", default=7, show_default=True)
-@click.option("--packages-per-day", default=600, show_default=True,
+@click.option("--packages-per-day", type=click.IntRange(min=1), default=600, show_default=True,
               help="packages per partner per day")
 @click.option("--incident", "incidents", multiple=True, default=DEFAULT_INCIDENTS,
               show_default=True, help="KIND@partner:start+duration (repeatable)")
@@ -113,8 +114,7 @@ def demo(partner_count: int, days: int, seed: int, packages_per_day: int,
     console = Console(width=max(Console().width, 150))
     settings = get_settings()
     registry = load_registry(settings.home)
-    for partner_id, trace in registry.failures.items():
-        console.print(f"[red]partner {partner_id} failed to load[/red]\n{trace}")
+    registry.require()  # every partner: a broken codebook stops the demo with its file:line
     data_dir = Path(settings.data_dir).resolve()
     sim_dir = data_dir / "demo-simulation"
 

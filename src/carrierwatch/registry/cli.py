@@ -30,7 +30,7 @@ def schema_registry() -> None:
 
 @schema_registry.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8081, show_default=True, type=int,
+@click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0: any free port).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Data directory (default: CARRIERWATCH_DATA_DIR).")

@@ -548,6 +548,7 @@ def simulate(partners: int | Sequence[str], days: int, seed: int,
     if warmup_days < 0:
         raise SimulationError("warm-up days cannot be negative")
     registry = load_registry(home)
+    registry.require(None if isinstance(partners, int) else partners)
     chosen = resolve_partners(partners, registry.ids())
     start_day, sim_start = _start_ms(start)
     sim_end = sim_start + days * DAY
