@@ -35,6 +35,14 @@ __all__ = ["cli", "leaf_commands", "main", "run"]
 
 EXIT_DEAD_LETTERS = 3
 
+#: the exit codes every command shares, in the help of each (see carrierwatch.core.errors)
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; 1 error (invalid configuration or codebook, a partner that failed "
+    "to load, a path that cannot be read or written); 2 usage error (unknown option or "
+    "partner, bad option value, missing file); 69 a component is unavailable (Kafka broker, "
+    "schema registry, store); 70 internal error (a bug; CARRIERWATCH_DEBUG=1 prints the "
+    "traceback); 130 interrupted. Errors are one `carrierwatch: error: ...` line on stderr.")
+
 
 def _usage_error(message: str) -> NoReturn:
     click.echo(f"carrierwatch: error: {message}", err=True)
@@ -51,7 +59,7 @@ def _registry(need: Iterable[str] | None = None) -> Any:
     return registry
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(package_name="carrierwatch")
 def cli() -> None:
     """carrierwatch: SLA monitoring for last-mile delivery partners."""
@@ -65,7 +73,8 @@ def normalize(partner_id: str, file: str) -> None:
 
     Canonical events go to stdout as JSON lines (keys = Avro field names, times ISO 8601 UTC);
     dead-letter records go to stderr as JSON lines. Exit 0 when everything normalized, 3 when
-    anything went to the dead-letter output.
+    anything went to the dead-letter output, 1 when the partner failed to load (its codebook's
+    file:line problem), 2 for an unknown partner or a missing file.
     """
     registry = _registry([partner_id])
     try:
@@ -77,8 +86,12 @@ def normalize(partner_id: str, file: str) -> None:
     else:
         path = Path(file)
         if not path.is_file():
-            _usage_error(f"no such file: {file}")
-        raw = path.read_bytes()
+            _usage_error(f"{'not a payload file, a folder' if path.is_dir() else 'no such file'}"
+                         f": {file}")
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:  # e.g. EIO: main() prints "FILE: strerror"
+            raise OSError(exc.errno, exc.strerror, file) from exc
     result = partner.transform(raw, int(time.time() * 1000))
     out = sys.stdout.buffer
     for event in result.events:
@@ -222,14 +235,19 @@ def codebook() -> None:
 @codebook.command("check")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 def codebook_check(paths: tuple[Path, ...]) -> None:
-    """Check codebooks (all of codebooks/ by default); report errors as file:line: message."""
+    """Check codebooks (all of codebooks/ by default); report errors as file:line: message.
+
+    Exit 0 when every codebook is valid, 1 when any has a problem (one file:line: message line
+    per problem on stderr, also for a file that is not UTF-8 text), 2 for a missing file.
+    """
     from carrierwatch.core.codebook import problems_in
     from carrierwatch.settings import get_settings
 
     files = list(paths) or sorted(get_settings().codebooks_dir.glob("*.yaml"))
     missing = [p for p in files if not p.is_file()]
     if missing:
-        _usage_error(f"no such file: {missing[0]}")
+        _usage_error(f"{'not a codebook file, a folder' if missing[0].is_dir() else 'no such file'}"
+                     f": {missing[0]}")
     problems = problems_in(files)
     for problem in problems:
         click.echo(str(problem), err=True)
@@ -247,6 +265,19 @@ def _register_groups() -> None:
     for target, name in _GROUPS:
         module_name, attr = target.split(":")
         cli.add_command(_LazyCommand(name, module_name, attr), name=name)
+    for command in list(cli.commands.values()):
+        if not isinstance(command, _LazyCommand):
+            document_exit_codes(command)
+
+
+def document_exit_codes(command: click.Command) -> None:
+    """Put the exit codes that every command shares into the help of ``command`` (and of every
+    subcommand of a group); a command's own codes (``normalize``'s 3) are in its docstring."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            document_exit_codes(sub)
+    elif command.epilog is None:
+        command.epilog = EXIT_CODES_HELP
 
 
 class _LazyCommand(click.Command):
@@ -263,6 +294,7 @@ class _LazyCommand(click.Command):
 
             module = importlib.import_module(self._target[0])
             self._real = getattr(module, self._target[1])
+            document_exit_codes(self._real)
         return self._real
 
     def get_short_help_str(self, limit: int = 45) -> str:

@@ -231,7 +231,9 @@ def require_broker(bootstrap: str, timeout: float = 3.0) -> None:
     reasons = []
     for entry in bootstrap.split(","):
         address = entry.strip().rpartition("://")[2]
-        host, _, port = address.rpartition(":")
+        host, colon, port = address.rpartition(":")
+        if not colon or "]" in port:  # no port: librdkafka's default
+            host, port = address, "9092"
         host = host.strip("[]")
         if not host or not port.isdigit():
             return
@@ -257,7 +259,7 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, timeout: float 
     require_broker(bootstrap)
     admin: Any = AdminClient({"bootstrap.servers": bootstrap})
     wanted = list(specs)
-    try:
+    try:  # something listens (require_broker): give a restarting broker the whole timeout
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
         raise BrokerUnavailableError(bootstrap, f"no metadata in {timeout:.0f} s: "

@@ -59,7 +59,7 @@ from typing import Any
 import click
 import orjson
 
-from carrierwatch.core.errors import CarrierwatchError
+from carrierwatch.core.errors import EXIT_USAGE, CarrierwatchError
 from carrierwatch.core.model import ms_to_iso
 from carrierwatch.core.partner import PartnerSpec
 from carrierwatch.core.timeutil import to_ms
@@ -105,7 +105,12 @@ _TERMINAL = frozenset({"delivered", "returned", "cancelled"})
 
 
 class SimulationError(CarrierwatchError, ValueError):
-    """Arguments the simulator cannot run with (unknown partner, incident outside the run...)."""
+    """Arguments the simulator cannot run with (unknown partner, incident outside the run...).
+
+    On the command line (``simulate``, ``demo``) a usage error: exit 2.
+    """
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True, slots=True)
