@@ -207,6 +207,14 @@ def explicit_cases() -> Iterator[Case]:
                id="simulate --incident garbage")
     for option in ("--days", "--partners", "--packages-per-day"):
         yield Case(("demo", option, "0"), EXIT_USAGE, id=f"demo {option} 0")
+    yield Case(("schema-registry", "serve", "--port", CLOSED), EXIT_ERROR, seconds=20,
+               id="schema-registry serve on a busy port")
+    yield Case(("schema-registry", "serve", "--host", "nosuchhost.invalid", "--port", "0"),
+               EXIT_ERROR, seconds=20, id="schema-registry serve on an unknown host")
+    for command in (("partners", "list"), ("codebook", "check"),
+                    ("normalize", "--partner", "fedex", str(SAMPLE))):
+        yield Case(command, EXIT_ERROR, env=(("CARRIERWATCH_HOME", "{empty}"),),
+                   id=f"{' '.join(command[:2])}: CARRIERWATCH_HOME without partners/")
     yield Case(("demo", "--incident", "garbage"), EXIT_USAGE, id="demo --incident garbage")
     yield Case(("normalize", "--partner", "fedex", "/proc/self/mem"), EXIT_ERROR,
                id="normalize an unreadable file")

@@ -28,6 +28,7 @@ from carrierwatch.core.errors import (
     EXIT_OK,
     EXIT_USAGE,
     CarrierwatchError,
+    ConfigurationError,
     UnknownPartnerError,
 )
 
@@ -243,7 +244,12 @@ def codebook_check(paths: tuple[Path, ...]) -> None:
     from carrierwatch.core.codebook import problems_in
     from carrierwatch.settings import get_settings
 
-    files = list(paths) or sorted(get_settings().codebooks_dir.glob("*.yaml"))
+    codebooks_dir = get_settings().codebooks_dir
+    if not paths and not codebooks_dir.is_dir():
+        raise ConfigurationError(f"no codebooks/ folder in {codebooks_dir.parent}: set "
+                                 f"CARRIERWATCH_HOME to the folder that holds partners/, "
+                                 f"codebooks/ and schemas/")
+    files = list(paths) or sorted(codebooks_dir.glob("*.yaml"))
     missing = [p for p in files if not p.is_file()]
     if missing:
         _usage_error(f"{'not a codebook file, a folder' if missing[0].is_dir() else 'no such file'}"

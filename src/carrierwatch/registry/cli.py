@@ -5,6 +5,7 @@ Wire into the main CLI with ``cli.add_command(schema_registry)``.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -12,6 +13,7 @@ from types import FrameType
 
 import click
 
+from carrierwatch.core.errors import ConfigurationError
 from carrierwatch.registry.client import (
     registry_client,
     registry_state_file,
@@ -51,7 +53,14 @@ def serve(host: str, port: int, data_dir: Path | None, seed: bool) -> None:
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        with EmbeddedSchemaRegistry(state_file, host=host, port=port) as server:
+        try:
+            server = EmbeddedSchemaRegistry(state_file, host=host, port=port).start()
+        except OSError as exc:  # address in use, unknown host, unwritable state
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise ConfigurationError(f"cannot serve the schema registry on {host}:{port}"
+                                     f"{where}: {exc.strerror or exc}") from exc
+        with contextlib.ExitStack() as stack:
+            stack.push(server)  # its __exit__ stops it
             if seed:
                 with SchemaRegistryClient({"url": server.url}) as client:
                     for seeded in seed_canonical_schemas(client, settings.schemas_dir):

@@ -25,6 +25,7 @@ from carrierwatch.core.codebook import Codebook, load_codebook
 from carrierwatch.core.errors import (
     CarrierwatchError,
     CodebookError,
+    ConfigurationError,
     PartnerLoadError,
     UnknownPartnerError,
 )
@@ -136,6 +137,10 @@ def load_registry(home: Path | None = None) -> PartnerRegistry:
         from carrierwatch.settings import get_settings
 
         home = get_settings().home
+    if not (home / "partners").is_dir():
+        raise ConfigurationError(
+            f"no partners/ folder in {home}: set CARRIERWATCH_HOME to the folder that holds "
+            f"partners/, codebooks/ and schemas/")
     registry = PartnerRegistry()
     for spec_path in sorted((home / "partners").glob("*.yaml")):
         try:
