@@ -453,3 +453,13 @@ def test_ctrl_c_is_130_and_one_line(failing_command: dict[str, BaseException],
     failing_command["error"] = KeyboardInterrupt()
     assert run(["boom"]) == 130
     assert capsys.readouterr().err.strip() == "carrierwatch: error: interrupted"
+
+
+@pytest.mark.parametrize("group", [(), ("kafka",), ("anomaly",)])
+def test_a_group_without_a_command_prints_its_help_exit_2(world: World,
+                                                          group: tuple[str, ...]) -> None:
+    done, _ = world.run(Case(group, EXIT_USAGE))
+    assert done.returncode == EXIT_USAGE
+    err = done.stderr.decode()
+    assert err.startswith(f"Usage: carrierwatch {' '.join(group)}".rstrip() + " [OPTIONS]")
+    assert "Commands:" in err and not err.startswith("carrierwatch: error")

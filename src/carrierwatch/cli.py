@@ -367,6 +367,9 @@ def run(args: list[str]) -> int:
         result = cli.main(args, prog_name="carrierwatch", standalone_mode=False)
     except click.exceptions.Exit as exc:  # raised outside a command's context
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:  # `carrierwatch`, `carrierwatch kafka`
+        click.echo(exc.format_message(), err=True)  # the help, as click prints it
+        return exc.exit_code
     except click.UsageError as exc:
         return _report(exc.format_message().splitlines()[0], exc.exit_code)
     except click.ClickException as exc:
