@@ -1,7 +1,8 @@
 """The ``carrierwatch`` command line.
 
 Exit codes: 0 success; 2 usage errors (unknown partner, missing file) with a one-line message;
-3 when ``normalize`` sent anything to the dead-letter output; 1 for other failures.
+3 when ``normalize`` or ``replay`` sent anything to the dead letters; 4 when ``replay`` found
+more events too late than ``--max-too-late`` allows; 1 for other failures.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from carrierwatch.core.errors import CarrierwatchError, UnknownPartnerError
 __all__ = ["main"]
 
 EXIT_DEAD_LETTERS = 3
+EXIT_TOO_LATE = 4
 EXIT_USAGE = 2
 
 
@@ -39,8 +41,19 @@ def _registry() -> Any:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="carrierwatch")
-def cli() -> None:
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="the store and local state (default: CARRIERWATCH_DATA_DIR, else the "
+                   "platform's per-user data directory, e.g. ~/.local/share/carrierwatch)")
+def cli(data_dir: Path | None) -> None:
     """carrierwatch: SLA monitoring for last-mile delivery partners."""
+    if data_dir is not None:
+        import os
+
+        from carrierwatch.settings import get_settings
+
+        # the environment, so that processes this one starts (workers, the sink) use it too
+        os.environ["CARRIERWATCH_DATA_DIR"] = str(data_dir.expanduser().resolve())
+        get_settings.cache_clear()
 
 
 @cli.command()
@@ -82,20 +95,33 @@ def normalize(partner_id: str, file: str) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--partner", "partner_id", default=None,
               help="partner of single payload files (default: their folder's name)")
-@click.option("--batch-events", default=20_000, show_default=True,
+@click.option("--batch-events", default=20_000, show_default=True, type=click.IntRange(min=1),
               help="canonical events per pipeline batch")
 @click.option("--wait", "wait_seconds", default=0.0, show_default=True,
+              type=click.FloatRange(min=0),
               help="seconds to wait for the embedded store if another process owns it")
+@click.option("--max-too-late", default=1.0, show_default=True,
+              type=click.FloatRange(min=0, max=100),
+              help="percent of events that may come too late before the run fails (exit 4)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 @click.option("--no-anomalies", is_flag=True, help="do not run the online anomaly monitor")
 def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
-           wait_seconds: float, no_progress: bool, no_anomalies: bool) -> None:
+           wait_seconds: float, max_too_late: float, no_progress: bool,
+           no_anomalies: bool) -> None:
     """Run the whole core in-process over raw partner FILES into the store.
 
-    FILES are simulator raw logs (*.rawlog.jsonl), folders holding them, or single payload files
-    (partner from --partner or the parent folder's name).
+    FILES are raw logs (*.rawlog.jsonl, as `simulate` writes them), folders holding them, or
+    single payload files (partner from --partner or the parent folder's name). Records are
+    applied in received-time order whatever their order in the files; loose payload files form
+    one batch applied in event-time order (docs/metrics.md, "Arrival order"). A line that is no
+    raw-log record becomes a dead letter naming its file and line; the others are replayed.
+
+    Exit codes: 0 everything replayed; 3 completed with dead letters (bad lines or payloads,
+    kept in the dead_letters table); 4 completed, but more than --max-too-late percent of the
+    events came too late and were not applied; 2 usage errors (no input, unknown partner);
+    1 other failures (the store unavailable).
     """
-    from carrierwatch.replay import iter_inputs, run_replay
+    from carrierwatch.replay import NoInputError, iter_inputs, run_replay
     from carrierwatch.settings import get_settings
     from carrierwatch.storage import open_store
 
@@ -105,32 +131,180 @@ def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
     registry = _registry()
     try:
         records = iter_inputs(list(files), partner=partner_id, registry=registry)
-    except UnknownPartnerError as exc:
+    except (UnknownPartnerError, NoInputError) as exc:
         _usage_error(str(exc))
+    if not len(records) and not records.bad:
+        _usage_error(f"no records in {', '.join(map(str, files))}")
     settings = get_settings()
     with open_store(settings, command="carrierwatch replay", wait=wait_seconds,
                     migrate=True) as store:
         from tqdm import tqdm
 
-        with tqdm(unit=" events", unit_scale=True, disable=no_progress, leave=False,
-                  desc="replay") as bar:
-            from carrierwatch.anomaly.monitor import AnomalyMonitor, monitor_options_for
+        from carrierwatch.anomaly.monitor import AnomalyMonitor, monitor_options_for
 
+        with tqdm(total=len(records), unit=" payloads", unit_scale=True, disable=no_progress,
+                  leave=False, desc="replay") as bar:
             monitor = None if no_anomalies else AnomalyMonitor(
                 **monitor_options_for(partner.spec for partner in registry))
             summary = run_replay(records, store, registry, batch_events=batch_events,
                                  progress=bar.update, monitor=monitor)
-    click.echo(
-        f"replayed {summary.payloads:,} payloads → {summary.events:,} canonical events "
-        f"({summary.accepted:,} unique, {summary.duplicates:,} duplicates, "
-        f"{summary.too_late:,} too late) for {len(summary.per_partner)} partners in "
-        f"{summary.seconds:.1f} s ({summary.events_per_second:,.0f} events/s)")
-    click.echo(f"dead letters: {summary.dead_letters:,}; codebook gaps: "
-               f"{sum(summary.gaps.values()):,} events"
-               + (f" ({', '.join(f'{k} ×{v}' for k, v in summary.gaps.most_common(5))})"
-                  if summary.gaps else ""))
-    click.echo(f"anomalous windows: {summary.anomalies:,}; rows written: "
-               f"{summary.rows_written:,}; store: {store!r}")
+        _print_replay_summary(summary, store, registry, len(records.files))
+    too_late_percent = 100 * summary.too_late_share
+    if too_late_percent > max_too_late:
+        click.secho(
+            f"INCOMPLETE: {summary.too_late:,} events ({too_late_percent:.1f} %) came too late "
+            f"and were not applied (allowed: {max_too_late:g} %). Their packages' outcomes and "
+            "windows miss them. Replay them in one run with the rest of their history, or "
+            "raise --max-too-late if that is expected.", err=True, fg="red", bold=True)
+        sys.exit(EXIT_TOO_LATE)
+    if summary.dead_letters:
+        sys.exit(EXIT_DEAD_LETTERS)
+
+
+def _print_replay_summary(summary: Any, store: Any, registry: Any, files: int) -> None:
+    """What a replay did, with each term explained once, and the scorecards of what it
+    replayed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from carrierwatch.outputs.scorecard import scorecard_table, scorecards
+
+    console = Console(highlight=False)
+    late_days = summary.allowed_lateness_ms / 86_400_000
+    console.print(
+        f"replayed {summary.payloads:,} payloads from {files:,} files → {summary.events:,} "
+        f"canonical events of {len(summary.per_partner)} partners in {summary.seconds:.1f} s "
+        f"({summary.events_per_second:,.0f} events/s)")
+    terms = Table.grid(padding=(0, 2))
+    terms.add_column(justify="left")
+    terms.add_column(justify="right")
+    terms.add_column(justify="left", style="dim")
+    terms.add_row("applied", f"{summary.accepted:,}", "distinct events applied to packages")
+    terms.add_row("duplicates", f"{summary.duplicates:,}",
+                  "copies of an event already applied (partners resend histories)")
+    terms.add_row("too late", f"{summary.too_late:,}",
+                  f"older than the watermark (newest event time − {late_days:g} days): "
+                  "not applied")
+    terms.add_row("dead letters", f"{summary.dead_letters:,}",
+                  "payloads or lines that could not be read: table dead_letters")
+    gaps = sum(summary.gaps.values())
+    terms.add_row("codebook gaps", f"{gaps:,}",
+                  "events with a partner code the codebook lacks (status unknown)"
+                  + (f": {', '.join(f'{k} ×{v}' for k, v in summary.gaps.most_common(3))}"
+                     if gaps else ""))
+    terms.add_row("anomalous windows", f"{summary.anomalies:,}",
+                  "5-minute windows the online monitor flagged: table anomalies")
+    console.print(terms)
+    for bad in summary.bad_inputs[:10]:
+        console.print(f"  [red]dead letter[/red] {bad.error}", soft_wrap=True)
+    if len(summary.bad_inputs) > 10:
+        console.print(f"  … and {len(summary.bad_inputs) - 10:,} more bad lines")
+    if summary.first_event_time is not None and summary.per_partner:
+        contracts = {p.id: p.spec.contract for p in registry if p.id in summary.per_partner}
+        day = 86_400_000
+        start = summary.first_event_time // day * day
+        end = (summary.last_event_time // day + 1) * day
+        cards = [card for card in scorecards(store, contracts, start_ms=start, end_ms=end)
+                 if card.partner_id in contracts]
+        if cards:
+            console.print(scorecard_table(
+                cards, title=f"Partner scorecards, {_iso_day(start)} → {_iso_day(end - 1)} "
+                             "(actual / contract target)"))
+    console.print(f"rows written: {summary.rows_written:,} to {store.description}")
+
+
+def _iso_day(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+
+
+@cli.command()
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def reset(yes: bool) -> None:
+    """Empty the store (every data table; the schema stays) and say what was removed.
+
+    Exit codes: 0 emptied (or nothing to remove); 1 the store is unavailable or in use;
+    2 not confirmed (no --yes and no terminal to ask on).
+    """
+    from carrierwatch.settings import get_settings
+    from carrierwatch.storage import open_store
+
+    settings = get_settings()
+    with open_store(settings, command="carrierwatch reset", migrate=True) as store:
+        if not yes:
+            if not sys.stdin.isatty():
+                _usage_error(f"reset would empty {store.description}; add --yes to confirm")
+            click.confirm(f"Empty every table of {store.description}?", abort=True)
+        removed = store.reset()
+        where = store.description
+    total = sum(removed.values())
+    for table, rows in removed.items():
+        if rows:
+            click.echo(f"removed {rows:,} rows from {table}")
+    click.echo(f"{where}: {total:,} rows removed from {len(removed)} tables; the store is empty")
+
+
+@cli.command()
+@click.argument("sql")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True, help="output format")
+def query(sql: str, fmt: str) -> None:
+    """Run read-only SQL on the store (embedded or server) and print the result.
+
+    The statement runs with ClickHouse's readonly setting: INSERT, ALTER, DROP and the like are
+    refused. Tables: canonical_events, package_outcomes, metric_windows, dead_letters,
+    anomalies, alerts, heartbeats, raw_events (use FINAL for their latest rows).
+
+    Exit codes: 0 the query ran; 1 the store refused it (the error is printed) or is
+    unavailable.
+    """
+    from carrierwatch.settings import get_settings
+    from carrierwatch.storage import open_store
+
+    with open_store(get_settings(), command="carrierwatch query", migrate=True) as store:
+        names, rows = store.query_readonly(sql)
+    if fmt == "json":
+        click.echo(orjson.dumps([dict(zip(names, row, strict=True)) for row in rows],
+                                default=_json_value, option=orjson.OPT_INDENT_2
+                                | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z).decode())
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows([_text(value) for value in row] for row in rows)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*names, caption=f"{len(rows):,} rows")
+        for row in rows:
+            table.add_row(*(_text(value) for value in row))
+        Console().print(table)
+
+
+def _text(value: Any) -> str:
+    """A value as a person reads it: times in ISO 8601, bytes as text where they are."""
+    from datetime import datetime
+
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    from decimal import Decimal
+
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, Decimal):
+        return str(value)
+    return str(value)
 
 
 @cli.group()
