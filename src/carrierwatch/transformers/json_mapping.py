@@ -24,15 +24,29 @@ against each event; a path starting with ``$.`` is evaluated against the whole p
       proof: {path: proof, values: {photo: photo, signature: signature, pin: pin, none: none}}
       eta_start: {path: eta_from}     # optional time fields; zone and format default to the
       eta_end: {path: eta}            # event time's
-      promised_by: {path: promise}
-      service_level: service          # optional
+      promised_by: {path: promise, date_only: end_of_day}
+      service_level: service          # optional; {path: service, lower: true} lower-cases it
       partner_received_time: {path: "$.received_at"}   # optional
 
+The same model, with column names instead of paths, describes CSV drops: see
+:mod:`~carrierwatch.transformers.csv_mapping`, which shares this module's event machinery
+(:class:`Flavor` tells the two apart).
+
 Time fields: ``format`` is ``iso`` (ISO 8601), ``epoch_s``, ``epoch_ms`` or a ``strptime``
-pattern. A time with an offset is exact. Otherwise its zone comes from ``zone_path`` (an IANA
+pattern. ``date_only`` says what a value without a time of day (``2026-03-02``, or any value
+of a pattern without hour fields) means: ``reject`` it (a dead letter; the default of ``time`` and
+``partner_received_time``), the ``start_of_day`` (default of ``eta_start``) or the
+``end_of_day``, 23:59:59 (default of ``promised_by`` and ``eta_end``: "by Tuesday" means by
+Tuesday's end). A time with an offset is exact. Otherwise its zone comes from ``zone_path`` (an IANA
 name in the payload; exact), else the fixed ``zone`` (exact), else the event location's
 ``zone_for(country, region)`` when that is certain, else the partner's ``default_timezone``
 (flagged), else the location's best guess (flagged). DST folds and gaps are flagged too.
+
+Location: ``country``, ``region``, ``city``, ``postal_code``, ``latitude``, ``longitude`` paths,
+and ``city_region_postal``, one value written ``City, RR 12345`` (read by :func:`parse_place`;
+its parts fill those the other keys leave empty). A place that does not read as such may be a
+street address: it is dropped, never copied, and when nothing else but a country is known the
+event has no location. The partner's ``default_country`` fills in a missing country.
 
 The mapping is validated when the partner registry loads it (:func:`check_spec` raises
 :class:`~carrierwatch.core.errors.PartnerLoadError` naming the bad key), and compiled once.
@@ -105,7 +119,7 @@ def _split_root(text: str) -> tuple[str, bool]:
     return (rest or "@"), True
 
 
-def _check_path(value: str | None, info: ValidationInfo | None = None) -> str | None:
+def _check_path(value: str | None, info: ValidationInfo) -> str | None:
     if value is None or _columns(info):
         return value
     try:
@@ -115,9 +129,9 @@ def _check_path(value: str | None, info: ValidationInfo | None = None) -> str | 
     return value
 
 
-def _columns(info: ValidationInfo | None) -> bool:
+def _columns(info: ValidationInfo) -> bool:
     """Whether paths name CSV columns (any text) rather than JMESPath expressions."""
-    context = info.context if info is not None else None
+    context = info.context
     return isinstance(context, dict) and bool(context.get("columns"))
 
 
@@ -669,9 +683,9 @@ def _event(emitter: Emitter, ctx: TransformContext, compiled: _Compiled, event: 
     value = time_spec.path.get(event, payload)
     if value is None or value == "":
         raise PayloadError(time_where, "missing event time")
-    moment, aware = _parse_time(time_spec, value, time_where)
     default_zone = ctx.partner.default_timezone
     zone = _event_zone(time_spec, event, payload, where, zone_place, default_zone)
+    moment, aware = _parse_time(time_spec, value, time_where)
     event_time, ambiguous = _resolve(moment, aware, zone)
 
     reason: str | None = None
