@@ -396,7 +396,8 @@ def _compiled(partner_id: str, key: bytes, flavor: Flavor = JSON) -> _Compiled:
         mapping = flavor.model.model_validate(raw, context={"columns": flavor.columns})
     except ValidationError as exc:
         problems = "; ".join(
-            f"mapping.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            f"{'.'.join(('mapping', *(str(p) for p in err['loc'])))}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors())
         raise PartnerLoadError(f"partners/{partner_id}.yaml: invalid mapping: {problems}"
                                ) from None
