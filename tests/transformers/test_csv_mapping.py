@@ -366,3 +366,12 @@ mapping:
     assert (first.location.region, first.location.city, first.location.postal_prefix) == (
         "US-NV", "Reno", "895")
     assert second.location is None
+
+
+def test_a_row_that_fails_counts_no_gap_for_its_reason_code() -> None:
+    result = run_csv(export(
+        "BR1;;TENTATIVA;SUMIU;02/03/2026 14:05;BR;SP;Santos;;x;;;;;;",
+        "BR1;;TENTATIVA;FUGIU;02/03/2026 14:06;BR;SP;Santos;;;;;;amanhã;;",
+        "BR1;;TENTATIVA;SAIU;02/03/2026 14:07;BR;SP;Santos;;;;;;;;"))
+    assert [d.path for d in result.dead_letters] == ["row[1].Tentativa", "row[2].Prazo"]
+    assert result.gaps == ["motivo/SAIU"]

@@ -689,6 +689,15 @@ def _event(emitter: Emitter, ctx: TransformContext, compiled: _Compiled, event: 
     moment, aware = _parse_time(time_spec, value, time_where)
     event_time, ambiguous = _resolve(moment, aware, zone)
 
+    times = {name: _optional_time(compiled, name, event, payload, where, zone, zone_place,
+                                  default_zone)
+             for name in ("eta_start", "eta_end", "promised_by", "partner_received_time")}
+    discriminator = _text(paths["discriminator"], event, payload, where)
+    shipment_id = _text(paths["shipment_id"], event, payload, where)
+    attempt = _attempt(compiled, event, payload, where)
+    proof = _proof(compiled, event, payload, where)
+    service_level = _service_level(compiled, event, payload, where)
+    # the reason last: a reason code's gap is counted only for an element that becomes an event
     reason: str | None = None
     reason_value = _text(paths["reason_code"], event, payload, where)
     if reason_value is not None:
@@ -699,25 +708,22 @@ def _event(emitter: Emitter, ctx: TransformContext, compiled: _Compiled, event: 
         else:
             reason = hit.reason
 
-    times = {name: _optional_time(compiled, name, event, payload, where, zone, zone_place,
-                                  default_zone)
-             for name in ("eta_start", "eta_end", "promised_by", "partner_received_time")}
     emitter.event(
         tracking_number=tracking_number,
         raw_code=next(k for k in keys if k),
         event_time=event_time,
         codes=tuple(keys),
-        discriminator=_text(paths["discriminator"], event, payload, where),
-        shipment_id=_text(paths["shipment_id"], event, payload, where),
+        discriminator=discriminator,
+        shipment_id=shipment_id,
         timezone_ambiguous=ambiguous,
         event_time_local=value if isinstance(value, str) else str(value),
         location=place,
         promised_by=times["promised_by"],
         eta_start=times["eta_start"],
         eta_end=times["eta_end"],
-        attempt_number=_attempt(compiled, event, payload, where),
-        proof_of_delivery=_proof(compiled, event, payload, where),
-        service_level=_service_level(compiled, event, payload, where),
+        attempt_number=attempt,
+        proof_of_delivery=proof,
+        service_level=service_level,
         partner_received_time=times["partner_received_time"],
         reason=reason,
     )
