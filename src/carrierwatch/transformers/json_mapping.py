@@ -546,7 +546,8 @@ def _service_level(compiled: _Compiled, event: Any, payload: Any, where: str) ->
 
 
 _PLACE_MAX = 120  # longer text is no "City, ST 12345": not parsed (and never cached)
-_CITY_MARKS = frozenset(" .'-")
+_CITY_MARKS = str.maketrans("", "", " .'-")
+_POSTAL_MARKS = str.maketrans("", "", " -")
 
 
 def parse_place(text: str) -> tuple[str, str, str | None] | None:
@@ -557,7 +558,8 @@ def parse_place(text: str) -> tuple[str, str, str | None] | None:
     ``-`` with a digit in them (``83702``, ``83702-1234``, ``M5V 2T6``, ``01310-100``). Text of any
     other shape (a street address, free text) gives None, so that it is dropped, never copied.
     No regular expression: the text is split once and each part checked in one pass (linear in
-    its length), and text longer than 120 characters is not read at all.
+    its length), and text longer than 120 characters is not read at all (so that the results,
+    memoized as places repeat, are keyed by short text only).
 
     >>> parse_place("Boise, ID 83702")
     ('Boise', 'ID', '83702')
@@ -566,12 +568,18 @@ def parse_place(text: str) -> tuple[str, str, str | None] | None:
     >>> parse_place("1421 W Example Dr, Meridian ID") is None
     True
     """
-    if len(text) > _PLACE_MAX or text.count(",") != 1:
+    if len(text) > _PLACE_MAX:
+        return None
+    return _parse_place(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_place(text: str) -> tuple[str, str, str | None] | None:
+    if text.count(",") != 1:
         return None
     city_part, _, rest = text.partition(",")
     city = city_part.strip()
-    if not city or not city[0].isalpha() or any(
-            not (char.isalpha() or char in _CITY_MARKS) for char in city):
+    if not city or not city[0].isalpha() or not city.translate(_CITY_MARKS).isalpha():
         return None
     tokens = rest.split()
     if not tokens or len(tokens) > 3:
@@ -580,8 +588,9 @@ def parse_place(text: str) -> tuple[str, str, str | None] | None:
     if not (2 <= len(region) <= 3 and region.isascii() and region.isalpha()):
         return None
     postal = " ".join(tokens[1:]) or None
-    if postal is not None and (len(postal) > 10 or not any(c.isdigit() for c in postal) or any(
-            not (c.isascii() and (c.isalnum() or c in " -")) for c in postal)):
+    if postal is not None and not (
+            len(postal) <= 10 and postal.isascii() and postal.translate(_POSTAL_MARKS).isalnum()
+            and any(char.isdigit() for char in postal)):
         return None
     return city, region.upper(), postal
 
