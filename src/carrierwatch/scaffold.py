@@ -22,7 +22,7 @@ __all__ = ["scaffold_partner"]
 
 _PARTNER = Template('''\
 # $name: scaffolded by `carrierwatch partners add $id`. Fill in the real feed's field paths, auth
-# and contract; see src/carrierwatch/transformers/json_mapping.py for every mapping key.
+# and contract; docs/onboarding.md walks from a sample file to golden tests.
 id: $id
 display_name: $name
 $feed
