@@ -354,17 +354,22 @@ def partners_list(as_json: bool) -> None:
 @partners.command("add")
 @click.argument("partner_id")
 @click.option("--name", "display_name", default=None, help="display name")
+@click.option("--format", "feed_format", type=click.Choice(["json", "csv"]), default="json",
+              show_default=True,
+              help="json: a webhook read by json_mapping; csv: batch files read by csv_mapping")
 @click.option("--kind", type=click.Choice(["config", "code"]), default="config",
               show_default=True,
-              help="config: a JSON webhook onboarded by field paths alone; code: a Python "
+              help="config: onboarded by YAML alone (field paths or columns); code: a Python "
                    "transformer module")
-def partners_add(partner_id: str, display_name: str | None, kind: str) -> None:
+def partners_add(partner_id: str, display_name: str | None, feed_format: str, kind: str
+                 ) -> None:
     """Scaffold a new partner: metadata, codebook, samples folder (and a transformer module)."""
     from carrierwatch.scaffold import scaffold_partner
     from carrierwatch.settings import get_settings
 
     try:
-        created = scaffold_partner(get_settings().home, partner_id, display_name, kind)
+        created = scaffold_partner(get_settings().home, partner_id, display_name, kind,
+                                   feed_format)
     except CarrierwatchError as exc:
         _usage_error(str(exc))
     for path in created:
