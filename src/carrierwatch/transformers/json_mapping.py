@@ -30,9 +30,10 @@ against each event; a path starting with ``$.`` is evaluated against the whole p
 
 Time fields: ``format`` is ``iso`` (ISO 8601), ``epoch_s``, ``epoch_ms`` or a ``strptime``
 pattern. A time with an offset is exact. Otherwise its zone comes from ``zone_path`` (an IANA
-name in the payload; exact), else the fixed ``zone`` (exact), else the event location's
-``zone_for(country, region)`` when that is certain, else the partner's ``default_timezone``
-(flagged), else the location's best guess (flagged). DST folds and gaps are flagged too.
+name in the payload; exact), else the fixed ``zone`` (exact), else the event location
+(``local_zone``: its region's zone, flagged when the region spans several clocks, or its
+country's), else the partner's ``default_timezone`` (flagged as a guess). DST folds and gaps are
+flagged too.
 
 The mapping is validated when the partner registry loads it (:func:`check_spec` raises
 :class:`~carrierwatch.core.errors.PartnerLoadError` naming the bad key), and compiled once.
@@ -70,7 +71,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from carrierwatch.core.errors import PartnerLoadError
 from carrierwatch.core.partner import PartnerSpec
-from carrierwatch.core.timeutil import resolve_local, to_ms, zone_for
+from carrierwatch.core.timeutil import local_zone, resolve_local, to_ms
 from carrierwatch.transformers.base import (
     Emitter,
     PayloadError,
@@ -401,10 +402,7 @@ def _event_zone(spec: _Time, event: Any, payload: Any, where: str,
             return _Zone(name, True)
     if spec.zone is not None:
         return _Zone(spec.zone, True)
-    zone, exact = zone_for(*place)
-    if zone is not None and exact:
-        return _Zone(zone, True)
-    return _Zone(default or zone, False)
+    return _Zone(*local_zone(*place, default))
 
 
 def _resolve(moment: datetime, aware: bool, zone: _Zone) -> tuple[int, bool]:
