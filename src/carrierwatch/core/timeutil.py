@@ -46,6 +46,7 @@ from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "LocalTime",
+    "country_code",
     "country_names",
     "country_zones",
     "local_zone",
@@ -171,7 +172,7 @@ def local_zone(country: str | None, region: str | None, default: str | None
     zone, exact, regional = _place(country, region)
     if exact or regional or not default:
         return zone, exact
-    if zone is None or default in _country_zones().get(_country_code(country) or "", ()):
+    if zone is None or default in _country_zones().get(country_code(country) or "", ()):
         return default, False
     return zone, False
 
@@ -180,9 +181,9 @@ def local_zone(country: str | None, region: str | None, default: str | None
 def _place(country: str | None, region: str | None) -> tuple[str | None, bool, bool]:
     """``(zone, certain, from the region)`` of a place; see :func:`zone_for`."""
     region = region.strip() if region and region.strip() else None
-    code = _country_code(country)
+    code = country_code(country)
     if code is None and region and len(region) > 3 and region[2] == "-":
-        code = _country_code(region[:2])
+        code = country_code(region[:2])
     if code is None:
         return None, False, False
     zones = _country_zones().get(code)
@@ -199,7 +200,12 @@ def _place(country: str | None, region: str | None) -> tuple[str | None, bool, b
     return _country_places(code).main_zone or zones[0], False, False
 
 
-def _country_code(country: str | None) -> str | None:
+def country_code(country: str | None) -> str | None:
+    """The ISO 3166-1 alpha-2 code of an alpha-2 or alpha-3 code, any case (not checked).
+
+    >>> country_code(" bra "), country_code("de"), country_code("")
+    ('BR', 'DE', None)
+    """
     if not country or not country.strip():
         return None
     code = country.strip().upper()
@@ -411,7 +417,7 @@ def country_zones(country: str) -> tuple[str, ...]:
     >>> country_zones("PT")
     ('Europe/Lisbon', 'Atlantic/Madeira', 'Atlantic/Azores')
     """
-    return _country_zones().get(_country_code(country) or "", ())
+    return _country_zones().get(country_code(country) or "", ())
 
 
 @lru_cache(maxsize=1)
