@@ -134,3 +134,19 @@ def test_tz_tables_come_from_a_package() -> None:
     assert country_names()["BR"] == "Brazil" and len(country_names()) > 240
     assert country_zones("BRA")[0] == "America/Noronha"   # zone.tab's order, not a guess
     assert subdivision_zone("BR", "nowhere") is None
+
+
+def test_hostile_places_are_no_places_and_stay_out_of_the_caches() -> None:
+    from carrierwatch.core import timeutil
+
+    huge = "A" * 100_000
+    assert zone_for("BR", huge) == ("America/Sao_Paulo", False)
+    assert zone_for(huge, "SP") == (None, False)
+    assert zone_for("BR", "\x00SP") == ("America/Sao_Paulo", False)
+    assert local_zone(huge, huge, "America/Manaus") == ("America/Manaus", False)
+    assert subdivision_zone("BR", huge) is None
+    timeutil._zone_for.cache_clear()
+    for index in range(50):   # fifty different 100,000-character regions: none is a cache key
+        assert zone_for("BR", f"{index}{huge}") == ("America/Sao_Paulo", False)
+    assert timeutil._zone_for.cache_info().currsize == 1
+    assert timeutil.country_code("Brazil") is None and timeutil.country_code("b1") is None
