@@ -5,6 +5,7 @@ marketplace's export (local times, regions as state codes)."""
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -71,3 +72,29 @@ def test_the_old_default_first_rule_is_gone(partner: Partner) -> None:
     assert event.event_time != local_ms("2026-07-01 09:00:00", "America/Sao_Paulo")
 
 
+
+
+def test_aftership_checkpoint_without_place_or_destination_uses_the_partners_zone() -> None:
+    """No place and no destination: the partner's default_timezone (America/New_York), flagged,
+    not UTC as before; a Brazilian checkpoint with its state keeps its own zone."""
+    import json
+
+    root = Path(__file__).resolve().parents[2]
+    aftership = load_partner(root / "partners" / "aftership.yaml", root / "codebooks")
+    assert aftership.spec.default_timezone == "America/New_York"
+
+    def checkpoint(when: str, **place: str) -> dict[str, object]:
+        return {"created_at": "2026-03-05T00:00:00+00:00", "checkpoint_time": when,
+                "tag": "InTransit", "subtag": "InTransit_001", "message": "m", **place}
+
+    body = {"id": "a" * 32, "tracking_number": "770000009999", "slug": "fedex",
+            "created_at": "2026-03-01T00:00:00+00:00", "tag": "InTransit",
+            "checkpoints": [checkpoint("2026-03-02T10:00:00"),
+                            checkpoint("2026-03-03T10:00:00", country_iso3="BRA", state="SP")]}
+    raw = json.dumps({"ts": 1772500000, "event": "tracking_update", "event_id": "e1",
+                      "is_tracking_first_tag": False, "msg": body}).encode()
+    nowhere, sao_paulo = aftership.transform(raw, RECEIVED).events
+    assert nowhere.event_time == local_ms("2026-03-02 10:00:00", "America/New_York")
+    assert nowhere.timezone_ambiguous
+    assert sao_paulo.event_time == local_ms("2026-03-03 10:00:00", "America/Sao_Paulo")
+    assert not sao_paulo.timezone_ambiguous
