@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from importlib.resources import files
@@ -209,14 +208,13 @@ def _place(code: str | None, region: str | None) -> tuple[str | None, bool, bool
     if zones and _same_rules(zones):
         return zones[0], True, False
     if region is not None:
-        found = _us_state_zone(region) if code == "US" else None
-        if found is None:
-            found = subdivision_zone(code, region)
+        # US states: the `us` package's lists are the authority (no sample of places needed)
+        found = _us_state_zone(region) if code == "US" else subdivision_zone(code, region)
         if found is not None:
             return found[0], found[1], True
     if not zones:
         return None, False, False
-    return _country_places(code).main_zone or zones[0], False, False
+    return _main_zone(code) or zones[0], False, False
 
 
 def country_code(country: str | None) -> str | None:
@@ -267,9 +265,10 @@ def subdivision_zone(country: str, region: str) -> tuple[str, bool] | None:
     code = country_code(country)
     if code is None or len(region) > _MAX_REGION:
         return None
-    places = _country_places(code)
+    states = _subdivisions(code)
     key = _strip_country(region, code)
-    return places.by_key.get(key.upper()) or places.by_key.get(_fold(key))
+    state_code = states.get(key.upper()) or states.get(_fold(key))
+    return None if state_code is None else _state_zone(code, state_code)
 
 
 def _strip_country(region: str, country: str) -> str:
@@ -286,61 +285,75 @@ def _fold(name: str) -> str:
                     .casefold().split())
 
 
-@dataclass(frozen=True, slots=True)
-class _CountryPlaces:
-    by_key: dict[str, tuple[str, bool]]   # code, ISO 3166-2 suffix, folded names → (zone, exact)
-    main_zone: str | None                 # the zone that most of the country's places keep
+@lru_cache(maxsize=256)
+def _subdivisions(country: str) -> dict[str, str]:
+    """A country's subdivisions: code, ISO 3166-2 suffix and folded names → the database's code."""
+    from countrystatecity_countries import get_states_of_country
+
+    keys: dict[str, str] = {}
+    for state in get_states_of_country(country):
+        for key in (state.state_code.upper(),
+                    _strip_country(state.iso3166_2, country).upper() if state.iso3166_2 else "",
+                    _fold(state.name), _fold(state.native or "")):
+            if key:
+                keys.setdefault(key, state.state_code)
+    return keys
 
 
-@lru_cache(maxsize=64)
-def _country_places(country: str) -> _CountryPlaces:
-    """Every subdivision of ``country`` with its zone, and the country's main zone.
+@lru_cache(maxsize=1024)
+def _state_zone(country: str, state_code: str) -> tuple[str, bool] | None:
+    """The zone most of a subdivision's places keep, and whether all of them keep it.
 
-    Built once per country and process (a few to a few hundred milliseconds: Brazil's 5,600
-    places take about 0.3 s); the database's own caches of its files are emptied afterwards, so
-    a process keeps only the few kilobytes of the result.
+    Built once per subdivision and process (a few milliseconds to read and locate its places;
+    the first one also loads the zone boundaries, about half a second); the database's own cache
+    of its files is emptied afterwards, so a process keeps only the result.
     """
+    from countrystatecity_countries import get_cities_of_state, get_state_by_code
     from countrystatecity_countries.loaders import DataLoader
 
     try:
-        return _build_country_places(country)
-    finally:
-        DataLoader.clear_cache()
-
-
-def _build_country_places(country: str) -> _CountryPlaces:
-    from countrystatecity_countries import get_cities_of_state, get_states_of_country
-
-    own_rules = {_rules(zone) for zone in _country_zones().get(country, ())}
-    by_key: dict[str, tuple[str, bool]] = {}
-    weights: Counter[tuple[timedelta | None, ...]] = Counter()
-    names: dict[tuple[timedelta | None, ...], Counter[str]] = {}
-    for state in get_states_of_country(country):
+        state = get_state_by_code(country, state_code)
+        if state is None:
+            return None
         points = [(city.latitude, city.longitude)
-                  for city in get_cities_of_state(country, state.state_code)]
-        if state.latitude and state.longitude:
-            points.append((state.latitude, state.longitude))
-        counts = _zones_at(points, own_rules)
-        resolved = _pick_zone(counts, _valid_zone(state.timezone))
-        if resolved is None:
-            continue
-        zone, exact = resolved
-        for group, count in _by_rules(counts).items():
-            weights[group] += count
-        names.setdefault(_rules(zone), Counter())[zone] += max(1, sum(counts.values()))
-        keys = [state.state_code.upper(), _fold(state.name)]
-        if state.iso3166_2:
-            keys.append(_strip_country(state.iso3166_2, country).upper())
-        if state.native:
-            keys.append(_fold(state.native))
-        for key in keys:
-            by_key.setdefault(key, (zone, exact))
-    main_zone = None
-    if weights:
-        group = max(weights, key=lambda g: (weights[g], g in names))
-        if group in names:
-            main_zone = names[group].most_common(1)[0][0]
-    return _CountryPlaces(by_key, main_zone)
+                  for city in get_cities_of_state(country, state_code)]
+    finally:
+        DataLoader.load_cities.cache_clear()
+    if state.latitude and state.longitude:
+        points.append((state.latitude, state.longitude))
+    own_rules = {_rules(zone) for zone in _country_zones().get(country, ())}
+    return _pick_zone(_zones_at(points, own_rules), _valid_zone(state.timezone))
+
+
+@lru_cache(maxsize=256)
+def _main_zone(country: str) -> str | None:
+    """The zone a country's subdivisions keep most, weighing each by its number of places (the
+    database's zone of each subdivision; for the US, the ``us`` package's zone of each state)."""
+    votes: Counter[str] = Counter()
+    if country == "US":
+        import us
+
+        for us_state in us.states.STATES_AND_TERRITORIES:
+            if us_state.time_zones:
+                votes[us_state.capital_tz or us_state.time_zones[0]] += 1
+    else:
+        from countrystatecity_countries import get_states_of_country
+        from countrystatecity_countries.loaders import DataLoader
+
+        try:
+            for state in get_states_of_country(country):
+                zone = _valid_zone(state.timezone)
+                if zone is not None:
+                    votes[zone] += max(1, len(DataLoader.load_cities(country, state.state_code)))
+        finally:
+            DataLoader.load_cities.cache_clear()
+    groups: Counter[tuple[timedelta | None, ...]] = Counter()
+    for zone, count in votes.items():
+        groups[_rules(zone)] += count
+    if not groups:
+        return None
+    best = max(groups, key=lambda group: groups[group])
+    return max((zone for zone in votes if _rules(zone) == best), key=lambda zone: votes[zone])
 
 
 def _zones_at(points: list[tuple[str, str]], own_rules: set[tuple[timedelta | None, ...]]
