@@ -46,6 +46,9 @@ OFFSETS: dict[str, tuple[float, float, bool]] = {
     "CL-RM": (-3, -4, True), "ES-CN": (0, 1, True), "ES-MD": (1, 2, True),
     "PT-20": (-1, 0, True), "PT-11": (0, 1, True), "NZ-AUK": (13, 12, True),
     "AR-C": (-3, -3, True), "KZ-75": (5, 5, True),
+    # one clock in zone.tab, but overseas regions keep their own
+    "FR-974": (4, 4, True), "FR-971": (-4, -4, True), "FR-973": (-3, -3, True),
+    "FR-75C": (1, 2, True), "DE-BY": (1, 2, True),
 }
 
 

@@ -206,6 +206,11 @@ def _place(code: str | None, region: str | None) -> tuple[str | None, bool, bool
         return None, False, False
     zones = _country_zones().get(code)
     if zones and _same_rules(zones):
+        # One clock in zone.tab, but some subdivisions lie overseas (FR-974, La Réunion, is
+        # also the country RE): a region whose places keep another clock keeps its own.
+        found = subdivision_zone(code, region) if region is not None else None
+        if found is not None and _rules(found[0]) != _rules(zones[0]):
+            return found[0], found[1], True
         return zones[0], True, False
     if region is not None:
         # US states: the `us` package's lists are the authority (no sample of places needed)
@@ -321,8 +326,7 @@ def _state_zone(country: str, state_code: str) -> tuple[str, bool] | None:
         DataLoader.load_cities.cache_clear()
     if state.latitude and state.longitude:
         points.append((state.latitude, state.longitude))
-    own_rules = {_rules(zone) for zone in _country_zones().get(country, ())}
-    return _pick_zone(_zones_at(points, own_rules), _valid_zone(state.timezone))
+    return _pick_zone(_zones_at(points), _valid_zone(state.timezone))
 
 
 @lru_cache(maxsize=256)
@@ -356,10 +360,9 @@ def _main_zone(country: str) -> str | None:
     return max((zone for zone in votes if _rules(zone) == best), key=lambda zone: votes[zone])
 
 
-def _zones_at(points: list[tuple[str, str]], own_rules: set[tuple[timedelta | None, ...]]
-              ) -> Counter[str]:
-    """How many of ``points`` (latitude, longitude) lie in each zone that keeps one of the
-    country's clocks (a place the boundaries put abroad or at sea is left out)."""
+def _zones_at(points: list[tuple[str, str]]) -> Counter[str]:
+    """How many of ``points`` (latitude, longitude) lie in each zone (points at sea, in the
+    boundaries' ``Etc/`` zones, are left out)."""
     finder = _zone_finder()
     counts: Counter[str] = Counter()
     for lat, lon in points:
@@ -367,7 +370,7 @@ def _zones_at(points: list[tuple[str, str]], own_rules: set[tuple[timedelta | No
             zone = finder.timezone_at(lng=float(lon), lat=float(lat))
         except (TypeError, ValueError):
             continue
-        if zone is not None and _valid_zone(zone) and _rules(zone) in own_rules:
+        if zone is not None and not zone.startswith("Etc/") and _valid_zone(zone):
             counts[zone] += 1
     return counts
 
@@ -381,7 +384,7 @@ def _pick_zone(counts: Counter[str], listed: str | None) -> tuple[str, bool] | N
     listed_rules = _rules(listed) if listed is not None else None
     best = max(groups, key=lambda g: (groups[g], g == listed_rules))
     zone = listed if best == listed_rules else max(
-        (z for z in counts if _rules(z) == best and not z.startswith("Etc/")),
+        (z for z in counts if _rules(z) == best),
         key=lambda z: counts[z], default=None)
     return None if zone is None else (zone, len(groups) == 1)
 
