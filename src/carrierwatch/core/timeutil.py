@@ -1,10 +1,10 @@
 """Time parsing for partner feeds: store UTC, keep the original, flag what is not certain.
 
 Partners send times in three ways: UTC, local time with an offset, and local time without one.
-The first two are exact. For the third, the zone comes from the event's location: its country
-when the whole country keeps one clock, else its subdivision (a Brazilian, Mexican, Australian,
-Russian, Indonesian or Canadian state, province or region, a US state, …) located in the IANA
-zone boundaries; a partner's default zone is only a fallback. Where the zone is a guess (a
+The first two are exact. For the third, the zone comes from the event's location: its
+subdivision (a Brazilian, Mexican, Australian, Russian, Indonesian or Canadian state, province or
+region, a US state, an overseas region, …) located in the IANA zone boundaries, else its country
+(certain when the whole country keeps one clock); a partner's default zone is only a fallback. Where the zone is a guess (a
 subdivision or country that spans several clocks, a place that is not known) the event is flagged
 ``timezone_ambiguous``. Local times that fall in a daylight-saving fold (the hour that happens
 twice) or gap (the hour that never happens) are flagged too.
