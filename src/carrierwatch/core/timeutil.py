@@ -4,10 +4,11 @@ Partners send times in three ways: UTC, local time with an offset, and local tim
 The first two are exact. For the third, the zone comes from the event's location: its
 subdivision (a Brazilian, Mexican, Australian, Russian, Indonesian or Canadian state, province or
 region, a US state, an overseas region, …) located in the IANA zone boundaries, else its country
-(certain when the whole country keeps one clock); a partner's default zone is only a fallback. Where the zone is a guess (a
-subdivision or country that spans several clocks, a place that is not known) the event is flagged
-``timezone_ambiguous``. Local times that fall in a daylight-saving fold (the hour that happens
-twice) or gap (the hour that never happens) are flagged too.
+(certain when the whole country keeps one clock); a partner's default zone is only a fallback.
+Where the zone is a guess (a subdivision or country that spans several clocks, a place that is
+not known) the event is flagged ``timezone_ambiguous``. Local times that fall in a
+daylight-saving fold (the hour that happens twice) or gap (the hour that never happens) are
+flagged too.
 
 Data: the tz database's ``zone.tab`` and ``iso3166.tab`` (from the ``tzdata`` package, else the
 system's zoneinfo), subdivisions and their places from the countries-states-cities database
@@ -146,11 +147,17 @@ def zone_for(country: str | None, region: str | None = None) -> tuple[str | None
     >>> zone_for(None, "AU-WA"), zone_for("DE", "BY"), zone_for("BR")
     (('Australia/Perth', True), ('Europe/Berlin', True), ('America/Sao_Paulo', False))
     """
+    try:  # the per-event path: short strings (or None) go straight to the cache
+        if len(country or "") <= _MAX_COUNTRY and len(region or "") <= _MAX_REGION:
+            return _zone_for(country, region)
+    except TypeError:  # not strings (or not hashable): no place
+        pass
     return _zone_for(*_bounded(country, region))
 
 
 @lru_cache(maxsize=4096)
 def _zone_for(country: str | None, region: str | None) -> tuple[str | None, bool]:
+    country, region = _bounded(country, region)
     zone, exact, _ = _place(country_code(country), region)
     return zone, exact
 
