@@ -98,3 +98,18 @@ def test_aftership_checkpoint_without_place_or_destination_uses_the_partners_zon
     assert nowhere.timezone_ambiguous
     assert sao_paulo.event_time == local_ms("2026-03-03 10:00:00", "America/Sao_Paulo")
     assert not sao_paulo.timezone_ambiguous
+
+
+def test_valley_express_reads_a_nevada_row_in_pacific_time() -> None:
+    """A row with no zone column value in Reno, NV: Nevada spans two zones, so its guess (the
+    capital's, Pacific) is flagged, but it is no longer the partner's Boise zone (an hour off)."""
+    root = Path(__file__).resolve().parents[2]
+    valley = load_partner(root / "partners" / "valley_express.yaml", root / "codebooks")
+    raw = (b"tracking_number,status_code,local_timestamp,time_zone,location,reason,service_level,"
+           b"promised_by\nVX1,DEP,2026-03-03 06:00,,\"Reno, NV 89502\",,STD,\n"
+           b"VX2,DEP,2026-03-03 06:00,,Terminal 4,,STD,\n")
+    reno, nowhere = valley.transform(raw, RECEIVED).events
+    assert reno.event_time == local_ms("2026-03-03 06:00:00", "America/Los_Angeles")
+    assert reno.timezone_ambiguous
+    assert nowhere.event_time == local_ms("2026-03-03 06:00:00", "America/Boise")
+    assert nowhere.timezone_ambiguous

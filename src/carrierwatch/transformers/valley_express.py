@@ -14,9 +14,9 @@ How it is read:
 - **codes**: ``status_code`` is the codebook key; ``reason`` is looked up as ``reason/<code>`` and
   its canonical reason overrides the status's (an unknown reason code is counted as a gap);
 - **time**: ``local_timestamp`` is local time (``YYYY-MM-DD HH:MM[:SS]``; an offset, if present,
-  makes it exact) in ``time_zone``; an empty ``time_zone`` is resolved from the location's state
-  with ``zone_for`` (flagged when the state spans zones), else the partner's default zone
-  (flagged);
+  makes it exact) in ``time_zone``; an empty ``time_zone`` is resolved in the location's state's
+  zone (``local_zone``; flagged when the state spans zones: Reno, NV is read in Pacific time),
+  and only without a state in the partner's default zone (flagged);
 - **location**: ``"City, ST 12345"``; only city, state and the 3-digit ZIP prefix are kept, and a
   value that does not read as such (a street address) is dropped, never copied;
 - **promise**: ``promised_by`` is ISO 8601 (with an offset, or local in the row's zone; a bare date
@@ -42,7 +42,7 @@ import re
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from carrierwatch.core.timeutil import resolve_local, to_ms, zone_for
+from carrierwatch.core.timeutil import local_zone, resolve_local, to_ms
 from carrierwatch.transformers.base import (
     Emitter,
     PayloadError,
@@ -141,10 +141,7 @@ def _zone(values: dict[str, str], path: str, state: str | None, default: str | N
         except (ZoneInfoNotFoundError, ValueError):
             raise PayloadError(f"{path}.time_zone", f"unknown time zone {name!r:.60}") from None
         return name, True
-    zone, exact = zone_for("US", state) if state else (None, False)
-    if zone is not None and exact:
-        return zone, True
-    return default or zone, False
+    return local_zone("US", state, default)
 
 
 def _local_time(value: str, where: str) -> datetime:
