@@ -153,3 +153,25 @@ def test_hostile_places_are_no_places_and_stay_out_of_the_caches() -> None:
         assert zone_for("BR", f"{index}{huge}") == ("America/Sao_Paulo", False)
     assert timeutil._zone_for.cache_info().currsize == 1
     assert timeutil.country_code("Brazil") is None and timeutil.country_code("b1") is None
+
+
+def test_tz_tables_fall_back_to_the_system_without_the_tzdata_package() -> None:
+    """Without the tzdata package the tables come from the system's zoneinfo (TZPATH), and
+    without either a place simply has no zone: no crash."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    from zoneinfo import TZPATH
+
+    code = ("import sys; sys.modules['tzdata'] = None\n"
+            "from carrierwatch.core.timeutil import tz_table, zone_for\n"
+            "print(repr(tz_table('zone.tab')[:40] if tz_table('zone.tab') else None))\n"
+            "print(zone_for('BR', 'SP'))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    system = next((Path(base) / "zone.tab" for base in TZPATH
+                   if (Path(base) / "zone.tab").is_file()), None)
+    first, second = done.stdout.splitlines()
+    assert first == repr(system.read_text()[:40] if system else None)
+    if system is not None:  # (without any tz data, only "it ran" can be asserted)
+        assert second == "('America/Sao_Paulo', True)"
