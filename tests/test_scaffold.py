@@ -125,6 +125,7 @@ def test_scaffold_without_a_zone_says_so_and_sets_no_utc(home: Path) -> None:
     text = (home / "partners" / "nowhere.yaml").read_text()
     assert "default_timezone: UTC" not in text
     assert "# default_timezone: the partner's IANA zone" in text
+    assert "timezone: UTC   # the partner's zone was not given" in text
     assert load_registry(home).get("nowhere").spec.default_timezone is None
 
 

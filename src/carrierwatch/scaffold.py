@@ -215,8 +215,8 @@ def scaffold_partner(home: Path, partner_id: str, display_name: str | None,
 
     ``timezone`` (IANA) and ``country`` (ISO 3166-1) are the partner's own; they are validated
     (:class:`ConfigurationError`) and written as its ``default_timezone``, ``default_country`` and
-    contract zone. Left out, the partner file says so in comments: never a silent UTC (the
-    contract's day boundaries then default to UTC, as :class:`SlaContract` does).
+    contract zone. Left out, the partner file says so in comments, never a silent UTC (the
+    contract's day boundaries are then UTC, commented as a value to set).
     """
     timezone = check_timezone(timezone) if timezone is not None else None
     country = check_country(country) if country is not None else None
@@ -244,7 +244,8 @@ def scaffold_partner(home: Path, partner_id: str, display_name: str | None,
     targets["partner"].parent.mkdir(parents=True, exist_ok=True)
     targets["partner"].write_text(_PARTNER.substitute(
         id=partner_id, name=name, transformer=transformer, mapping=mapping,
-        place=_place_lines(timezone, country), contract_zone=timezone or "UTC"))
+        place=_place_lines(timezone, country),
+        contract_zone=timezone or "UTC   # the partner's zone was not given: set it here too"))
     created.append(targets["partner"])
     targets["codebook"].parent.mkdir(parents=True, exist_ok=True)
     targets["codebook"].write_text(_CODEBOOK.substitute(id=partner_id))
