@@ -175,3 +175,12 @@ def test_tz_tables_fall_back_to_the_system_without_the_tzdata_package() -> None:
     assert first == repr(system.read_text()[:40] if system else None)
     if system is not None:  # (without any tz data, only "it ran" can be asserted)
         assert second == "('America/Sao_Paulo', True)"
+
+
+def test_timeutil_examples_run() -> None:
+    import doctest
+
+    from carrierwatch.core import timeutil
+
+    failures, attempted = doctest.testmod(timeutil)
+    assert failures == 0 and attempted >= 15

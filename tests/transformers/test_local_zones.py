@@ -113,3 +113,15 @@ def test_valley_express_reads_a_nevada_row_in_pacific_time() -> None:
     assert reno.timezone_ambiguous
     assert nowhere.event_time == local_ms("2026-03-03 06:00:00", "America/Boise")
     assert nowhere.timezone_ambiguous
+
+
+@pytest.mark.parametrize("module", ["carrierwatch.transformers._aggregators",
+                                    "carrierwatch.transformers.json_mapping",
+                                    "carrierwatch.transformers.aftership",
+                                    "carrierwatch.scaffold"])
+def test_examples_of_the_modules_reading_places_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    failures, attempted = doctest.testmod(importlib.import_module(module))
+    assert failures == 0 and attempted > 0
