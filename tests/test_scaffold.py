@@ -88,7 +88,8 @@ def test_refuses_bad_or_existing_ids(home: Path) -> None:
 def test_cli_scaffolds_and_lists(home: Path) -> None:
     env = {**os.environ, "CARRIERWATCH_HOME": str(home)}
     exe = Path(sys.executable).parent / "carrierwatch"
-    added = subprocess.run([exe, "partners", "add", "acme_courier"], env=env,
+    added = subprocess.run([exe, "partners", "add", "acme_courier", "--timezone",
+                            "America/Chicago", "--country", "US"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert added.returncode == 0, added.stderr
     assert "created" in added.stdout and "acme_courier.yaml" in added.stdout
@@ -96,8 +97,9 @@ def test_cli_scaffolds_and_lists(home: Path) -> None:
                             text=True, timeout=60)
     assert listed.returncode == 0, listed.stderr
     assert '"id": "acme_courier"' in listed.stdout
-    again = subprocess.run([exe, "partners", "add", "acme_courier"], env=env,
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run([exe, "partners", "add", "acme_courier", "--timezone", "UTC",
+                            "--country", "US"], env=env, capture_output=True, text=True,
+                           timeout=60)
     assert again.returncode == 2
     assert again.stderr.count("\n") == 1 and "exists already" in again.stderr
 
@@ -191,3 +193,96 @@ def test_cli_scaffolds_a_csv_partner(home: Path) -> None:
     assert added.returncode == 0, added.stderr
     assert "acme_drop/lifecycle_delivered.csv" in added.stdout
     assert load_registry(home).get("acme_drop").spec.transformer == "csv_mapping"
+
+
+# --- the partner's zone and country: never a silent UTC ----------------------------------------
+
+
+def _cli(home: Path, *args: str, stdin: int | None = subprocess.DEVNULL
+         ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CARRIERWATCH_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "carrierwatch", "partners", "add", *args],
+                          env=env, stdin=stdin, capture_output=True, text=True, timeout=60)
+
+
+def test_scaffold_writes_the_partners_zone_and_country(home: Path) -> None:
+    scaffold_partner(home, "rio_courier", None, timezone="America/Sao_Paulo", country="bra")
+    spec = load_registry(home).get("rio_courier").spec
+    assert (spec.default_timezone, spec.default_country) == ("America/Sao_Paulo", "BR")
+    assert spec.contract.timezone == "America/Sao_Paulo"
+    with pytest.raises(ConfigurationError, match="unknown time zone 'Mars/Base'"):
+        scaffold_partner(home, "mars", None, timezone="Mars/Base", country="BR")
+    with pytest.raises(ConfigurationError, match="unknown country 'XX'"):
+        scaffold_partner(home, "mars", None, timezone="UTC", country="XX")
+    assert not (home / "partners" / "mars.yaml").exists()
+
+
+def test_scaffold_without_a_zone_says_so_and_sets_no_utc(home: Path) -> None:
+    scaffold_partner(home, "nowhere", None)
+    text = (home / "partners" / "nowhere.yaml").read_text()
+    assert "default_timezone: UTC" not in text
+    assert "# default_timezone: the partner's IANA zone" in text
+    assert "timezone: UTC   # the partner's zone was not given" in text
+    assert load_registry(home).get("nowhere").spec.default_timezone is None
+
+
+def test_cli_without_a_terminal_needs_the_options(home: Path) -> None:
+    result = _cli(home, "acme")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "--timezone and --country" in result.stderr
+    result = _cli(home, "acme", "--country", "BR")
+    assert result.returncode == 2 and "needs --timezone " in result.stderr
+    assert not (home / "partners" / "acme.yaml").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--timezone", "Mars/Base", "--country", "BR"), "unknown time zone 'Mars/Base'"),
+    (("--timezone", "America/Sao_Paulo", "--country", "XX"), "unknown country 'XX'"),
+    (("--timezone", "", "--country", "BR"), "unknown time zone ''"),
+])
+def test_cli_rejects_unknown_zones_and_countries(home: Path, args: tuple[str, ...],
+                                                 message: str) -> None:
+    result = _cli(home, "acme", *args)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (home / "partners" / "acme.yaml").exists()
+
+
+def test_cli_asks_on_a_terminal_until_the_answers_are_valid(home: Path) -> None:
+    """A real pseudo-terminal: a wrong country and a wrong zone are asked again; Enter takes the
+    country's main zone offered as the default."""
+    import pty
+    import select
+
+    controller, terminal = pty.openpty()
+    env = {**os.environ, "CARRIERWATCH_HOME": str(home)}
+    process = subprocess.Popen([sys.executable, "-m", "carrierwatch", "partners", "add", "acme"],
+                               env=env, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    output = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal output
+        while marker not in output:
+            ready, _, _ = select.select([controller], [], [], 30)
+            assert ready, output.decode(errors="replace")
+            output += os.read(controller, 4096)
+
+    try:
+        for answer, prompt in ((b"XX", b"country"), (b"br", b"country (ISO"),
+                               (b"Mars/Base", b"time zone"), (b"", b"Mars/Base")):
+            read_until(prompt)
+            os.write(controller, answer + b"\n")
+        read_until(b"next:")
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
+    text = output.decode(errors="replace")
+    assert "unknown country 'XX'" in text and "unknown time zone 'Mars/Base'" in text
+    assert "[America/Sao_Paulo]" in text and "Traceback" not in text
+    spec = load_registry(home).get("acme").spec
+    assert (spec.default_timezone, spec.default_country) == ("America/Sao_Paulo", "BR")

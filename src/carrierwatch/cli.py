@@ -361,21 +361,77 @@ def partners_list(as_json: bool) -> None:
               show_default=True,
               help="config: onboarded by YAML alone (field paths or columns); code: a Python "
                    "transformer module")
-def partners_add(partner_id: str, display_name: str | None, feed_format: str, kind: str
-                 ) -> None:
-    """Scaffold a new partner: metadata, codebook, samples folder (and a transformer module)."""
-    from carrierwatch.scaffold import scaffold_partner
+@click.option("--timezone", "timezone", default=None,
+              help="the partner's IANA time zone, e.g. America/Sao_Paulo (asked for on a "
+                   "terminal when left out)")
+@click.option("--country", default=None,
+              help="the partner's ISO 3166-1 country, e.g. BR (asked for on a terminal when "
+                   "left out)")
+def partners_add(partner_id: str, display_name: str | None, feed_format: str, kind: str,
+                 timezone: str | None, country: str | None) -> None:
+    """Scaffold a new partner: metadata, codebook, samples folder (and a transformer module).
+
+    The partner's zone and country are required: local times without an offset and without a
+    known place are read in that zone (flagged as a guess), never silently in UTC.
+    """
+    from carrierwatch.scaffold import check_country, check_timezone, scaffold_partner
     from carrierwatch.settings import get_settings
 
     try:
+        if timezone is not None:
+            timezone = check_timezone(timezone)
+        if country is not None:
+            country = check_country(country)
+    except CarrierwatchError as exc:
+        _usage_error(str(exc))
+    if timezone is None or country is None:
+        if not sys.stdin.isatty():
+            missing = " and ".join(f"--{name}" for name, value in
+                                   (("timezone", timezone), ("country", country)) if value is None)
+            _usage_error(f"partners add needs {missing} (no terminal to ask on), e.g. "
+                         f"--timezone America/Sao_Paulo --country BR")
+        country, timezone = _ask_place(country, timezone)
+    try:
         created = scaffold_partner(get_settings().home, partner_id, display_name, kind,
-                                   feed_format)
+                                   feed_format, timezone=timezone, country=country)
     except CarrierwatchError as exc:
         _usage_error(str(exc))
     for path in created:
         click.echo(f"created {path}")
+    from carrierwatch.core.timeutil import country_zones
+
+    if country_zones(country) and timezone not in (*country_zones(country), "UTC"):
+        click.echo(f"note: {timezone} is not one of {country}'s zones "
+                   f"({', '.join(country_zones(country)[:6])}…); check --timezone", err=True)
     click.echo(f"next: edit codebooks/{partner_id}.yaml, add samples/{partner_id}/, "
                f"then `carrierwatch codebook check` and `make test`")
+
+
+def _ask_place(country: str | None, timezone: str | None) -> tuple[str, str]:
+    """Ask on the terminal for the partner's country and zone, again until each is valid."""
+    from carrierwatch.core.timeutil import country_names, country_zones, zone_for
+    from carrierwatch.scaffold import check_country, check_timezone
+
+    def valid(check: Any) -> Any:
+        def convert(value: str) -> str:
+            try:
+                return str(check(value))
+            except CarrierwatchError as exc:
+                raise click.BadParameter(str(exc)) from None
+        return convert
+
+    if country is None:
+        country = str(click.prompt("Partner's country (ISO 3166-1 code, e.g. BR)",
+                                   value_proc=valid(check_country)))
+    if timezone is None:
+        zones = country_zones(country)
+        if zones:
+            click.echo(f"{country_names().get(country, country)}'s zones: "
+                       + ", ".join(zones[:12]) + (", …" if len(zones) > 12 else ""))
+        timezone = str(click.prompt("Partner's time zone (IANA name)",
+                                    default=zone_for(country)[0] or None,
+                                    value_proc=valid(check_timezone)))
+    return country, timezone
 
 
 @cli.group()

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from string import Template
+from zoneinfo import available_timezones
 
 from carrierwatch.core.errors import ConfigurationError
 from carrierwatch.core.partner import PARTNER_ID_PATTERN
+from carrierwatch.core.timeutil import country_code, country_names
 
-__all__ = ["scaffold_partner"]
+__all__ = ["check_country", "check_timezone", "scaffold_partner"]
 
 _PARTNER = Template('''\
 # $name: scaffolded by `carrierwatch partners add $id`. Fill in the real feed's field paths, auth
@@ -31,10 +33,10 @@ payload_schema_version: "1"
 auth:
   scheme: $auth_scheme
   header: X-Signature
-default_timezone: UTC
+$place
 $mapping
 contract:
-  timezone: UTC
+  timezone: $contract_zone
   on_time_target: 0.95
   first_attempt_target: 0.90
   exception_rate_max: 0.05
@@ -266,12 +268,57 @@ def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
 ''')
 
 
+def check_timezone(name: str) -> str:
+    """``name`` when it is an IANA time zone; else :class:`ConfigurationError`.
+
+    >>> check_timezone(" America/Sao_Paulo ")
+    'America/Sao_Paulo'
+    """
+    zone = name.strip()
+    if zone not in available_timezones():
+        raise ConfigurationError(f"unknown time zone {name!r}: give an IANA name such as "
+                                 f"America/Sao_Paulo, Europe/Berlin or UTC")
+    return zone
+
+
+def check_country(code: str) -> str:
+    """The ISO 3166-1 alpha-2 code of ``code`` (alpha-2 or alpha-3, any case); else
+    :class:`ConfigurationError`.
+
+    >>> check_country("bra"), check_country("BR")
+    ('BR', 'BR')
+    """
+    value = country_code(code)
+    if value is None or value not in country_names():
+        raise ConfigurationError(f"unknown country {code!r}: give an ISO 3166-1 code such as "
+                                 f"BR, US or DE")
+    return value
+
+
+def _place_lines(timezone: str | None, country: str | None) -> str:
+    lines = ["# The partner's own zone and country. A local time without an offset is read in the",
+             "# zone of its place (region, country); where the place is unknown, in",
+             "# default_timezone, flagged as a guess (timezone_ambiguous)."]
+    lines.append(f"default_timezone: {timezone}" if timezone else
+                 "# default_timezone: the partner's IANA zone (none set: scaffolded without one)")
+    lines.append(f"default_country: {country}" if country else
+                 "# default_country: the partner's ISO country (none set: scaffolded without one)")
+    return "\n".join(lines)
+
+
 def scaffold_partner(home: Path, partner_id: str, display_name: str | None,
-                     kind: str = "config", feed_format: str = "json") -> list[Path]:
+                     kind: str = "config", feed_format: str = "json", *,
+                     timezone: str | None = None, country: str | None = None) -> list[Path]:
     """Create the files of a new partner under ``home``; return the paths created.
 
     ``feed_format`` is ``json`` (a webhook) or ``csv`` (a batch drop, ``kind`` config only).
+    ``timezone`` (IANA) and ``country`` (ISO 3166-1) are the partner's own; they are validated
+    (:class:`ConfigurationError`) and written as its ``default_timezone``, ``default_country`` and
+    contract zone. Left out, the partner file says so in comments, never a silent UTC (the
+    contract's day boundaries are then UTC, commented as a value to set).
     """
+    timezone = check_timezone(timezone) if timezone is not None else None
+    country = check_country(country) if country is not None else None
     if not PARTNER_ID_PATTERN.match(partner_id):
         raise ConfigurationError(
             f"invalid partner id {partner_id!r}: lower-case letters, digits and _, 2-32 long")
@@ -302,7 +349,9 @@ def scaffold_partner(home: Path, partner_id: str, display_name: str | None,
     targets["partner"].parent.mkdir(parents=True, exist_ok=True)
     targets["partner"].write_text(_PARTNER.substitute(
         id=partner_id, name=name, transformer=transformer, mapping=mapping,
-        feed=_FEED[feed_format], auth_scheme=_AUTH_SCHEME[feed_format]))
+        feed=_FEED[feed_format], auth_scheme=_AUTH_SCHEME[feed_format],
+        place=_place_lines(timezone, country),
+        contract_zone=timezone or "UTC   # the partner's zone was not given: set it here too"))
     created.append(targets["partner"])
     targets["codebook"].parent.mkdir(parents=True, exist_ok=True)
     targets["codebook"].write_text(_CODEBOOK.substitute(id=partner_id))

@@ -37,10 +37,11 @@ pattern. ``date_only`` says what a value without a time of day (``2026-03-02``, 
 of a pattern without hour fields) means: ``reject`` it (a dead letter; the default of ``time`` and
 ``partner_received_time``), the ``start_of_day`` (default of ``eta_start``) or the
 ``end_of_day``, 23:59:59 (default of ``promised_by`` and ``eta_end``: "by Tuesday" means by
-Tuesday's end). A time with an offset is exact. Otherwise its zone comes from ``zone_path`` (an IANA
-name in the payload; exact), else the fixed ``zone`` (exact), else the event location's
-``zone_for(country, region)`` when that is certain, else the partner's ``default_timezone``
-(flagged), else the location's best guess (flagged). DST folds and gaps are flagged too.
+Tuesday's end). A time with an offset is exact. Otherwise its zone comes from ``zone_path`` (an
+IANA name in the payload; exact), else the fixed ``zone`` (exact), else the event location
+(``local_zone``: its region's zone, flagged when the region spans several clocks, or its
+country's), else the partner's ``default_timezone`` (flagged as a guess). DST folds and gaps are
+flagged too.
 
 Location: ``country``, ``region``, ``city``, ``postal_code``, ``latitude``, ``longitude`` paths,
 and ``city_region_postal``, one value written ``City, RR 12345`` (read by :func:`parse_place`;
@@ -86,7 +87,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, fie
 from carrierwatch.core.errors import PartnerLoadError
 from carrierwatch.core.model import Location
 from carrierwatch.core.partner import PartnerSpec
-from carrierwatch.core.timeutil import resolve_local, to_ms, zone_for
+from carrierwatch.core.timeutil import local_zone, resolve_local, to_ms
 from carrierwatch.transformers.base import (
     Emitter,
     PayloadError,
@@ -505,10 +506,7 @@ def _event_zone(spec: _Time, event: Any, payload: Any, where: str,
             return _Zone(name, True)
     if spec.zone is not None:
         return _Zone(spec.zone, True)
-    zone, exact = zone_for(*place)
-    if zone is not None and exact:
-        return _Zone(zone, True)
-    return _Zone(default or zone, False)
+    return _Zone(*local_zone(*place, default))
 
 
 def _resolve(moment: datetime, aware: bool, zone: _Zone) -> tuple[int, bool]:
