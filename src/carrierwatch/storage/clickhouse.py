@@ -120,6 +120,14 @@ class ClickHouseStore(Store):
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.query_with_names(sql, parameters)[1]
 
+    def query_readonly(self, sql: str) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        self._check_open()
+        try:
+            result = self._client.query(sql, settings={"readonly": 1})
+            return tuple(result.column_names), [tuple(row) for row in result.result_rows]
+        except Exception as exc:
+            raise storage_error(exc, self.location, "query") from exc
+
     def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
         self._check_open()
         try:
