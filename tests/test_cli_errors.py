@@ -472,3 +472,14 @@ def test_a_group_without_a_command_prints_its_help_exit_2(world: World,
     err = done.stderr.decode()
     assert err.startswith(f"Usage: carrierwatch {' '.join(group)}".rstrip() + " [OPTIONS]")
     assert "Commands:" in err and not err.startswith("carrierwatch: error")
+
+
+def test_run_returns_the_code_a_command_exits_with(capsys: pytest.CaptureFixture[str]) -> None:
+    from carrierwatch.cli import run
+
+    assert run(["normalize", "--partner", "fedex", str(ROOT / "samples" / "fedex" /
+                                                       "error_response.json")]) == 3
+    assert run(["normalize", "--partner", "fedex", str(SAMPLE)]) == 0
+    assert run(["normalize", "--partner", "fedex", "/nonexistent.json"]) == EXIT_USAGE
+    assert capsys.readouterr().err.endswith(
+        "carrierwatch: error: no such file: /nonexistent.json\n")

@@ -607,6 +607,10 @@ def run(args: list[str]) -> int:
         result = cli.main(args, prog_name="carrierwatch", standalone_mode=False)
     except click.exceptions.Exit as exc:  # raised outside a command's context
         return exc.exit_code
+    except SystemExit as exc:  # sys.exit(3) in a command: the code, also for in-process callers
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or EXIT_OK
+        return _report(str(exc.code), EXIT_ERROR)
     except click.exceptions.NoArgsIsHelpError as exc:  # `carrierwatch`, `carrierwatch kafka`
         click.echo(exc.format_message(), err=True)  # the help, as click prints it
         return exc.exit_code

@@ -6,7 +6,9 @@ errors, and they carry what the caller needs to react, including the command lin
 (``exit_code``): the ``carrierwatch`` command prints ``carrierwatch: error: <message>`` and exits
 with it.
 
-Exit codes of every ``carrierwatch`` command (each command's help adds its own, e.g. 3):
+Exit codes of every ``carrierwatch`` command (each command's help adds its own: ``normalize``
+and ``replay`` exit 3 when they completed with dead letters, ``replay`` 4 when too many events
+came too late, ``kafka status`` 1 when the broker does not answer and 3 when it is stopped):
 
 ====  =========================================================================================
 0     success
