@@ -295,6 +295,9 @@ def query(sql: str, fmt: str) -> None:
     from carrierwatch.settings import get_settings
     from carrierwatch.storage import open_store
 
+    if not sql.strip():
+        _usage_error("query needs an SQL statement, e.g. carrierwatch query "
+                     "\"SELECT partner_id, count() FROM canonical_events FINAL GROUP BY 1\"")
     with open_store(get_settings(), command="carrierwatch query", migrate=True) as store:
         names, rows = store.query_readonly(sql)
     if fmt == "json":
