@@ -447,7 +447,7 @@ class Gateway:
             except DeliveryFailed as exc:
                 log.warning("request %s partner=%s: Kafka did not acknowledge (%s); spooling",
                             entry.request_id, entry.partner, exc)
-        if not self.spool.fits(len(entry.body) + 1024):
+        if not self.spool.fits(len(entry.body)):
             raise SpoolFull("spool full")
         await self.writer.append(entry)
         self.metrics.spool_depth.set(self.spool.depth)
