@@ -308,3 +308,29 @@ def test_without_kafka_requests_are_spooled_and_ready_stays_true_until_the_spool
     assert "carrierwatch_gateway_kafka_up 0.0" in metrics
     assert 'carrierwatch_gateway_stored_total{partner="easypost",store="spool"}' in metrics
     assert len(list((tmp_path / "gateway" / "spool").glob("*.seg"))) == 1
+
+
+@pytest.mark.slow
+def test_malformed_json_through_the_gateway_ends_in_the_dlq_after_the_real_worker(
+        stream_harness: Any, gateway_home: Path, tmp_path: Path) -> None:
+    from carrierwatch.streams.records import decode_dead_letter
+
+    harness = stream_harness
+    harness.start("worker", "worker", "--stages", "normalize")
+    body = b'{"description": "tracker.updated", "result": '  # signed, but not JSON
+    headers, _ = signed(gateway_home, "easypost", body)
+
+    async def scenario() -> str:
+        async with serve(gateway_home, tmp_path, harness.bootstrap, harness.namespace) as gw, \
+                aiohttp.ClientSession() as client, \
+                client.post(f"{gw.url}/ingest/easypost", data=body, headers=headers) as response:
+            assert response.status == 202
+            return str((await response.json())["request_id"])
+
+    asyncio.run(scenario())
+    [letter] = read_topic(harness.bootstrap, f"{harness.namespace}.dlq.easypost", expect=1,
+                          timeout=120)
+    dead = decode_dead_letter(letter.value)
+    assert (dead.partner_id, dead.raw) == ("easypost", body)
+    assert "JSON" in dead.error
+    harness.assert_running()
