@@ -11,12 +11,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from gatewaykit import free_port, read_topic, request_ids, signed, start_gateway_process
 
 from carrierwatch.ingest.kafka import DeliveryFailed, Drainer, RawProducer
 from carrierwatch.ingest.spool import Spool, SpoolEntry
 from carrierwatch.streams.topology import StreamConfig, TopicSpec, Topology, ensure_topics
 from carrierwatch.transformers.registry import load_registry
-from gatewaykit import free_port, read_topic, request_ids, signed, start_gateway_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
