@@ -182,15 +182,24 @@ def topic_totals(bootstrap: str, prefix: str) -> dict[str, int]:
     """Messages ever written to each topic whose name starts with ``prefix`` (end offsets)."""
     from confluent_kafka import Consumer, TopicPartition
 
+    from confluent_kafka import KafkaException
+
     consumer: Any = Consumer({"bootstrap.servers": bootstrap, "group.id": "totals"})
     try:
-        out = {}
-        for name, topic in consumer.list_topics(timeout=10).topics.items():
-            if name.startswith(prefix):
-                out[name] = sum(consumer.get_watermark_offsets(TopicPartition(name, p),
-                                                               timeout=10, cached=False)[1]
-                                for p in topic.partitions)
-        return out
+        for attempt in range(30):  # fresh topics: a partition's leader may still move in
+            try:
+                out = {}
+                for name, topic in consumer.list_topics(timeout=10).topics.items():
+                    if name.startswith(prefix):
+                        out[name] = sum(consumer.get_watermark_offsets(
+                            TopicPartition(name, p), timeout=10, cached=False)[1]
+                            for p in topic.partitions)
+                return out
+            except KafkaException:
+                if attempt == 29:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
     finally:
         consumer.close()
 

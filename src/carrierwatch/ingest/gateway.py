@@ -263,7 +263,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.writer.stop()
-        left = await asyncio.get_running_loop().run_in_executor(None, self.producer.close)
+        left = self.producer.close()
         if left:
             log.warning("gateway: %d messages still unacknowledged at shutdown", left)
         self.spool.close()

@@ -2,8 +2,9 @@
 
 :class:`RawProducer` wraps a librdkafka producer (``acks=all``, idempotent) for the event loop:
 :meth:`RawProducer.send` resolves when the broker acknowledged the message (its delivery report)
-and raises :class:`DeliveryFailed` when it did not within ``delivery_timeout`` seconds. A poll
-thread serves the delivery callbacks. :attr:`RawProducer.up` is the gateway's view of the broker:
+and raises :class:`DeliveryFailed` when it did not within ``delivery_timeout`` seconds. The
+delivery callbacks are served in the event loop itself (``poll(0)`` about every millisecond while
+messages are in flight), not by a thread. :attr:`RawProducer.up` is the gateway's view of the broker:
 false after a failed delivery or librdkafka's "all brokers down", true again after a successful
 probe or delivery.
 
@@ -24,8 +25,8 @@ one batch at a time, exactly once by request id even if the gateway is killed in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -80,15 +81,32 @@ class RawProducer:
         config.update(overrides)
         self._producer: Any = Producer(config)
         self.up = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="gateway-kafka-poll",
-                                        daemon=True)
-        self._thread.start()
+        self._pending = 0
+        self._pump: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
         self._probe_executor: Executor = ThreadPoolExecutor(1, "gateway-kafka-probe")
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.05)
+    async def _serve(self, wake: asyncio.Event) -> None:
+        """Serve delivery reports in the event loop itself: ``poll(0)`` about every
+        millisecond while messages are in flight, every second otherwise (for errors and
+        logs). No poll thread: its handing over of the GIL would add milliseconds to every
+        acknowledgement while the loop is busy."""
+        while True:
+            self._producer.poll(0)
+            if self._pending:
+                await asyncio.sleep(0.0005)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), 1.0)
+                wake.clear()
+
+    def _ensure_pump(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        if self._pump is None or self._pump.done() or self._pump.get_loop() is not loop \
+                or self._wake is None:
+            self._wake = asyncio.Event()
+            self._pump = loop.create_task(self._serve(self._wake))
+        return self._wake
 
     def _on_error(self, error: Any) -> None:
         from confluent_kafka import KafkaError
@@ -101,11 +119,16 @@ class RawProducer:
     async def send(self, topic: str, key: bytes | None, value: bytes,
                    headers: Sequence[tuple[str, bytes]]) -> None:
         """Produce one message and wait for its delivery report."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        wake = self._ensure_pump()
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        def delivered(err: Any, _msg: Any) -> None:
-            loop.call_soon_threadsafe(_settle, future, err)
+        def delivered(err: Any, _msg: Any) -> None:  # inside poll(), in the loop's thread
+            if future.done():
+                return
+            if err is None:
+                future.set_result(None)
+            else:
+                future.set_exception(DeliveryFailed(str(err)))
 
         try:
             self._producer.produce(topic, value, key, headers=list(headers),
@@ -113,11 +136,15 @@ class RawProducer:
         except (BufferError, Exception) as exc:  # queue full, message too large, ...
             self.up = False
             raise DeliveryFailed(f"cannot queue for {topic}: {exc}") from exc
+        self._pending += 1
+        wake.set()
         try:
             await future
         except DeliveryFailed:
             self.up = False
             raise
+        finally:
+            self._pending -= 1
         self.up = True
 
     def list_partitions(self, topic: str, timeout: float) -> list[int]:
@@ -146,22 +173,13 @@ class RawProducer:
         return up
 
     def close(self, timeout: float = 5.0) -> int:
-        """Flush what is queued (up to ``timeout`` s), stop the poll thread; return the number
-        of messages left undelivered."""
+        """Flush what is queued (up to ``timeout`` s); return the number of messages left
+        undelivered. Call it from the event loop's thread (it stops the delivery pump)."""
+        if self._pump is not None and not self._pump.done():
+            self._pump.cancel()
         left = int(self._producer.flush(timeout))
-        self._stop.set()
-        self._thread.join(timeout=2.0)
         self._probe_executor.shutdown(wait=False)
         return left
-
-
-def _settle(future: asyncio.Future[None], err: Any) -> None:
-    if future.done():
-        return
-    if err is None:
-        future.set_result(None)
-    else:
-        future.set_exception(DeliveryFailed(str(err)))
 
 
 def read_request_ids(bootstrap: str, start: dict[str, dict[str, int]], *,
