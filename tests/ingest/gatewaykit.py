@@ -180,9 +180,7 @@ def read_topic(bootstrap: str, topic: str, *, expect: int | None = None,
 
 def topic_totals(bootstrap: str, prefix: str) -> dict[str, int]:
     """Messages ever written to each topic whose name starts with ``prefix`` (end offsets)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from confluent_kafka import KafkaException
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     consumer: Any = Consumer({"bootstrap.servers": bootstrap, "group.id": "totals"})
     try:
