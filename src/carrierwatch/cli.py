@@ -458,6 +458,9 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
         _usage_error(exc.format_message().splitlines()[0])
+    except click.ClickException as exc:  # a command's own failure: one line, no traceback
+        click.echo(f"carrierwatch: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
     except click.Abort:
         sys.exit(1)
     except CarrierwatchError as exc:

@@ -40,6 +40,7 @@ def gateway(host: str | None, port: int | None, namespace: str | None,
     answers 202. Also serves /healthz, /readyz and /metrics.
     """
     from aiohttp import web
+    from pydantic import ValidationError
 
     from carrierwatch.ingest.gateway import GatewaySettings, create_app
     from carrierwatch.settings import get_settings
@@ -52,7 +53,12 @@ def gateway(host: str | None, port: int | None, namespace: str | None,
     settings = get_settings()
     updates = {k: v for k, v in {"host": host, "port": port, "secrets_file": secrets_file}.items()
                if v is not None}
-    gateway_settings = GatewaySettings().model_copy(update=updates)
+    try:
+        gateway_settings = GatewaySettings().model_copy(update=updates)
+    except ValidationError as exc:  # a CARRIERWATCH_GATEWAY_* variable that does not parse
+        problems = "; ".join(f"CARRIERWATCH_GATEWAY_{'_'.join(map(str, e['loc'])).upper()}: "
+                             f"{e['msg']}" for e in exc.errors())
+        raise click.ClickException(f"invalid gateway settings: {problems}") from None
     app = create_app(settings=settings, gateway_settings=gateway_settings, namespace=namespace,
                      bare=bare, force_spool=force_spool)
 
