@@ -589,6 +589,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.streams.cli:worker", "worker"),
     ("carrierwatch.streams.cli:sink", "sink"),
     ("carrierwatch.streams.cli:topics", "topics"),
+    ("carrierwatch.ingest.cli:gateway", "gateway"),
 ]
 
 
