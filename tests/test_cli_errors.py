@@ -71,6 +71,7 @@ BASE: dict[Path_, Base | None] = {
     ("worker",): Base(expect=EXIT_UNAVAILABLE),  # no broker
     ("sink",): Base(("--wait", "0"), expect=EXIT_UNAVAILABLE),
     ("topics",): Base(expect=EXIT_UNAVAILABLE),
+    ("gateway",): Base(("--port", "0"), expect=None),  # serves until stopped (spools without Kafka)
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
@@ -86,6 +87,7 @@ PATH_ROLES: dict[tuple[Path_, str], str] = {
     (("kafka", "stop"), "data_dir"): "state",
     (("kafka", "status"), "data_dir"): "state",
     (("simulate",), "out_dir"): "output",
+    (("gateway",), "secrets_file"): "input",
 }
 
 #: exit codes that differ from the generic rule (input: binary → 1, empty folder → 1; output

@@ -23,7 +23,7 @@ _LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WAR
               help="Port [CARRIERWATCH_GATEWAY_PORT, 8470; 0: any free port].")
 @click.option("--namespace", default=None,
               help="Topic prefix, as the worker's [CARRIERWATCH_STREAM_NAMESPACE].")
-@click.option("--secrets-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--secrets-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="YAML partner -> secret(s) [CARRIERWATCH_GATEWAY_SECRETS_FILE].")
 @click.option("-l", "--loglevel", type=click.Choice(list(_LEVELS)), default="info",
               show_default=True, help="Logging level (the worker's names).")

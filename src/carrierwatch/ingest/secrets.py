@@ -64,6 +64,9 @@ def _from_file(path: Path) -> dict[str, tuple[SecretStr, ...]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(f"cannot read the secrets file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"the secrets file {path} is not UTF-8 text (a binary file?)"
+                                 ) from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         log.warning("secrets file %s is readable by group or others (chmod 600 it)", path)
     try:
