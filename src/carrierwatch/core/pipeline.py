@@ -391,25 +391,27 @@ class Pipeline:
         for event in events:
             received += 1
             etime = event.event_time
+            package_id = event.package_id
             if per_package:
                 # the package's own watermark: its newest applied event time - lateness
-                held = packages.get(event.package_id)
+                held = packages.get(package_id)
                 bound = (held.fields[n_fields + held.n - 1] >> 20) - lateness \
                     if held is not None and held.n else _MIN_WATERMARK
             else:
+                held = None
                 bound = watermark
             if etime < bound:
                 # a copy of an event applied already (a webhook repeating history) is a
                 # duplicate, not a late arrival: it changes nothing, so it is not "too late"
-                held = packages.get(event.package_id)
+                if held is None:
+                    held = packages.get(package_id)
                 if held is not None and 0 <= etime <= _MAX_TIME and held.has(
                         event_key(etime, event.status, event.event_id)):
                     duplicates += 1
                     continue
                 self._too_late(event, bound, "beyond_allowed_lateness")
                 continue
-            package_id = event.package_id
-            state = packages.get(package_id)
+            state = held if per_package else packages.get(package_id)
             if state is None:
                 if package_id in self.tombstones:
                     self._too_late(event, watermark, "package_closed")
