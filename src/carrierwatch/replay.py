@@ -98,10 +98,14 @@ def pipeline_for(registry: PartnerRegistry, *, shard: int = 0, version_base: int
     """A core pipeline configured with every partner's SLA contract.
 
     ``version_base`` defaults to now (ms × 1000), so rows of a later replay supersede those of an
-    earlier one in the store; their content is a function of the input alone.
+    earlier one in the store; their content is a function of the input alone. Both drivers
+    (replay and the stream worker) measure lateness per package (``lateness_scope="package"``,
+    see docs/metrics.md §3), so their results do not depend on how packages are spread over
+    shards or how the partners' feeds interleave.
     """
     contracts = {partner.id: partner.spec.contract for partner in registry}
     base = int(time.time() * 1000) * 1000 if version_base is None else version_base
+    options.setdefault("lateness_scope", "package")
     return Pipeline(contracts, shard=shard, version_base=base, **options)
 
 
@@ -383,7 +387,10 @@ def result_snapshot(store: Store) -> dict[str, Any]:
     """What a run left in the store, in a form two runs can be compared by (``==``).
 
     Metric windows are summed over shards (so one worker equals two), outcomes and events are
-    taken at their latest version, versions and shard numbers are left out.
+    taken at their latest version, versions and shard numbers are left out. A window whose
+    totals are all zero is left out too: it changes no query result, and whether one exists
+    depends on when decisions were taken and retracted (a package decided late by absence on
+    one shard's watermark, then delivered on time), not on the input.
     """
     types = store.column_types("metric_windows")
     keys = ["partner_id", "region", "service_level", "granularity", "window_start"]
@@ -408,7 +415,8 @@ def result_snapshot(store: Store) -> dict[str, Any]:
     dead_letters = store.query(
         "SELECT partner_id, path, error, count() FROM dead_letters FINAL "
         "GROUP BY partner_id, path, error ORDER BY partner_id, path, error")
-    return {"metric_windows": [tuple(_plain(v) for v in row) for row in windows],
+    plain_windows = [tuple(_plain(v) for v in row) for row in windows]
+    return {"metric_windows": [row for row in plain_windows if any(row[len(keys):])],
             "package_outcomes": [tuple(_plain(v) for v in row) for row in outcomes],
             "canonical_events": events, "dead_letters": dead_letters}
 

@@ -145,7 +145,8 @@ def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float
 
     monitor = None if no_anomalies else SinkMonitor(
         Path(settings.data_dir) / "anomaly-monitor" / f"{topology.sink_group}.bin",
-        metrics.registry, partners=[partner.spec for partner in load_registry(settings.home)])
+        metrics.registry, partners=[partner.spec for partner in load_registry(settings.home)],
+        shards=config.events_partitions)
     if web_port is not None:
         start_http_server(web_port, addr="127.0.0.1", registry=metrics.registry)
     with open_store(settings, command="carrierwatch sink", wait=wait, migrate=True) as store:
