@@ -101,6 +101,17 @@ def default_demo(tmp_path_factory: pytest.TempPathFactory) -> subprocess.Complet
     return done
 
 
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    """A small demo (three partners, a day of history, a reported day, 60 packages a day)."""
+    done = _demo(tmp_path_factory.mktemp("small-demo"), "--partners", "3", "--days", "1",
+                 "--history-days", "1", "--packages-per-day", "60",
+                 "--incident", "exception_spike@fedex:0d6h+6h",
+                 "--incident", "feed_outage@ups:0d12h+4h")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def _row(output: str, *cells: str) -> str:
     """The table line whose cells start with ``cells``."""
     pattern = r"│\s*" + r"\s*│\s*".join(re.escape(c) for c in cells) + r"\s*│.*"
@@ -139,27 +150,43 @@ def test_each_incident_has_its_row_with_the_metric_it_moved_and_its_detection(
     assert "not detected" not in out
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize("run", ["small_demo",
+                                 pytest.param("default_demo", marks=pytest.mark.slow)])
 def test_the_demo_explains_its_terms_once_and_prints_no_object_repr(
-        default_demo: subprocess.CompletedProcess[str]) -> None:
-    out = default_demo.stdout
+        run: str, request: pytest.FixtureRequest) -> None:
+    done: subprocess.CompletedProcess[str] = request.getfixturevalue(run)
+    out = done.stdout
     legend = out[out.index("Terms"):]
     for term, _ in LEGEND:
         assert legend.count(term) >= 1, term
     assert out.count("Terms") == 1
     assert "<" not in out and "object at 0x" not in out
-    assert "Traceback" not in default_demo.stderr
+    assert "Traceback" not in done.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize("run", ["small_demo",
+                                 pytest.param("default_demo", marks=pytest.mark.slow)])
 def test_the_progress_bar_knows_its_total_and_shows_an_eta(
-        default_demo: subprocess.CompletedProcess[str]) -> None:
-    found = re.search(r"replayed ([\d,]+) payloads", default_demo.stdout)
+        run: str, request: pytest.FixtureRequest) -> None:
+    done: subprocess.CompletedProcess[str] = request.getfixturevalue(run)
+    found = re.search(r"replayed ([\d,]+) payloads", done.stdout)
     assert found
     payloads = int(found.group(1).replace(",", ""))
     # tqdm: "replay:  42%|████▏     | 138675/330203 [00:20<00:28, 6894.15 payloads/s]"
     bars = re.findall(r"replay:\s+\d+%\|[^|]*\| (\d+)/(\d+) \[\d\d:\d\d<(\d\d:\d\d|\?)",
-                      default_demo.stderr)
-    assert bars, default_demo.stderr[-500:]
+                      done.stderr)
+    assert bars, done.stderr[-500:]
     assert {int(total) for _, total, _ in bars} == {payloads}
     assert any(eta != "?" for _, _, eta in bars)
+
+
+def test_the_small_demo_reports_its_incidents(small_demo: subprocess.CompletedProcess[str]
+                                              ) -> None:
+    out = small_demo.stdout
+    assert "2026-03-01 to 2026-03-01) and the reported days 2026-03-02 to 2026-03-02" in out
+    spike = _row(out, "exception_spike", "fedex", "03-02 06:00 → 03-02 12:00",
+                 "exceptions opened per hour")
+    inside, outside = (float(v) for v in re.findall(r"│\s*([\d.]+)\s*(?=│)", spike)[:2])
+    assert inside > 3 * outside
+    _row(out, "feed_outage", "ups", "03-02 12:00 → 03-02 16:00")
+    assert re.search(r"anomalous windows: [\d,]+; outside any incident: [\d,]+", out)

@@ -452,11 +452,15 @@ def demo(partner_count: int, days: int, history_days: int, seed: int, packages_p
                         packages_per_day=packages_per_day,
                         start=REPORT_START - timedelta(days=history_days), workers=2)
     simulated = time.perf_counter() - started
-    week = f"{REPORT_START.isoformat()} + {days} days"
+    first_day = REPORT_START - timedelta(days=history_days)
+    last_day = REPORT_START + timedelta(days=days - 1)
+    week = f"{REPORT_START.isoformat()} to {last_day.isoformat()}"
+    history = (f"{history_days} days of history ({first_day.isoformat()} to "
+               f"{(REPORT_START - timedelta(days=1)).isoformat()}) and " if history_days else "")
     console.print(
-        f"[bold]1. simulated[/bold] {history_days} days of history + {week} × "
-        f"{len(manifest.partners)} partners ({', '.join(manifest.partners)}), seed {seed}, in "
-        f"{simulated:.1f} s → {sim_dir}")
+        f"[bold]1. simulated[/bold] {len(manifest.partners)} partners "
+        f"({', '.join(manifest.partners)}) for {history}the reported days {week}, seed {seed}, "
+        f"in {simulated:.1f} s → {sim_dir}")
 
     payloads = sum(counts.payloads for counts in manifest.partners.values())
     with open_store(settings, command="carrierwatch demo", migrate=True) as store:
