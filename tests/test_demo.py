@@ -25,9 +25,10 @@ from carrierwatch.synthetic.incidents import Incident
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# measured on the default demo (seed 7, 600 packages per partner per day), reported week
-# 2026-03-02..03-09: with the cold monitor of the old demo 709 of 1,178 anomalous windows fell
-# outside every incident (± 2 h); warmed on 7 days of history, 18 of 512
+# measured on the default demo (seed 7), reported week 2026-03-02..03-09: the old demo's cold
+# monitor (600 packages per partner per day, no history) raised 1,178 anomalous windows, 687 of
+# them outside every incident (± 2 h); warmed on 7 days of history, 18 of 512 at 600 a day and
+# 29 of 551 at the demo's 500 a day
 MAX_WINDOWS_OUTSIDE_INCIDENTS = 40
 
 
@@ -147,7 +148,7 @@ def test_each_incident_has_its_row_with_the_metric_it_moved_and_its_detection(
     assert re.search(r"03-05 00:\d\d \(\+\d+ min\): exception_rate", spike)
     outage = _row(out, "feed_outage", "ups", "03-07 00:00 → 03-07 06:00")
     assert re.search(r"03-07 0\d:\d\d \(\+\d+ min\)", outage)
-    assert "not detected" not in out
+    assert "not detected" not in out[out.index("4. Injected"):out.index("5. Anomalies")]
 
 
 @pytest.mark.parametrize("run", ["small_demo",
