@@ -291,7 +291,8 @@ def _metric_value(metric: str, value: float | None) -> str:
         return f"{100 * value:.1f}%"
     if metric.endswith(("latency_p95", "age_p95", "heartbeat_latency")):
         return f"{value:,.0f} min"
-    return f"{value:,.0f} events"
+    count = f"{value:,.0f}"
+    return f"{count} event" + ("" if count == "1" else "s")
 
 
 def _hhmm(ms: int) -> str:
