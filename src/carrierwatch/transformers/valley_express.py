@@ -138,7 +138,7 @@ def _zone(values: dict[str, str], path: str, state: str | None, default: str | N
     if name:
         try:
             ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
             raise PayloadError(f"{path}.time_zone", f"unknown time zone {name!r:.60}") from None
         return name, True
     zone, exact = zone_for("US", state) if state else (None, False)
@@ -202,4 +202,5 @@ def _row(emitter: Emitter, ctx: TransformContext, values: dict[str, str], path: 
         promised_by=promised_by,
         service_level=service.lower() or None,
         reason=reason,
+        paths={"event_time": f"{path}.local_timestamp", "promised_by": f"{path}.promised_by"},
     )
