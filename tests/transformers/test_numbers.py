@@ -233,3 +233,13 @@ def test_emitter_clears_optional_numbers_out_of_range_and_keeps_the_event() -> N
 ])
 def test_ms_to_iso_is_iso_8601_for_every_year(ms: int, text: str) -> None:
     assert ms_to_iso(ms) == text
+
+
+@pytest.mark.parametrize("module_name", ["carrierwatch.core.limits", "carrierwatch.core.model",
+                                         "carrierwatch.transformers.base"])
+def test_doctests_of_the_modules_that_check_numbers(module_name: str) -> None:
+    import doctest
+    import importlib
+
+    failures, attempted = doctest.testmod(importlib.import_module(module_name))
+    assert attempted > 0 and failures == 0
