@@ -243,3 +243,30 @@ def test_doctests_of_the_modules_that_check_numbers(module_name: str) -> None:
 
     failures, attempted = doctest.testmod(importlib.import_module(module_name))
     assert attempted > 0 and failures == 0
+
+
+@pytest.mark.parametrize(("position", "path", "message"), [
+    (["NaN", 13.4], "[0].pos[0]", "nan is not a finite number"),
+    ([52.5, "-inf"], "[0].pos[1]", "-inf is not a finite number"),
+    ([1e308, 13.4], "[0].pos[0]", "1e+308 is outside -90..90"),
+    ([52.5, 180.5], "[0].pos[1]", "180.5 is outside -180..180"),
+])
+def test_config_only_coordinates_must_be_finite_and_on_the_globe(
+        position: list[Any], path: str, message: str) -> None:
+    from carrierwatch.core.codebook import Codebook
+    from carrierwatch.core.partner import PartnerSpec
+    from carrierwatch.transformers import json_mapping
+    from carrierwatch.transformers.base import TransformContext
+
+    spec = PartnerSpec(id="bike_fleet", display_name="Bike fleet", transformer="json_mapping",
+                       mapping={"events": "@", "tracking_number": "ref", "code": "kind",
+                                "time": {"path": "ts", "format": "epoch_ms"},
+                                "location": {"latitude": "pos[0]", "longitude": "pos[1]"}})
+    book = Codebook.from_yaml("version: 1\npartner: bike_fleet\ncodes:\n"
+                              "  handover: {status: delivered, confidence: 1.0}\n")
+    events = [{"ref": "BF-1", "kind": "handover", "ts": 1772460300000, "pos": position},
+              {"ref": "BF-2", "kind": "handover", "ts": 1772460300000, "pos": [52.5, 13.4]}]
+    result = json_mapping.transform(orjson.dumps(events), TransformContext(spec, book, RECEIVED))
+    assert [(d.path, d.error) for d in result.dead_letters] == [(path, message)]
+    assert [e.tracking_number for e in result.events] == ["BF-2"]
+    assert result.events[0].location is not None and result.events[0].location.latitude == 52.5
