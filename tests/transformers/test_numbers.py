@@ -270,3 +270,36 @@ def test_config_only_coordinates_must_be_finite_and_on_the_globe(
     assert [(d.path, d.error) for d in result.dead_letters] == [(path, message)]
     assert [e.tracking_number for e in result.events] == ["BF-2"]
     assert result.events[0].location is not None and result.events[0].location.latitude == 52.5
+
+
+def test_the_time_range_ends_where_the_core_state_machine_does() -> None:
+    from carrierwatch.core import pipeline, state
+    from carrierwatch.core.limits import TIME_MAX_MS, TIME_MIN_MS
+
+    assert (TIME_MIN_MS, TIME_MAX_MS) == (0, state._MAX_TIME) == (0, pipeline._MAX_TIME)
+
+
+def test_events_beyond_the_state_machines_range_are_dead_letters_not_too_late(
+        tmp_path: Path) -> None:
+    """A payload received in 2248-11 (a bad clock) with events after 2248-09-26: today's code
+    stores them but counts them as too late ("invalid_time"), out of every metric, silently."""
+    import os
+
+    folder = tmp_path / "metro_courier"
+    folder.mkdir()
+    doc = _sample("metro_courier", "failed_attempts_then_delivered.json")
+    for update, at in zip(doc["updates"], ["2248-09-01 10:00:00", "2248-10-01 10:00:00",
+                                           "2248-10-02 10:00:00"], strict=True):
+        update["at"] = at
+        del update["eta"], update["promise"]
+    payload = folder / "far.json"
+    payload.write_bytes(orjson.dumps(doc))
+    os.utime(payload, (8_800_000_000, 8_800_000_000))  # received 2248-11-11
+    with EmbeddedStore.open(tmp_path / "clickhouse", command="pytest numbers") as store:
+        store.migrate()
+        summary = run_replay(iter_inputs([folder]), store, REGISTRY)
+        stored = store.fetch_events("metro_courier")
+        dead = store.fetch_dead_letters("metro_courier")
+    assert (summary.events, summary.too_late, summary.dead_letters) == (1, 0, 2)
+    assert [ms_to_iso(e.event_time) for e in stored] == ["2248-09-01T15:00:00.000Z"]
+    assert sorted(d.path for d in dead) == ["updates[1].at", "updates[2].at"]

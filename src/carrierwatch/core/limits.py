@@ -16,7 +16,9 @@ partner-received times    ``DateTime64(3, 'UTC')``               earliest plausi
                                                                  2000-01-01) to the received time
                                                                  plus the allowed future skew
                                                                  (default 365 days), never outside
-                                                                 the store's 1900-01-01 .. 2299-12-31
+                                                                 1970-01-01 .. 2248-09-26, what
+                                                                 the state machine's int64 event
+                                                                 keys hold (the store: 1900..2299)
 ========================  =====================================  ==================================
 
 The earliest time and the skew are settings (``CARRIERWATCH_EARLIEST_EVENT_TIME``,
@@ -32,6 +34,8 @@ Examples
 >>> lo, hi = limits.time_window(received)
 >>> ms_text(lo), ms_text(hi)
 ('2000-01-01T00:00:00.000Z', '2027-03-05T12:00:00.000Z')
+>>> ms_text(limits.time_window(10**13)[1])          # received in 2286: capped
+'2248-09-26T15:10:22.207Z'
 >>> time_problem(-62_135_596_800_000, lo, hi)        # 0001-01-01
 '0001-01-01T00:00:00.000Z is before the earliest plausible time 2000-01-01T00:00:00.000Z'
 >>> print(count_problem(3_000_000_000))
@@ -51,8 +55,12 @@ __all__ = [
     "DEFAULT_MAX_FUTURE_SKEW_DAYS",
     "INT32_MAX",
     "INT32_MIN",
+    "STATE_TIME_MAX_MS",
+    "STATE_TIME_MIN_MS",
     "STORE_TIME_MAX_MS",
     "STORE_TIME_MIN_MS",
+    "TIME_MAX_MS",
+    "TIME_MIN_MS",
     "EventLimits",
     "coordinate_problem",
     "count_problem",
@@ -68,6 +76,13 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # ClickHouse's DateTime64 range (the store's time columns); the Avro long is wider.
 STORE_TIME_MIN_MS = -2_208_988_800_000        # 1900-01-01T00:00:00.000Z
 STORE_TIME_MAX_MS = 10_413_791_999_999        # 2299-12-31T23:59:59.999Z
+# The package state machine keeps an event as one int64 key, event_time << 20 | rank | id bits
+# (carrierwatch.core.state), so the core takes event times in 0 .. 2**43 - 1 only and counts any
+# other as a too-late "invalid_time" event, out of every metric.
+STATE_TIME_MIN_MS = 0                         # 1970-01-01T00:00:00.000Z
+STATE_TIME_MAX_MS = (1 << 43) - 1             # 2248-09-26T15:10:22.207Z
+TIME_MIN_MS = max(STORE_TIME_MIN_MS, STATE_TIME_MIN_MS)
+TIME_MAX_MS = min(STORE_TIME_MAX_MS, STATE_TIME_MAX_MS)
 
 DEFAULT_EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 DEFAULT_MAX_FUTURE_SKEW_DAYS = 365.0
@@ -102,9 +117,10 @@ class EventLimits:
 
     def time_window(self, received_time: int) -> tuple[int, int]:
         """``(lowest, highest)`` epoch ms accepted in a payload received at ``received_time``,
-        always within the store's time range."""
-        return (max(self.earliest, STORE_TIME_MIN_MS),
-                min(received_time + self.max_future, STORE_TIME_MAX_MS))
+        always within what the store and the state machine hold (:data:`TIME_MIN_MS` ..
+        :data:`TIME_MAX_MS`), whatever the settings or the received time."""
+        return (max(self.earliest, TIME_MIN_MS),
+                min(received_time + self.max_future, TIME_MAX_MS))
 
 
 def time_problem(value: object, lowest: int, highest: int) -> str | None:

@@ -18,12 +18,12 @@ The emitter is also the one place where every number of an event is checked agai
 contract (:mod:`carrierwatch.core.limits`): attempt numbers within the Avro ``int``, coordinates
 finite and on the globe, and every time (event, promise, ETA, partner-received) within the
 plausible range of a delivery event (by default from 2000-01-01 to a year after the payload was
-received; the store's ``DateTime64`` range at most). A value outside them never reaches the
-store: an event time outside the range drops that event, any other field outside its range is
-left empty on an event that is otherwise kept, and either way a dead letter names the field's
-path in the payload (the transformer passes ``paths=``; without it, the path of the element being
-processed). Helpers such as :func:`count` check numbers where they are read, so that a
-transformer can treat an out-of-range value as it treats an unreadable one.
+received; never beyond 1970..2248, what the state machine and the store hold). A value outside
+them never reaches the store: an event time outside the range drops that event, any other field
+outside its range is left empty on an event that is otherwise kept, and either way a dead letter
+names the field's path in the payload (the transformer passes ``paths=``; without it, the path of
+the element being processed). Helpers such as :func:`count` check numbers where they are read,
+so that a transformer can treat an out-of-range value as it treats an unreadable one.
 """
 
 from __future__ import annotations
