@@ -132,6 +132,7 @@ __all__ = [
     "Pipeline",
     "PipelineOutput",
     "TooLateRecord",
+    "arrival_order",
 ]
 
 HOUR_MS = 3_600_000
@@ -151,6 +152,31 @@ _FIVE_MIN = GRANULARITY_MS["5m"]
 _MINUTE = 60_000
 _MAX_TIME = (1 << 43) - 1
 _LOG_GAMMA = math.log(GAMMA)
+
+
+_BY_EVENT_TIME = attrgetter("event_time")
+
+
+def arrival_order(events: list[CanonicalEvent]) -> list[CanonicalEvent]:
+    """Events that arrived together, in the order the drivers hand them to the pipeline.
+
+    What arrives at one instant (one payload; in replay, also every payload of one received
+    millisecond and a batch of loose files) has no order of its own: a partner lists a history
+    newest first, or an export sorts it by order id. The drivers apply such events in event-time
+    order (ties keep the order given), so the watermark of a history or an export never runs
+    ahead of its own older entries (docs/metrics.md, "Arrival order").
+
+    >>> from carrierwatch.core.model import CanonicalEvent, event_id
+    >>> def ev(status, t):
+    ...     return CanonicalEvent(event_id("demo", "p1", status, t), "demo", "p1", "1", status,
+    ...                           1.0, "x", t, t + 60_000)
+    >>> [e.status for e in arrival_order([ev("delivered", 3), ev("picked_up", 1),
+    ...                                   ev("in_transit", 2)])]
+    ['picked_up', 'in_transit', 'delivered']
+    """
+    if len(events) < 2:
+        return events
+    return sorted(events, key=_BY_EVENT_TIME)
 
 
 def _window_specs(granularities: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
