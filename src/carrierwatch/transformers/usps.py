@@ -137,7 +137,9 @@ def _error_message(payload: dict[str, Any]) -> str | None:
         return None
     code = error.get("code") or "?"
     message = error.get("message") or "error"
-    details = [str(e.get("detail") or e.get("title")) for e in error.get("errors") or []
+    listed = error.get("errors")
+    details = [str(e.get("detail") or e.get("title"))
+               for e in (listed if isinstance(listed, list) else [])
                if isinstance(e, dict) and (e.get("detail") or e.get("title"))]
     text = f"USPS API error {code}: {message}"
     if details:
