@@ -303,3 +303,10 @@ def test_events_beyond_the_state_machines_range_are_dead_letters_not_too_late(
     assert (summary.events, summary.too_late, summary.dead_letters) == (1, 0, 2)
     assert [ms_to_iso(e.event_time) for e in stored] == ["2248-09-01T15:00:00.000Z"]
     assert sorted(d.path for d in dead) == ["updates[1].at", "updates[2].at"]
+
+
+def test_the_cli_prints_days_with_four_digit_years() -> None:
+    from carrierwatch.cli import _iso_day  # the replay scorecard's period
+
+    assert [_iso_day(ms) for ms in (-62_135_596_800_000, -59_011_459_200_000, RECEIVED)] == [
+        "0001-01-01", "0100-01-01", "2026-03-05"]
