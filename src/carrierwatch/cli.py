@@ -242,9 +242,9 @@ def _print_replay_summary(summary: Any, store: Any, registry: Any, files: int) -
 
 
 def _iso_day(ms: int) -> str:
-    from datetime import UTC, datetime
+    from carrierwatch.core.model import ms_to_iso
 
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+    return (ms_to_iso(ms) or "")[:-14]  # the date part: four-digit years (strftime's %Y is not)
 
 
 @cli.command()
