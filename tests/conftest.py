@@ -1,7 +1,9 @@
-"""Suite-wide settings: the tests never touch the user's own data directory.
+"""Suite-wide fixtures: a temporary data directory, and the one Kafka broker of the session.
 
 Commands and stores that a test opens without a data directory of its own use one temporary
-directory for the whole session (``CARRIERWATCH_DATA_DIR``), not the per-user default.
+directory for the whole session (``CARRIERWATCH_DATA_DIR``), not the per-user default. The real
+Kafka broker and the embedded schema registry are started once per session, on first use, for
+the stream and the ingest tests alike.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+
+from carrierwatch.streams.broker import KafkaBroker, ToolMissingError, ensure_jars, ensure_java
+from carrierwatch.testing import missing_component
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,3 +33,28 @@ def _session_data_dir() -> Iterator[None]:
         finally:
             os.environ.pop("CARRIERWATCH_DATA_DIR", None)
             get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A running single-node Kafka (KRaft) on 127.0.0.1, shared by the whole session."""
+    try:
+        ensure_java()
+        ensure_jars()
+    except ToolMissingError as exc:
+        missing_component("kafka", str(exc))
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-session"))
+    broker.start(timeout=120.0)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> Iterator[str]:
+    """An embedded Confluent-compatible schema registry shared by the session's workers."""
+    from carrierwatch.registry.server import EmbeddedSchemaRegistry
+
+    with EmbeddedSchemaRegistry(None) as registry:
+        yield registry.url

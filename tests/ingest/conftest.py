@@ -1,5 +1,6 @@
-"""Fixtures of the ingest tests: the session's real Kafka broker (the stream tests' fixture,
-loaded from tests/streams/conftest.py) and a configuration home with a Standard Webhooks partner.
+"""Fixtures of the ingest tests: the stream tests' harness (loaded from
+tests/streams/conftest.py; the session's one Kafka broker is in tests/conftest.py) and a
+configuration home with a Standard Webhooks partner.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ assert _spec is not None and _spec.loader is not None
 _streams_conftest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_streams_conftest)
 
-kafka_broker = _streams_conftest.kafka_broker
-schema_registry_url = _streams_conftest.schema_registry_url
 stream_harness = _streams_conftest.stream_harness
 
 

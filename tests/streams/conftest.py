@@ -1,6 +1,7 @@
-"""Fixtures for stream tests: one real Kafka broker per test session, and unique topics.
+"""Fixtures for stream tests: unique topics and the stream driver harness.
 
-``kafka_broker`` starts :class:`carrierwatch.streams.broker.KafkaBroker` once per session on
+``kafka_broker`` (in tests/conftest.py, shared with the ingest tests) starts
+:class:`carrierwatch.streams.broker.KafkaBroker` once per session on
 free loopback ports in a temporary data dir (fetching the jars with Maven on first use) and stops
 it at the end. Tests may ``kafka_broker.restart()`` it (ports and data are kept), but must leave
 it running. Without Java 17+ or Maven the dependent tests skip, or fail under
@@ -20,30 +21,10 @@ from confluent_kafka.admin import AdminClient
 
 from carrierwatch.streams.broker import (
     KafkaBroker,
-    ToolMissingError,
     create_topic,
-    ensure_jars,
-    ensure_java,
 )
-from carrierwatch.testing import missing_component
 
 TopicFactory = Callable[..., str]
-
-
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    """A running single-node Kafka (KRaft) on 127.0.0.1, shared by the whole session."""
-    try:
-        ensure_java()
-        ensure_jars()
-    except ToolMissingError as exc:
-        missing_component("kafka", str(exc))
-    broker = KafkaBroker(tmp_path_factory.mktemp("kafka-session"))
-    broker.start(timeout=120.0)
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture
@@ -76,15 +57,6 @@ def topic_factory(kafka_broker: KafkaBroker,
 
 
 # --- stream driver fixtures (workers and the sink as real processes) -------------------------
-
-
-@pytest.fixture(scope="session")
-def schema_registry_url() -> Iterator[str]:
-    """An embedded Confluent-compatible schema registry shared by the session's workers."""
-    from carrierwatch.registry.server import EmbeddedSchemaRegistry
-
-    with EmbeddedSchemaRegistry(None) as registry:
-        yield registry.url
 
 
 @pytest.fixture
