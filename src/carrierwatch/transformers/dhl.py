@@ -144,21 +144,26 @@ def _problem(payload: dict[str, Any]) -> str | None:
 def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
     """Normalize one DHL Unified tracking response; see the module docstring."""
     emitter = Emitter(raw, ctx)
-    payload = parse_json(raw)
+    with emitter.element("$"):  # a dead letter for the whole payload keeps what came before it
+        _payload(emitter, ctx, raw)
+    return emitter.result
+
+
+def _payload(emitter: Emitter, ctx: TransformContext, raw: bytes) -> None:
+    payload = parse_json(raw, emitter)
     if not isinstance(payload, dict):
         emitter.dead_letter("$", f"expected a JSON object, got {type(payload).__name__}")
-        return emitter.result
+        return
     problem = _problem(payload)
     if problem is not None:
         emitter.dead_letter("$", problem)
-        return emitter.result
+        return
     shipments = req_list(payload, "shipments", "$")
     if not shipments:
         emitter.dead_letter("shipments", "no shipments in the response")
     for index, shipment in enumerate(shipments):
         with emitter.element(f"shipments[{index}]"):
             _shipment(emitter, ctx, shipment, f"shipments[{index}]")
-    return emitter.result
 
 
 def _shipment(emitter: Emitter, ctx: TransformContext, shipment: Any, path: str) -> None:

@@ -93,7 +93,7 @@ def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
     """Normalize one EasyPost webhook ``Event`` (or bare ``Tracker``); never raises."""
     emitter = Emitter(raw, ctx)
     try:
-        tracker, path = _tracker(parse_json(raw))
+        tracker, path = _tracker(parse_json(raw, emitter))
         _emit_tracker(emitter, ctx, tracker, path)
     except PayloadError as exc:
         emitter.dead_letter(exc.path, exc.message)

@@ -129,7 +129,7 @@ def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
     """Normalize one FedEx Track API response or webhook push; never raises for bad input."""
     emitter = Emitter(raw, ctx)
     with emitter.element("$"):
-        _payload(parse_json(raw), emitter, ctx)
+        _payload(parse_json(raw, emitter), emitter, ctx)
     return emitter.result
 
 

@@ -124,7 +124,7 @@ def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
     """Normalize one UPS Track API response; never raises for bad input."""
     emitter = Emitter(raw, ctx)
     with emitter.element("$"):
-        _payload(parse_json(raw), emitter, ctx)
+        _payload(parse_json(raw, emitter), emitter, ctx)
     return emitter.result
 
 

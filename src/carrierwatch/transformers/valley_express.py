@@ -121,8 +121,8 @@ def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
             if len(row) != len(columns):
                 raise PayloadError(f"row[{number}]", f"expected {len(columns)} columns, "
                                                      f"got {len(row)}")
-            _row(emitter, ctx, dict(zip(columns, (cell.strip() for cell in row), strict=True)),
-                 f"row[{number}]")
+            values = dict(zip(columns, (cell.strip() for cell in row), strict=True))
+            _row(emitter, ctx, emitter.limit_cells(values, f"row[{number}]"), f"row[{number}]")
     if number == 0:
         emitter.dead_letter("$", "no data rows")
     return emitter.result
