@@ -36,6 +36,7 @@ from carrierwatch.core.model import (
     new_event,
 )
 from carrierwatch.core.partner import PartnerSpec, TextLimits
+from carrierwatch.core.timeutil import CACHE_KEY_LIMIT
 
 __all__ = [
     "CONTAINED_ERRORS",
@@ -606,12 +607,20 @@ def location(country: str | None = None, region: str | None = None, city: str | 
     >>> location("us", "tn", "Memphis", "38118")
     Location(country='US', region='US-TN', city='Memphis', postal_prefix='381', latitude=None, longitude=None)
     """
-    if latitude is None and longitude is None:
+    if latitude is None and longitude is None and _short(country) and _short(region) \
+            and _short(city) and _short(postal_code):
         try:
             return _coarse_location(country, region, city, postal_code)
         except TypeError:  # an unhashable value from a malformed payload: no caching
             pass
     return _build_location(country, region, city, postal_code, latitude, longitude)
+
+
+def _short(value: object) -> bool:
+    """Whether ``value`` may be (part of) a cache key: None or a string of at most
+    ``CACHE_KEY_LIMIT`` characters (the caches are bounded in bytes, not only in entries)."""
+    return value is None or (value.__class__ is str
+                             and len(value) <= CACHE_KEY_LIMIT)  # type: ignore[arg-type]
 
 
 @lru_cache(maxsize=8192)
