@@ -74,6 +74,9 @@ def normalize(partner_id: str, file: str) -> None:
     for dead in result.dead_letters:
         err.write(orjson.dumps(dead.to_json_dict()) + b"\n")
     err.flush()
+    if result.empty and not result.events:
+        click.echo(f"carrierwatch: empty payload: no events at {', '.join(result.empty)} "
+                   "(the partner sent an empty event list)", err=True)
     if result.dead_letters:
         sys.exit(EXIT_DEAD_LETTERS)
 
@@ -128,7 +131,9 @@ def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
     click.echo(f"dead letters: {summary.dead_letters:,}; codebook gaps: "
                f"{sum(summary.gaps.values()):,} events"
                + (f" ({', '.join(f'{k} ×{v}' for k, v in summary.gaps.most_common(5))})"
-                  if summary.gaps else ""))
+                  if summary.gaps else "")
+               + (f"; empty payloads (no events sent yet): {summary.empty_payloads:,}"
+                  if summary.empty_payloads else ""))
     click.echo(f"anomalous windows: {summary.anomalies:,}; rows written: "
                f"{summary.rows_written:,}; store: {store!r}")
 

@@ -99,11 +99,17 @@ class TransformContext:
 
 @dataclass(slots=True)
 class TransformResult:
-    """What one payload yielded."""
+    """What one payload yielded.
+
+    ``empty`` lists the paths of event lists the partner sent empty where its feed legitimately
+    does (a tracking number known before its first scan): such a payload yields nothing, is not
+    bad input, and is counted as an "empty payload" (see :func:`run_transform`).
+    """
 
     events: list[CanonicalEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
 
 
 class ParsedScan(NamedTuple):
@@ -245,6 +251,10 @@ class Emitter:
                          f"text over the length limit dropped, the rest read without it: {shown}"
                          f"{more} (limits in partners/{self._partner_id}.yaml)")
 
+    def note_empty(self, path: str) -> None:
+        """Record that the event list at ``path`` is empty, as the feed legitimately sends it."""
+        self._result.empty.append(path)
+
     def element(self, path: str) -> _Element:
         """Run one element's work; a :class:`PayloadError` or bad value becomes a dead letter.
 
@@ -382,9 +392,18 @@ def provider_error(errors: Any, path: str, what: str) -> PayloadError:
     return PayloadError(first, f"{what} {'; '.join(parts)}")
 
 
+NOTHING_READ = ("payload yielded no event, no error and no empty event list: nothing was found "
+                "at the paths this partner's transformer reads (a renamed or moved field?)")
+"""The dead letter of a payload that yields nothing at all (schema drift must not be silent)."""
+
+
 def run_transform(transform: Callable[[bytes, TransformContext], TransformResult],
                   raw: bytes, ctx: TransformContext) -> TransformResult:
-    """Call a transformer; whatever it lets escape becomes a dead letter for the whole payload."""
+    """Call a transformer; whatever it lets escape becomes a dead letter for the whole payload.
+
+    A payload must leave a trace: one that yields no event, no dead letter and no legitimately
+    empty event list (``result.empty``) gets the dead letter :data:`NOTHING_READ` at ``$``.
+    """
     try:
         result = transform(raw, ctx)
     except PayloadError as exc:
@@ -394,6 +413,9 @@ def run_transform(transform: Callable[[bytes, TransformContext], TransformResult
         return TransformResult(dead_letters=[DeadLetter(
             ctx.partner.id, ctx.received_time,
             f"transformer failed: {type(exc).__name__}: {exc}", "$", raw)])
+    if not result.events and not result.dead_letters and not result.empty:
+        result.dead_letters.append(
+            DeadLetter(ctx.partner.id, ctx.received_time, NOTHING_READ, "$", raw))
     return result
 
 
