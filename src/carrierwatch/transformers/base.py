@@ -50,6 +50,7 @@ __all__ = [
     "clear_parse_caches",
     "location",
     "may_hold_text_over",
+    "nesting",
     "opt_dict",
     "opt_list",
     "opt_str",
@@ -364,7 +365,10 @@ class _Element:
         return False
 
 
-_CONTAINED = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
+# RecursionError: orjson reads nesting up to 1,024 levels, deeper than Python's recursion limit,
+# so a value nested ~1,000 deep breaks whatever recurses into it (repr in an error message,
+# JMESPath): the element with it is a dead letter.
+_CONTAINED = (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError)
 CONTAINED_ERRORS: tuple[type[Exception], ...] = _CONTAINED
 """The errors of one element that become its dead letter (the rest of the payload goes on)."""
 
@@ -436,9 +440,44 @@ def parse_json(raw: bytes, emitter: Emitter | None = None) -> Any:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise PayloadError("$", f"invalid JSON: {exc}") from None
+    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and nesting(doc) > MAX_NESTING:
+        raise PayloadError("$", f"JSON nested deeper than {MAX_NESTING} levels")
     if emitter is not None:
         emitter.limit_text(doc)
     return doc
+
+
+MAX_NESTING = 64
+"""The deepest nesting of objects and lists a JSON payload may have (tracking payloads nest
+fewer than 10 levels). orjson reads up to 1,024 levels, deeper than Python's recursion limit:
+such a value would break whatever recurses into it (a ``repr`` in an error message, JMESPath),
+so a deeper payload is a dead letter at ``$``. Checked only when the payload holds more
+brackets than this (a count at C speed)."""
+
+
+def nesting(doc: Any) -> int:
+    """How deep objects and lists nest in ``doc`` (0 for a scalar), iteratively.
+
+    >>> nesting({"a": [1, {"b": []}]}), nesting("x")
+    (4, 0)
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        kind = node.__class__
+        if kind is dict:
+            children: Iterable[Any] = node.values()
+        elif kind is list:
+            children = node
+        else:
+            continue
+        if depth > deepest:
+            deepest = depth
+        for child in children:
+            if child.__class__ is dict or child.__class__ is list:
+                stack.append((child, depth + 1))
+    return deepest
 
 
 def may_hold_text_over(raw: bytes, limit: int) -> bool:
