@@ -82,9 +82,9 @@ class TextLimits(_Frozen):
     overrides it per key name (the last key of the value's path, or the CSV column), for a feed
     that legitimately sends long values, such as UPS's base64 signature ``image``. A value over
     its limit is dropped from the payload, which is read on without it, and the payload gets a
-    dead letter naming the value's path, its length and the limit (see docs/onboarding.md,
-    "Length limits"): no real tracking field comes near 1,024 characters, and a value that does
-    is an attack or a bug, which must neither reach the canonical events nor the parse caches.
+    dead letter naming the value's path, its length and the limit (see docs/inputs.md): no real
+    tracking field comes near 1,024 characters, and a value that does is an attack or a bug,
+    which must reach neither the canonical events nor the parse caches.
     """
 
     max_chars: int = Field(1024, ge=16)
