@@ -447,12 +447,13 @@ def parse_json(raw: bytes, emitter: Emitter | None = None) -> Any:
     return doc
 
 
-MAX_NESTING = 64
+MAX_NESTING = 128
 """The deepest nesting of objects and lists a JSON payload may have (tracking payloads nest
 fewer than 10 levels). orjson reads up to 1,024 levels, deeper than Python's recursion limit:
 such a value would break whatever recurses into it (a ``repr`` in an error message, JMESPath),
-so a deeper payload is a dead letter at ``$``. Checked only when the payload holds more
-brackets than this (a count at C speed)."""
+so a deeper payload is a dead letter at ``$``. The depth is walked (~20 µs on 8 KB) only when the
+payload holds more brackets than this (two counts at C speed, ~1 µs): a webhook of some twenty
+events or fewer is never walked."""
 
 
 def nesting(doc: Any) -> int:
