@@ -27,6 +27,7 @@ from carrierwatch.core.codebook import PATTERN_TEXT_LIMIT
 from carrierwatch.transformers import dhl, valley_express
 from carrierwatch.transformers._aggregators import is_midnight_utc, parse_event_time
 from carrierwatch.transformers.base import PayloadError
+from carrierwatch.transformers.json_mapping import _strptime
 from carrierwatch.transformers.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +128,9 @@ FUNCTIONS: dict[str, Callable[[str], Any]] = {
     "valley_express.parse_location": valley_express.parse_location,
     "is_midnight_utc": is_midnight_utc,
     "parse_event_time": lambda s: parse_event_time(s, "$.t", "America/Chicago", True),
+    # json_mapping's time formats: strptime builds an anchored regex from the format
+    "json_mapping strptime ISO": lambda s: _strptime(s, "%Y-%m-%d %H:%M:%S"),
+    "json_mapping strptime day first": lambda s: _strptime(s, "%d/%m/%Y %I:%M %p %Z"),
 }
 
 
