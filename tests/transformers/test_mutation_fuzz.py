@@ -65,8 +65,9 @@ def _huge_text(rng: random.Random) -> str:
 
 
 def _other_value(rng: random.Random, value: Any) -> Any:
+    # (extreme numbers are the Hypothesis fuzz's part: test_fuzz.py, with the range checks)
     choices: list[Any] = [None, True, 0, -1, 1.5, "", "x", [], {}, [value], {"value": value},
-                          "2026-03-02T14:05:00Z", "3000000000", 2**62]
+                          "2026-03-02T14:05:00Z", "12"]
     return rng.choice([c for c in choices if c != value] or [None])
 
 

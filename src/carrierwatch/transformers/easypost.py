@@ -107,8 +107,9 @@ def _tracker(doc: Any) -> tuple[dict[str, Any], str]:
     if "error" in doc:
         error = doc["error"]
         if isinstance(error, dict):
+            listed = error.get("errors") or []
             details = [e.get("message") if isinstance(e, dict) else str(e)
-                       for e in error.get("errors") or []]
+                       for e in (listed if isinstance(listed, list) else [listed])]
             extra = f" ({'; '.join(str(d) for d in details if d)})" if any(details) else ""
             raise PayloadError("$.error.code",
                                f"EasyPost API error {error.get('code')}: "
