@@ -91,7 +91,8 @@ _TERMINAL = frozenset({"delivered", "returned", "cancelled"})
 # Modules mypyc compiles, per set (paths under src/). Left out: core/model.py (new_event builds
 # CanonicalEvent through a slot twin whose __class__ it assigns, which a native class does not
 # allow; compiled with new_event calling the constructor instead, building an event costs
-# 2.5 µs instead of 0.5), core/partner.py and transformers/json_mapping.py (pydantic models: the
+# 2.5 µs instead of 0.5), core/partner.py, transformers/json_mapping.py and csv_mapping.py
+# (valley_express's transformer since session 7) (pydantic models: the
 # C that mypyc generates for the pydantic plugin's types does not compile), core/codebook.py
 # (its frozen dataclasses, compiled, can no longer be deep-copied; lookups are not hot),
 # core/errors.py (not hot).
@@ -100,7 +101,7 @@ MODULE_SETS: dict[str, tuple[str, ...]] = {
         "timeutil", "sketch", "windows", "metrics", "state", "pipeline")),
     "transformers": tuple(f"carrierwatch/transformers/{name}.py" for name in (
         "base", "_aggregators", "registry", "aftership", "dhl", "easypost", "fedex", "shippo",
-        "ups", "usps", "valley_express")),
+        "ups", "usps")),
     "drivers": ("carrierwatch/replay.py", "carrierwatch/sink.py", "carrierwatch/storage/rows.py"),
 }
 _MYPYC_CONFIG = """[mypy]

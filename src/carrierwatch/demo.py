@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -85,15 +84,12 @@ def during_incidents(partner: str, window_starts: Sequence[int], incidents: Sequ
     return f"{inside} of {len(window_starts)}" + (f" ({', '.join(kinds)})" if kinds else "")
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
 @click.command()
-@click.option("--partners", "partner_count", default=5, show_default=True)
-@click.option("--days", default=7, show_default=True)
+@click.option("--partners", "partner_count", type=click.IntRange(min=1), default=5,
+              show_default=True)
+@click.option("--days", type=click.IntRange(min=1), default=7, show_default=True)
 @click.option("--seed", default=7, show_default=True)
-@click.option("--packages-per-day", default=600, show_default=True,
+@click.option("--packages-per-day", type=click.IntRange(min=1), default=600, show_default=True,
               help="packages per partner per day")
 @click.option("--incident", "incidents", multiple=True, default=DEFAULT_INCIDENTS,
               show_default=True, help="KIND@partner:start+duration (repeatable)")
@@ -103,7 +99,7 @@ def demo(partner_count: int, days: int, seed: int, packages_per_day: int,
     from rich.console import Console
     from rich.table import Table
 
-    from carrierwatch.outputs.scorecard import scorecards
+    from carrierwatch.outputs.scorecard import scorecard_table, scorecards
     from carrierwatch.replay import iter_inputs, run_replay
     from carrierwatch.settings import get_settings
     from carrierwatch.storage import open_store
@@ -113,9 +109,10 @@ def demo(partner_count: int, days: int, seed: int, packages_per_day: int,
     console = Console(width=max(Console().width, 150))
     settings = get_settings()
     registry = load_registry(settings.home)
-    for partner_id, trace in registry.failures.items():
-        console.print(f"[red]partner {partner_id} failed to load[/red]\n{trace}")
-    data_dir = Path(settings.data_dir).resolve()
+    registry.require()  # every partner: a broken codebook stops the demo with its file:line
+    # the demo's own data directory: it never mixes with the user's replays
+    settings = settings.model_copy(update={"data_dir": settings.demo_data_dir.resolve()})
+    data_dir = settings.data_dir
     sim_dir = data_dir / "demo-simulation"
 
     started = time.perf_counter()
@@ -138,23 +135,10 @@ def demo(partner_count: int, days: int, seed: int, packages_per_day: int,
             f"= {summary.events_per_second:,.0f} events/s")
 
         contracts = {p.id: p.spec.contract for p in registry}
-        table = Table("partner", "decided", "on-time", "first attempt", "exceptions",
-                      "latency p95", "pickup", "misses",
-                      title="3. Partner scorecards (actual / contract target)")
         window = (manifest.arguments["start_ms"], manifest.arguments["end_ms"])
-        for card in scorecards(store, contracts, start_ms=window[0], end_ms=window[1]):
-            c = card.contract
-            p95 = card.latency_p95_ms
-            table.add_row(
-                card.partner_id, f"{card.total.packages_decided:,}",
-                f"{_pct(card.on_time)} / {_pct(c.on_time_target)}",
-                f"{_pct(card.first_attempt)} / {_pct(c.first_attempt_target)}",
-                f"{_pct(card.exception_rate)} / ≤{_pct(c.exception_rate_max)}",
-                ("—" if p95 is None else f"{p95 / 60_000:,.0f}")
-                + f" / ≤{c.event_latency_p95_max_minutes:,.0f} min",
-                f"{_pct(card.pickup_compliance)} / {_pct(c.pickup_compliance_target)}",
-                ", ".join(card.breaches) or "none")
-        console.print(table)
+        console.print(scorecard_table(
+            scorecards(store, contracts, start_ms=window[0], end_ms=window[1]),
+            title="3. Partner scorecards (actual / contract target)"))
 
         labelled = Table("incident", "partner", "window (UTC)", "metric", "inside",
                          "outside", title="4. Injected incidents and what they moved")

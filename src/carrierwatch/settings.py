@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "find_project_root", "get_settings"]
+__all__ = ["Settings", "default_data_dir", "find_project_root", "get_settings"]
 
 
 def find_project_root() -> Path:
@@ -32,6 +32,14 @@ def find_project_root() -> Path:
     return Path.cwd()
 
 
+def default_data_dir() -> Path:
+    """The per-user data directory: the platform's (``~/.local/share/carrierwatch`` on Linux,
+    ``$XDG_DATA_HOME/carrierwatch`` where that is set), through platformdirs."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("carrierwatch", appauthor=False))
+
+
 class Settings(BaseSettings):
     """Runtime configuration."""
 
@@ -39,7 +47,8 @@ class Settings(BaseSettings):
                                       extra="ignore")
 
     home: Path = Field(default_factory=find_project_root)
-    data_dir: Path = Path(".carrierwatch")
+    #: the store and local state (``CARRIERWATCH_DATA_DIR`` or ``--data-dir`` override it)
+    data_dir: Path = Field(default_factory=default_data_dir)
     schema_registry_url: str | None = None
     schema_registry_basic_auth: SecretStr | None = None
     clickhouse_url: str | None = None
@@ -61,6 +70,11 @@ class Settings(BaseSettings):
     @property
     def samples_dir(self) -> Path:
         return self.home / "samples"
+
+    @property
+    def demo_data_dir(self) -> Path:
+        """Where ``carrierwatch demo`` keeps its simulation and store, apart from the user's."""
+        return Path(self.data_dir).expanduser() / "demo"
 
 
 @lru_cache(maxsize=1)

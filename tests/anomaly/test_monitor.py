@@ -153,6 +153,33 @@ def test_out_of_order_shard_rows_sum_the_latest_version_of_each_shard() -> None:
     assert out.points == [] and monitor.stats["late_rows"] == 1
 
 
+
+def test_shards_that_report_in_turn_are_waited_for() -> None:
+    """The stream sink observes one partition's pipeline call at a time: a shard whose rows
+    run hours ahead must not get the partner's windows scored before the other shards' rows
+    for them are in (they were late rows, and the windows scored a third of their volume)."""
+    shards = (0, 1, 2)
+    rows = {shard: [row("acme", i, 10 + shard, shard=shard) for i in range(300)]
+            for shard in shards}
+    everything = AnomalyMonitor(metrics=("volume",))
+    whole = by_window(run(everything, [[r for s in shards for r in rows[s][:250]]]),
+                      "acme", "volume")
+    in_turn = AnomalyMonitor(metrics=("volume",), shards=3)
+    calls = [rows[shard][k:k + 50] for k in range(0, 250, 50) for shard in shards]
+    points = by_window(run(in_turn, calls), "acme", "volume")
+    assert in_turn.stats["late_rows"] == 0
+    assert points.keys() == whole.keys() and len(points) > 190
+    assert {p.value for p in points.values()} == {33.0}  # every window with all three shards
+    # a shard more than shard_lag_ms behind is taken as idle: the others are not held back
+    lagging = AnomalyMonitor(metrics=("volume",), shards=3, shard_lag_ms=30 * 60_000)
+    points = by_window(run(lagging, [rows[0][:4], rows[1][:200] + rows[2][:200]]),
+                       "acme", "volume")
+    assert len(points) > 150 and lagging.stats["late_rows"] == 0
+    assert {p.value for i, p in points.items() if i >= 4} == {23.0}
+    with pytest.raises(ConfigurationError, match="shard_lag_ms"):
+        AnomalyMonitor(shard_lag_ms=-1)
+
+
 def test_rates_dead_letters_latency_and_support_pooling() -> None:
     hist = histogram_of([60_000] * 90 + [3_600_000] * 10)
     rows = [row("acme", i, 100, codebook_gap_events=4, packages_decided=50,

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from carrierwatch.anomaly import make_detector
 from carrierwatch.anomaly.cli import anomaly
 from carrierwatch.anomaly.nab import load_corpus, read_series, run_detector
+from carrierwatch.cli import run
 from carrierwatch.testing import missing_component
 
 
@@ -87,11 +88,13 @@ def test_nab_command_writes_result_files_and_scores(small_corpus: tuple[Path, Pa
         100 * (standard["raw"] + 4.0) / 8.0)
 
 
-def test_nab_command_reports_bad_input(tmp_path: Path) -> None:
+def test_nab_command_reports_bad_input(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
     windows_file = tmp_path / "windows.json"
     windows_file.write_text(json.dumps({"missing/file.csv": []}))
-    result = CliRunner().invoke(anomaly, [
-        "nab", "--data", str(tmp_path), "--windows", str(windows_file), "--out",
-        str(tmp_path / "out")])
-    assert result.exit_code != 0
-    assert "missing/file.csv" in result.output
+    code = run(["anomaly", "nab", "--data", str(tmp_path), "--windows", str(windows_file),
+                "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("carrierwatch: error: ") and "missing/file.csv" in err
+    assert err.count("\n") == 1

@@ -107,8 +107,14 @@ def _status(event: CanonicalEvent) -> str:
 
 def compute(batches: Sequence[tuple[Sequence[CanonicalEvent], int | None]],
             contracts: Mapping[str, SlaContract], *, granularities: Sequence[str],
-            allowed_lateness_ms: int, eta_tolerance_ms: int) -> OracleResult:
-    """Every window total and package outcome after the last batch and a final flush."""
+            allowed_lateness_ms: int, eta_tolerance_ms: int,
+            lateness_scope: str = "shard") -> OracleResult:
+    """Every window total and package outcome after the last batch and a final flush.
+
+    ``lateness_scope`` "shard": an event is too late when it is older than the newest applied
+    event time of all input minus the allowed lateness (or an advanced watermark); "package":
+    older than the newest applied event time *of its own package* minus the allowed lateness.
+    """
     result = OracleResult()
 
     def add(partner: str, region: str, level: str, when: int, name: str, amount: int) -> None:
@@ -132,10 +138,15 @@ def compute(batches: Sequence[tuple[Sequence[CanonicalEvent], int | None]],
             region = event.location.region if event.location and event.location.region \
                 else "unknown"
             level = event.service_level or contract.default_service_level
-            if event.event_time < watermark and event.event_id in seen:
+            bound = watermark
+            if lateness_scope == "package":
+                applied = per_package.get(event.package_id)
+                bound = max(e.event_time for e in applied) - allowed_lateness_ms if applied \
+                    else -math.inf
+            if event.event_time < bound and event.event_id in seen:
                 result.duplicates += 1     # a repeated copy of an applied event: not late
                 continue
-            if event.event_time < watermark:
+            if event.event_time < bound:
                 result.too_late += 1
                 add(event.partner_id, region, level, event.event_time, "too_late_events", 1)
                 continue

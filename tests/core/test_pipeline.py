@@ -93,6 +93,37 @@ def test_too_late_events_are_side_output_and_counted() -> None:
     assert row.window_start == NOON - 2 * HOUR and row.too_late_events == 1 and row.events == 0
 
 
+
+def test_lateness_per_package_ignores_other_packages_and_their_order() -> None:
+    """With ``lateness_scope="package"`` an event is too late only against its own package's
+    newest event: another package (another shard, another partner's feed) cannot make it late,
+    so any interleaving of packages gives the same applied events."""
+    events = [ev("picked_up", NOON), ev("picked_up", NOON - 2 * HOUR, pkg="p2"),
+              ev("in_transit", NOON - 90 * 60_000, pkg="p2"),
+              ev("picked_up", NOON - 3 * HOUR + 1, pkg="p2")]
+    results = []
+    for order in (events, [events[1], events[0], *events[2:]], [*events[1:], events[0]]):
+        pipe = Pipeline({"demo": CONTRACT}, granularities=("1h",), allowed_lateness_ms=HOUR,
+                        lateness_scope="package")
+        out = pipe.process(order)
+        results.append(({e.event_id for e in out.events},
+                        [(r.reason, r.event.package_id, r.watermark) for r in out.too_late]))
+    # p2's pickup 2 h behind p1 is applied; the scan 1.5 h behind p2's newest applied event
+    # (in transit, NOON - 90 min) is too late, its bound being p2's newest minus 1 h
+    assert results[0] == results[1] == results[2]
+    applied, late = results[0]
+    assert applied == {events[0].event_id, events[1].event_id, events[2].event_id}
+    assert late == [("beyond_allowed_lateness", "p2", NOON - 90 * 60_000 - HOUR)]
+    shard = Pipeline({"demo": CONTRACT}, granularities=("1h",), allowed_lateness_ms=HOUR)
+    assert len(shard.process(events).too_late) == 3  # the shard watermark: all of p2 too late
+    with pytest.raises(ValueError, match="lateness_scope"):
+        Pipeline({}, lateness_scope="partner")
+    # a checkpoint written before the option existed restores with the former semantics
+    state = Pipeline({}, lateness_scope="package")
+    del state.__dict__["lateness_scope"]
+    assert Pipeline.from_bytes(state.to_bytes()).lateness_scope == "shard"
+
+
 def test_cancelled_is_excluded_and_synthetic_is_separate() -> None:
     pipe = Pipeline({"demo": CONTRACT}, granularities=("1d",), allowed_lateness_ms=HOUR)
     pipe.process([ev("info_received", NOON - 9 * HOUR, pkg="c1", promised_by=NOON),

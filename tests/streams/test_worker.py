@@ -238,3 +238,38 @@ def test_stages_in_separate_processes_equal_replay(
     assert "track stage starting (worker stages: track)" in track_log
     assert assignments(stream_harness, "track0")[-1] == [0, 1, 2]
     assert "normalize: assigned" not in track_log and "checkpoints=0," not in track_log
+
+
+@pytest.fixture(scope="module")
+def feed_at_the_lateness_bound(tmp_path_factory: pytest.TempPathFactory) -> list[RawRecord]:
+    """Five partners, two days after the simulator's two warm-up days: with the former shard
+    watermark, hundreds of its events were too late or not depending on the interleaving
+    (tests/streams/test_shard_equivalence.py measures it)."""
+    out = tmp_path_factory.mktemp("simulation-bound")
+    simulate(["fedex", "ups", "easypost", "aftership", "metro_courier"], days=2, seed=5,
+             out_dir=out, packages_per_day=250)
+    return list(iter_inputs([out]))
+
+
+@pytest.mark.slow
+def test_default_lateness_stream_equals_replay(
+        kafka_broker: Any, schema_registry_url: str, tmp_path: Path,
+        feed_at_the_lateness_bound: list[RawRecord]) -> None:
+    """With the drivers' default 2-day allowed lateness (not the 30 days of the tests above),
+    two workers over a feed with events at the lateness bound equal the replay."""
+    from carrierwatch.core.pipeline import DAY_MS
+
+    harness = StreamHarness(kafka_broker.bootstrap, schema_registry_url, tmp_path / "stream",
+                            extra_env={"CARRIERWATCH_STREAM_ALLOWED_LATENESS_MS":
+                                       str(2 * DAY_MS)})
+    try:
+        run_stream(harness, feed_at_the_lateness_bound, workers=2)
+        snapshot = harness.snapshot()
+    finally:
+        harness.stop_all()
+    expected = replay_snapshot(feed_at_the_lateness_bound, tmp_path / "replay", harness.registry,
+                               allowed_lateness_ms=2 * DAY_MS)
+    assert snapshot["canonical_events"] == expected["canonical_events"]
+    assert_same_rows(snapshot["package_outcomes"], expected["package_outcomes"])
+    assert_same_rows(snapshot["metric_windows"], expected["metric_windows"])
+    assert snapshot == expected

@@ -39,7 +39,7 @@ def test_bad_lines_name_the_line() -> None:
     good = encode_record("ups", 1, {}, b"{}")
     with pytest.raises(RawlogError, match=r"log:2: not a raw-log record"):
         list(read_rawlog(io.BytesIO(good + b"{not json}\n"), "log"))
-    with pytest.raises(RawlogError, match=r"log:1: wrong field types"):
+    with pytest.raises(RawlogError, match=r"log:1: received_time is not an integer \(ms\)"):
         list(read_rawlog(io.BytesIO(b'{"partner":"ups","received_time":"1","headers":{},'
                                     b'"body":"{}"}\n'), "log"))
     with pytest.raises(RawlogError, match=r"log:1: not a raw-log record"):

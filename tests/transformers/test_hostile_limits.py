@@ -1,8 +1,9 @@
 """Length limits of free-text fields (issue #13, "hostile sizes and shapes").
 
-Every string of a payload (every cell of a CSV row) has a limit: ``limits.max_chars`` of the
-partner's YAML (default 1,024), overridden per key name by ``limits.fields``. A value over it is
-dropped, the rest of the payload is read without it, and one dead letter names its path.
+Every string of a JSON payload has a limit: ``limits.max_chars`` of the partner's YAML (default
+1,024), overridden per key name by ``limits.fields``. A value over it is dropped, the rest of the
+payload is read without it, and one dead letter names its path. (CSV partners: a cell over
+``mapping.csv.max_cell_chars`` makes its row a dead letter, the other rows are read.)
 """
 
 from __future__ import annotations
@@ -141,16 +142,15 @@ def test_limits_are_validated_on_load() -> None:
             PartnerSpec.model_validate({**base, "limits": bad})
 
 
-def test_csv_cells_over_the_limit_are_dropped_and_named() -> None:
+def test_csv_cells_over_the_limit_are_named_and_the_other_rows_read() -> None:
     valley = REGISTRY.get("valley_express")
     header = ("tracking_number,status_code,local_timestamp,time_zone,location,reason,"
               "service_level,promised_by\n")
     good = "VX1,DLV,2026-03-03 13:15,America/Boise,\"Meridian, ID 83642\",,STD,\n"
     hostile = f"VX2,OFD,2026-03-03 08:20,America/Boise,\"{'A' * 5000}, ID\",,STD,\n"
     result = valley.transform((header + good + hostile).encode(), RECEIVED)
-    assert [e.tracking_number for e in result.events] == ["VX1", "VX2"]
-    assert result.events[1].location is None
-    assert [(d.path, "5,004 characters (limit 1,024)" in d.error)
+    assert [e.tracking_number for e in result.events] == ["VX1"]
+    assert [(d.path, "5,004 characters" in d.error)
             for d in result.dead_letters] == [("row[2].location", True)]
 
 

@@ -24,10 +24,10 @@ import pytest
 import carrierwatch.core
 import carrierwatch.transformers
 from carrierwatch.core.codebook import PATTERN_TEXT_LIMIT
-from carrierwatch.transformers import dhl, valley_express
+from carrierwatch.transformers import dhl
 from carrierwatch.transformers._aggregators import is_midnight_utc, parse_event_time
 from carrierwatch.transformers.base import PayloadError
-from carrierwatch.transformers.json_mapping import _strptime
+from carrierwatch.transformers.json_mapping import _strptime, parse_place
 from carrierwatch.transformers.registry import load_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,6 @@ def test_the_audit_finds_the_patterns_that_read_partner_input() -> None:
     names = {name for name, _ in MODULE_PATTERNS}
     assert {"carrierwatch.transformers.dhl._CITY_STATE",
             "carrierwatch.transformers.dhl._SLUG",
-            "carrierwatch.transformers.valley_express._LOCATION",
             "carrierwatch.transformers._aggregators._DATE_ONLY"} <= names
     assert any(name.startswith("codebooks/dhl.yaml") for name, _ in CODEBOOK_PATTERNS)
 
@@ -125,7 +124,7 @@ FUNCTIONS: dict[str, Callable[[str], Any]] = {
     "dhl.split_locality US": lambda s: dhl.split_locality(s, "US"),
     "dhl.split_locality NL": lambda s: dhl.split_locality(s, "NL"),
     "dhl.slug": dhl.slug,
-    "valley_express.parse_location": valley_express.parse_location,
+    "json_mapping.parse_place (CSV partners' locations)": parse_place,
     "is_midnight_utc": is_midnight_utc,
     "parse_event_time": lambda s: parse_event_time(s, "$.t", "America/Chicago", True),
     # json_mapping's time formats: strptime builds an anchored regex from the format
@@ -151,8 +150,3 @@ def test_the_linear_patterns_read_what_the_old_ones_read() -> None:
     assert dhl.split_locality("Memphis, TN", "US") == ("Memphis", "TN")
     assert dhl.split_locality("St. John's, NL", "CA") == ("St. John's", "NL")
     assert dhl.split_locality("Oderweg 2, AMSTERDAM", "NL") == ("AMSTERDAM", None)
-    assert valley_express.parse_location("Meridian, ID 83642") == ("Meridian", "ID", "83642")
-    assert valley_express.parse_location("  Twin Falls  ,id 83301-1234 ") == (
-        "Twin Falls", "ID", "83301")
-    assert valley_express.parse_location("Boise,\tID") == ("Boise", "ID", None)
-    assert valley_express.parse_location("A" + " " * 100 + "B") is None

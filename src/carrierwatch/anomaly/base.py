@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
-from carrierwatch.core.errors import CarrierwatchError, ConfigurationError
+from carrierwatch.core.errors import EXIT_USAGE, CarrierwatchError, ConfigurationError
 
 __all__ = [
     "Detector",
@@ -71,7 +71,9 @@ class DuplicateDetectorError(ConfigurationError):
 
 
 class UnknownDetectorError(CarrierwatchError):
-    """No detector is registered under this name."""
+    """No detector is registered under this name (on the command line: a usage error, exit 2)."""
+
+    exit_code = EXIT_USAGE
 
     def __init__(self, name: str, known: list[str]) -> None:
         self.name = name

@@ -11,7 +11,6 @@ from carrierwatch.anomaly.base import available_detectors
 from carrierwatch.anomaly.detectors import DEFAULT_DETECTOR
 from carrierwatch.anomaly.nab import load_corpus, run_nab
 from carrierwatch.anomaly.scoring import DEFAULT_PROFILES, load_profiles
-from carrierwatch.core.errors import CarrierwatchError
 
 __all__ = ["anomaly"]
 
@@ -47,13 +46,17 @@ def list_detectors() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the full summary as JSON.")
 def nab(data_dir: Path, windows_file: Path, out_dir: Path, detector: str,
         profiles_file: Path | None, seed: int, as_json: bool) -> None:
-    """Run DETECTOR online over NAB series, write result files and print NAB scores."""
-    try:
-        profiles = load_profiles(profiles_file) if profiles_file else DEFAULT_PROFILES
-        corpus = load_corpus(data_dir, windows_file)
-        report = run_nab(corpus, detector, profiles=profiles, out_dir=out_dir, seed=seed)
-    except CarrierwatchError as error:
-        raise click.ClickException(str(error)) from error
+    """Run DETECTOR online over NAB series, write result files and print NAB scores.
+
+    Exit 0; 1 when the corpus, windows or profiles cannot be read (a series named in the windows
+    file missing under DATA, a file that is not CSV/JSON text) or OUT cannot be written; 2 for
+    an unknown detector or a missing path.
+    """
+    # a CarrierwatchError (bad corpus or profiles: exit 1; unknown detector: exit 2) becomes one
+    # `carrierwatch: error:` line in carrierwatch.cli.main
+    profiles = load_profiles(profiles_file) if profiles_file else DEFAULT_PROFILES
+    corpus = load_corpus(data_dir, windows_file)
+    report = run_nab(corpus, detector, profiles=profiles, out_dir=out_dir, seed=seed)
     if as_json:
         click.echo(json.dumps(report.as_dict(), sort_keys=True))
         return

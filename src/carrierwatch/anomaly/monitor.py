@@ -372,6 +372,33 @@ def monitor_options_for(specs: Iterable[PartnerSpec]) -> dict[str, Any]:
             "polled_partners": sorted(spec.id for spec in specs if spec.delivery == "poll")}
 
 
+def _shard_clocks(state: _Partner) -> dict[int, int]:
+    try:
+        return state.shard_clocks
+    except AttributeError:  # a partner state saved before shard clocks existed
+        state.shard_clocks = {}
+        return state.shard_clocks
+
+
+def _slowest_near(clocks: Mapping[int, int], lag_ms: int, expected: int = 1,
+                  floor: int | None = None) -> int:
+    """The slowest of the shard clocks that are at most ``lag_ms`` behind the newest one;
+    of ``expected`` shards, those not heard from yet count as standing at ``floor``.
+
+    >>> _slowest_near({0: 600_000, 1: 300_000, 2: 0}, 400_000)
+    300000
+    >>> _slowest_near({0: 600_000}, 0)
+    600000
+    >>> _slowest_near({0: 600_000}, 400_000, expected=3, floor=300_000)
+    300000
+    """
+    values = list(clocks.values())
+    if floor is not None and len(values) < expected:
+        values += [floor] * (expected - len(values))
+    newest = max(values)
+    return min(c for c in values if c >= newest - lag_ms)
+
+
 def _stream_seed(seed: int, partner: str, metric: str) -> int:
     return (seed + zlib.crc32(f"{partner}/{metric}".encode())) % (1 << 31)
 
@@ -393,7 +420,7 @@ class _Partner:
     """Pending windows and scoring position of one partner."""
 
     __slots__ = ("arrival_gaps", "clock", "dead_letters", "next_window", "pending", "recent",
-                 "row_clock", "scoring", "silent_run")
+                 "row_clock", "scoring", "shard_clocks", "silent_run")
 
     def __init__(self, first_window: int) -> None:
         self.next_window = first_window
@@ -403,6 +430,9 @@ class _Partner:
         # the newest window with events in the rows, which becomes the clock once the arrivals
         # that carried it have settled (when arrivals are passed)
         self.row_clock = first_window
+        # shard -> the newest window with events in that shard's rows (row_clock follows the
+        # slowest shard that is not far behind: see AnomalyMonitor.shard_lag_ms)
+        self.shard_clocks: dict[int, int] = {}
         # window start -> {(region, service level, shard): (version, totals)}
         self.pending: dict[int, dict[tuple[str, str, int], tuple[int, WindowTotals]]] = {}
         self.dead_letters: dict[int, int] = {}
@@ -475,6 +505,12 @@ class AnomalyMonitor:
         :func:`monitor_options_for`): the seasons of a partner's streams (hour of day, hour of
         week, the daily model's day) follow its local wall clock, so a switch to summer time
         is not an anomaly. Partners not listed use UTC.
+    shard_lag_ms, shards
+        The stream driver's shards (``shards``: how many, the partitions of
+        ``events.canonical``): a partner's clock (and the received clock) follows the slowest
+        shard, a shard not heard from yet standing where the clock stands, unless that shard is
+        more than ``shard_lag_ms`` behind the newest one (then it is taken as idle for the
+        partner). One shard (the replay driver): its own clock, as without shards.
     polled_partners
         Partners we poll: their ``received_*`` count streams (``received_new_packages``'s
         day included) keep UTC seasons, because when their data arrive is set by our poller's
@@ -494,7 +530,8 @@ class AnomalyMonitor:
                  model_params: Mapping[str, Mapping[str, Any]] | None = None,
                  max_silent_windows: int = 2 * 288,
                  time_zones: Mapping[str, str] | None = None,
-                 polled_partners: Iterable[str] = ()) -> None:
+                 polled_partners: Iterable[str] = (),
+                 shard_lag_ms: int = 2 * 24 * 60 * MINUTE_MS, shards: int = 1) -> None:
         unknown = [m for m in metrics if m not in METRIC_SPECS]
         if unknown:
             raise ConfigurationError(f"unknown metric streams {unknown}; known: {list(METRICS)}")
@@ -504,7 +541,11 @@ class AnomalyMonitor:
             raise ConfigurationError("delays must be >= 0")
         if max_silent_windows < 1:
             raise ConfigurationError(f"max_silent_windows must be >= 1, got {max_silent_windows}")
+        if shard_lag_ms < 0:
+            raise ConfigurationError(f"shard_lag_ms must be >= 0, got {shard_lag_ms}")
         self.max_silent_windows = max_silent_windows
+        self.shard_lag_ms = shard_lag_ms
+        self.shards = max(1, shards)
         self.time_zones: dict[str, str] = {}
         self.polled_partners: set[str] = set()
         self.detector = detector
@@ -531,6 +572,8 @@ class AnomalyMonitor:
         self.received_delay_ms = received_delay_ms
         self.global_clock: int | None = None
         self.received_clock: int | None = None
+        #: shard -> the newest received time among its arrivals
+        self._received_shards: dict[int, int] = {}
         self._partners: dict[str, _Partner] = {}
         self._received: dict[str, _Received] = {}
         self._detectors: dict[tuple[str, str], Detector] = {}
@@ -617,16 +660,18 @@ class AnomalyMonitor:
 
     def observe(self, rows: Iterable[MetricWindowRow],
                 dead_letters: Iterable[DeadLetter | tuple[str, int]] = (), *,
-                now_ms: int | None = None, arrivals: Iterable[Arrival] = ()) -> MonitorOutput:
+                now_ms: int | None = None, arrivals: Iterable[Arrival] = (),
+                shard: int = 0) -> MonitorOutput:
         """Take one batch of pipeline rows and dead letters; score every window now final.
 
         ``now_ms`` (optional) moves the global event-time clock forward, e.g. from processing
         time when the input is idle, so that a world where every feed is silent is scored too.
         ``arrivals`` (optional) are the batch's newly accepted events (``output.events`` of the
         pipeline call, or ``(partner_id, received_ms, event_ms[, status])`` tuples): they feed
-        the ``received_*`` streams, windowed by received time.
+        the ``received_*`` streams, windowed by received time; ``shard`` is the shard (Kafka
+        partition) whose pipeline call they come from (rows carry their own).
         """
-        self._take_arrivals(arrivals, now_ms)
+        self._take_arrivals(arrivals, now_ms, shard)
         before = self.global_clock
         advanced: dict[str, int] = {}
         for row in rows:
@@ -647,8 +692,14 @@ class AnomalyMonitor:
                 self.stats["stale_rows"] += 1
                 continue
             window[key] = (row.version, WindowTotals.of_row(row))
-            if (row.events or row.synthetic_events) and start > state.row_clock:
-                state.row_clock = start
+            if row.events or row.synthetic_events:
+                shard_clocks = _shard_clocks(state)
+                if start > shard_clocks.get(row.shard, start - 1):
+                    shard_clocks[row.shard] = start
+                    common = _slowest_near(shard_clocks, getattr(self, "shard_lag_ms", 0),
+                                           getattr(self, "shards", 1), state.row_clock)
+                    if common > state.row_clock:
+                        state.row_clock = common
         for item in dead_letters:
             partner_id, received = ((item.partner_id, item.received_time)
                                     if isinstance(item, DeadLetter) else item)
@@ -713,8 +764,9 @@ class AnomalyMonitor:
             return state.clock
         return min(state.row_clock, received.settled_event - received.settled_event % WINDOW_MS)
 
-    def _take_arrivals(self, arrivals: Iterable[Arrival], now_ms: int | None) -> None:
-        newest = self.received_clock
+    def _take_arrivals(self, arrivals: Iterable[Arrival], now_ms: int | None,
+                       shard: int = 0) -> None:
+        newest: int | None = None
         for item in arrivals:
             synthetic = False
             if isinstance(item, CanonicalEvent):
@@ -752,9 +804,17 @@ class AnomalyMonitor:
             elif status in NEW_PACKAGE_STATUSES:
                 totals.new_packages += 1
             totals.latency_hist[age] = totals.latency_hist.get(age, 0) + 1
+        clock = self.received_clock
+        if newest is not None:
+            shards = self.__dict__.setdefault("_received_shards", {})  # states saved before it
+            if newest > shards.get(shard, newest - 1):
+                shards[shard] = newest
+            common = _slowest_near(shards, getattr(self, "shard_lag_ms", 0),
+                                   getattr(self, "shards", 1), clock)
+            clock = common if clock is None else max(clock, common)
         if now_ms is not None:
-            newest = now_ms if newest is None else max(newest, now_ms)
-        self.received_clock = newest
+            clock = now_ms if clock is None else max(clock, now_ms)
+        self.received_clock = clock
 
     def _score_received(self, out: MonitorOutput) -> None:
         if self.received_clock is None:

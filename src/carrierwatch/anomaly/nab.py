@@ -69,16 +69,20 @@ def read_series(path: Path) -> tuple[list[datetime], list[float]]:
     """Read a NAB CSV (``timestamp,value`` header), rows in file order (as NAB feeds them)."""
     timestamps: list[datetime] = []
     values: list[float] = []
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or not {"timestamp", "value"} <= set(reader.fieldnames):
-            raise ConfigurationError(f"{path}: expected columns timestamp,value")
-        for line, row in enumerate(reader, start=2):
-            try:
-                timestamps.append(_parse_time(row["timestamp"]))
-                values.append(float(row["value"]))
-            except (TypeError, ValueError) as error:
-                raise ConfigurationError(f"{path}:{line}: {error}") from error
+    line = 1
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"timestamp", "value"} <= set(reader.fieldnames):
+                raise ConfigurationError(f"{path}: expected columns timestamp,value")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    timestamps.append(_parse_time(row["timestamp"]))
+                    values.append(float(row["value"]))
+                except (TypeError, ValueError) as error:
+                    raise ConfigurationError(f"{path}:{line}: {error}") from error
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ConfigurationError(f"{path}:{line}: not a CSV text file: {error}") from error
     return timestamps, values
 
 
@@ -89,7 +93,8 @@ def load_windows(path: Path) -> dict[str, list[tuple[datetime, datetime]]]:
         return {name: [(_parse_time(a), _parse_time(b)) for a, b in limits]
                 for name, limits in raw.items()}
     except (OSError, ValueError, TypeError) as error:
-        raise ConfigurationError(f"invalid NAB windows file {path}: {error!r}") from error
+        raise ConfigurationError(
+            f"invalid NAB windows file {path}: {type(error).__name__}: {error}") from error
 
 
 def window_rows(timestamps: Sequence[datetime], limits: Sequence[tuple[datetime, datetime]]

@@ -89,7 +89,8 @@ def load_profiles(path: str | Path) -> dict[str, CostProfile]:
             for name, spec in raw.items()
         }
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ConfigurationError(f"invalid NAB profiles file {path}: {error!r}") from error
+        raise ConfigurationError(
+            f"invalid NAB profiles file {path}: {type(error).__name__}: {error}") from error
 
 
 def scaled_sigmoid(position: float) -> float:

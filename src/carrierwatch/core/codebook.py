@@ -142,13 +142,38 @@ _MISSING = object()
 
 
 def load_codebook(path: Path, *, partner: str | None = None) -> Codebook:
-    """Load and validate the codebook at ``path``."""
-    return Codebook.from_yaml(path.read_text(encoding="utf-8"), source=str(path), partner=partner)
+    """Load and validate the codebook at ``path``.
+
+    Raises :class:`CodebookError` (problems by file and line) also for a file that cannot be
+    read or is not UTF-8 text.
+    """
+    text, unreadable = _read(path)
+    if unreadable is not None:
+        raise CodebookError(str(path), [unreadable])
+    return Codebook.from_yaml(text, source=str(path), partner=partner)
 
 
 def check_codebook(path: Path, *, partner: str | None = None) -> list[CodebookProblem]:
     """Every problem in the codebook at ``path`` (empty when it is valid)."""
-    return _parse(path.read_text(encoding="utf-8"), str(path), partner)[1]
+    text, unreadable = _read(path)
+    if unreadable is not None:
+        return [unreadable]
+    return _parse(text, str(path), partner)[1]
+
+
+def _read(path: Path) -> tuple[str, CodebookProblem | None]:
+    """The text of ``path``, or a problem saying why it cannot be read as UTF-8 text."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return "", CodebookProblem(str(path), 1, f"cannot read: {exc.strerror or exc}")
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return "", CodebookProblem(
+            str(path), line, f"not UTF-8 text ({exc.reason}, byte 0x{data[exc.start]:02x} at "
+                             f"offset {exc.start}): a codebook is a YAML text file")
 
 
 def _line(node: yaml.Node) -> int:

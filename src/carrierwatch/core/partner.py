@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["PARTNER_ID_PATTERN", "AuthSpec", "PartnerSpec", "SlaContract", "TextLimits"]
+__all__ = ["PARTNER_ID_PATTERN", "AuthSpec", "PartnerSpec", "SlaContract", "TextLimits",
+           "WebhookLimits"]
 
 PARTNER_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 
@@ -26,14 +27,37 @@ class AuthSpec(_Frozen):
     """How the ingest gateway authenticates this partner's webhooks.
 
     ``hmac_sha256_hex``/``hmac_sha256_base64``: HMAC of the raw body in ``header`` (EasyPost sends
-    ``hmac-sha256-hex=<hex>``, AfterShip base64); ``token``: a bearer token; ``basic``; ``none`` for
-    batch drops read from disk. The secret itself is never in this file: it comes from the
-    environment variable ``CARRIERWATCH_SECRET_<ID>`` (see settings).
+    ``hmac-sha256-hex=<hex>``, AfterShip and FedEx base64), keyed by the NFKD-normalized secret;
+    ``standard_webhooks``: the Standard Webhooks scheme (``webhook-id``, ``webhook-timestamp``,
+    ``webhook-signature``; the secret is ``whsec_<base64>``); ``token``/``api_key``: a static
+    credential in ``header`` after ``prefix`` (a bearer token, an API key), or in the URL's
+    ``query`` parameter where the partner can only configure a URL (Shippo); ``basic``: HTTP basic
+    auth, the secret being ``user:password``; ``none`` for batch drops read from disk (the gateway
+    serves no webhook partner without authentication). The secret itself is never in this file:
+    it comes from the environment variable ``CARRIERWATCH_SECRET_<ID>`` or the gateway's secrets
+    file (see :mod:`carrierwatch.ingest.secrets`).
     """
 
-    scheme: Literal["hmac_sha256_hex", "hmac_sha256_base64", "token", "basic", "none"] = "none"
+    scheme: Literal["hmac_sha256_hex", "hmac_sha256_base64", "standard_webhooks", "token",
+                    "api_key", "basic", "none"] = "none"
     header: str | None = None
     prefix: str = ""
+    #: URL query parameter that may carry the token instead of ``header`` (token/api_key only)
+    query: str | None = None
+
+
+class WebhookLimits(_Frozen):
+    """What the ingest gateway accepts from a webhook partner (all optional, with defaults)."""
+
+    #: largest request body accepted (413 above)
+    max_body_bytes: int = Field(1_048_576, gt=0)
+    #: accepted media types (415 otherwise); parameters such as ``charset`` are ignored
+    content_types: tuple[str, ...] = ("application/json",)
+    #: the partner's token bucket: sustained requests per second and burst size (429 beyond)
+    rate_per_second: float = Field(200.0, gt=0)
+    burst: int = Field(400, ge=1)
+    #: Standard Webhooks: largest accepted distance between ``webhook-timestamp`` and now
+    timestamp_tolerance_seconds: int = Field(300, gt=0)
 
 
 class SlaContract(_Frozen):
@@ -78,8 +102,9 @@ class SlaContract(_Frozen):
 class TextLimits(_Frozen):
     """How long a partner's text values may be (``limits:`` in ``partners/<id>.yaml``).
 
-    ``max_chars`` applies to every string of a payload (every cell of a CSV row); ``fields``
-    overrides it per key name (the last key of the value's path, or the CSV column), for a feed
+    ``max_chars`` applies to every string of a JSON payload (CSV partners limit their cells
+    with ``mapping.csv.max_cell_chars``); ``fields`` overrides it per key name (the last key of
+    the value's path), for a feed
     that legitimately sends long values, such as UPS's base64 signature ``image``. A value over
     its limit is dropped from the payload, which is read on without it, and the payload gets a
     dead letter naming the value's path, its length and the limit (see docs/inputs.md): no real
@@ -115,6 +140,7 @@ class PartnerSpec(_Frozen):
     transformer: str
     payload_schema_version: str = "1"
     auth: AuthSpec = AuthSpec()
+    webhook: WebhookLimits = WebhookLimits()
     default_timezone: str | None = None
     default_country: str | None = None
     contract: SlaContract = SlaContract()

@@ -10,12 +10,17 @@ Both drivers (the in-process replay and the Faust worker) call the same object::
 
 **Watermark.** ``watermark = max(event_time seen) - allowed_lateness``, updated after every
 accepted event (so the result depends on the arrival order of the partition, never on how it is
-cut into batches), and moved further by :meth:`Pipeline.advance_watermark`. An event whose
-``event_time`` is below the watermark when it arrives is *too late*: it is not applied, it is
+cut into batches), and moved further by :meth:`Pipeline.advance_watermark`; it drives the
+decisions that depend on time passing and retention. Which events are *too late* depends on
+``lateness_scope``: ``"shard"`` (the default here) compares an event's ``event_time`` with that
+watermark; ``"package"`` (what both drivers use, see :func:`carrierwatch.replay.pipeline_for`)
+with the newest event time applied to the event's own package minus ``allowed_lateness``, so that
+the result depends only on each package's own arrival order, which every driver, shard count and
+interleaving of partners preserves (docs/metrics.md §3). A too-late event is not applied, it is
 returned as a :class:`TooLateRecord` and counted (``too_late_events`` of its window) — unless it
 is a copy of an event already applied to a package still held, which is a duplicate (webhooks
 repeat a package's whole history). The order of checks is: duplicate of an applied event below
-the watermark, too late, package closed, duplicate, applied.
+the bound, too late, package closed, duplicate, applied.
 
 **Corrections.** A package's contributions to the windows are a function of its event set and of
 the *decision watermark* (the watermark at the end of the previous call). When an event changes a
@@ -127,15 +132,19 @@ from carrierwatch.core.windows import (
 __all__ = [
     "DAY_MS",
     "HOUR_MS",
+    "LATENESS_SCOPES",
     "FlaggedTransition",
     "PackageOutcomeRow",
     "Pipeline",
     "PipelineOutput",
     "TooLateRecord",
+    "arrival_order",
 ]
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
+#: What an event's lateness is measured against (see the module docstring, "Watermark").
+LATENESS_SCOPES = ("shard", "package")
 #: Format of :meth:`Pipeline.take_changes` deltas.
 _CHANGES_FORMAT = 1
 #: What a delta carries in full (the large containers travel as their changed entries).
@@ -151,6 +160,31 @@ _FIVE_MIN = GRANULARITY_MS["5m"]
 _MINUTE = 60_000
 _MAX_TIME = (1 << 43) - 1
 _LOG_GAMMA = math.log(GAMMA)
+
+
+_BY_EVENT_TIME = attrgetter("event_time")
+
+
+def arrival_order(events: list[CanonicalEvent]) -> list[CanonicalEvent]:
+    """Events that arrived together, in the order the drivers hand them to the pipeline.
+
+    What arrives at one instant (one payload; in replay, also every payload of one received
+    millisecond and a batch of loose files) has no order of its own: a partner lists a history
+    newest first, or an export sorts it by order id. The drivers apply such events in event-time
+    order (ties keep the order given), so the watermark of a history or an export never runs
+    ahead of its own older entries (docs/metrics.md, "Arrival order").
+
+    >>> from carrierwatch.core.model import CanonicalEvent, event_id
+    >>> def ev(status, t):
+    ...     return CanonicalEvent(event_id("demo", "p1", status, t), "demo", "p1", "1", status,
+    ...                           1.0, "x", t, t + 60_000)
+    >>> [e.status for e in arrival_order([ev("delivered", 3), ev("picked_up", 1),
+    ...                                   ev("in_transit", 2)])]
+    ['picked_up', 'in_transit', 'delivered']
+    """
+    if len(events) < 2:
+        return events
+    return sorted(events, key=_BY_EVENT_TIME)
 
 
 def _window_specs(granularities: tuple[str, ...]) -> tuple[tuple[str, int, int], ...]:
@@ -268,6 +302,10 @@ class Pipeline:
         Window granularities to maintain and emit (``"5m"``, ``"1h"``, ``"1d"``, ``"1w"``).
     allowed_lateness_ms
         How far behind the newest event time an event may be and still be applied.
+    lateness_scope
+        Whose newest event time that is: ``"shard"`` (every event of this pipeline) or
+        ``"package"`` (the event's own package; the drivers' choice, independent of sharding
+        and of how the partners' feeds interleave).
     shard
         This pipeline's shard (Kafka partition); part of every row key.
     eta_tolerance_ms
@@ -291,13 +329,17 @@ class Pipeline:
                  tombstone_retention_ms: int = 30 * DAY_MS,
                  sweep_interval_ms: int = 6 * HOUR_MS,
                  default_contract: SlaContract | None = None,
-                 version_base: int = 0) -> None:
+                 version_base: int = 0, lateness_scope: str = "shard") -> None:
         self.granularities = tuple(granularities)
         for granularity in self.granularities:
             if granularity not in GRANULARITY_MS:
                 raise ValueError(f"unknown granularity {granularity!r}")
         if allowed_lateness_ms < 0:
             raise ValueError("allowed_lateness_ms must be >= 0")
+        if lateness_scope not in LATENESS_SCOPES:
+            raise ValueError(f"lateness_scope must be one of {LATENESS_SCOPES}, "
+                             f"got {lateness_scope!r}")
+        self.lateness_scope = lateness_scope
         self.contracts = dict(contracts)
         self.default_contract = default_contract or SlaContract()
         self.allowed_lateness_ms = allowed_lateness_ms
@@ -371,21 +413,31 @@ class Pipeline:
         n_fields = N_FIELDS
         rules_of = self._rules
         received = accepted = duplicates = 0
+        per_package = self.lateness_scope == "package"
         for event in events:
             received += 1
             etime = event.event_time
-            if etime < watermark:
+            package_id = event.package_id
+            if per_package:
+                # the package's own watermark: its newest applied event time - lateness
+                held = packages.get(package_id)
+                bound = (held.fields[n_fields + held.n - 1] >> 20) - lateness \
+                    if held is not None and held.n else _MIN_WATERMARK
+            else:
+                held = None
+                bound = watermark
+            if etime < bound:
                 # a copy of an event applied already (a webhook repeating history) is a
                 # duplicate, not a late arrival: it changes nothing, so it is not "too late"
-                held = packages.get(event.package_id)
+                if held is None:
+                    held = packages.get(package_id)
                 if held is not None and 0 <= etime <= _MAX_TIME and held.has(
                         event_key(etime, event.status, event.event_id)):
                     duplicates += 1
                     continue
-                self._too_late(event, watermark, "beyond_allowed_lateness")
+                self._too_late(event, bound, "beyond_allowed_lateness")
                 continue
-            package_id = event.package_id
-            state = packages.get(package_id)
+            state = held if per_package else packages.get(package_id)
             if state is None:
                 if package_id in self.tombstones:
                     self._too_late(event, watermark, "package_closed")
@@ -647,6 +699,7 @@ class Pipeline:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("lateness_scope", "shard")  # checkpoints from before the option
         self._rules = {}
         self._window_specs = _window_specs(self.granularities)
         self._tracking = False

@@ -18,9 +18,11 @@ from carrierwatch.core.timeutil import to_ms
 from carrierwatch.core.windows import MetricWindowRow
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from carrierwatch.storage.base import Store
 
-__all__ = ["DayFigures", "PartnerScorecard", "fetch_rows", "scorecards"]
+__all__ = ["DayFigures", "PartnerScorecard", "fetch_rows", "scorecard_table", "scorecards"]
 
 _KEYS = {"partner_id", "region", "service_level", "granularity", "window_start", "shard",
          "version"}
@@ -132,3 +134,32 @@ def scorecards(store: Store, contracts: dict[str, SlaContract], *, start_ms: int
                 metrics.on_time_rate(row), metrics.exception_rate(row),
                 metrics.event_latency_quantile(row, 0.95), row.events))
     return [cards[k] for k in sorted(cards)]
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def scorecard_table(cards: list[PartnerScorecard], *, title: str) -> Table:
+    """The scorecards as a terminal table (rich): each KPI as actual / contract target, and
+    what missed its target; ``decided`` counts the packages whose on-time outcome is known
+    (delivered, or past their promise)."""
+    from rich.table import Table
+
+    table = Table("partner", "decided", "on-time", "first attempt", "exceptions",
+                  "latency p95", "pickup", "misses", title=title,
+                  caption="decided: packages whose on-time outcome is known (delivered, or "
+                          "past their promise without a delivery)")
+    for card in cards:
+        c = card.contract
+        p95 = card.latency_p95_ms
+        table.add_row(
+            card.partner_id, f"{card.total.packages_decided:,}",
+            f"{_pct(card.on_time)} / {_pct(c.on_time_target)}",
+            f"{_pct(card.first_attempt)} / {_pct(c.first_attempt_target)}",
+            f"{_pct(card.exception_rate)} / ≤{_pct(c.exception_rate_max)}",
+            ("—" if p95 is None else f"{p95 / 60_000:,.0f}")
+            + f" / ≤{c.event_latency_p95_max_minutes:,.0f} min",
+            f"{_pct(card.pickup_compliance)} / {_pct(c.pickup_compliance_target)}",
+            ", ".join(card.breaches) or "none")
+    return table

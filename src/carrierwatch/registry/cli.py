@@ -5,6 +5,7 @@ Wire into the main CLI with ``cli.add_command(schema_registry)``.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -12,6 +13,7 @@ from types import FrameType
 
 import click
 
+from carrierwatch.core.errors import ConfigurationError
 from carrierwatch.registry.client import (
     registry_client,
     registry_state_file,
@@ -30,7 +32,7 @@ def schema_registry() -> None:
 
 @schema_registry.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8081, show_default=True, type=int,
+@click.option("--port", default=8081, show_default=True, type=click.IntRange(0, 65535),
               help="Port to listen on (0: any free port).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Data directory (default: CARRIERWATCH_DATA_DIR).")
@@ -51,7 +53,14 @@ def serve(host: str, port: int, data_dir: Path | None, seed: bool) -> None:
 
     previous = signal.signal(signal.SIGTERM, on_signal)
     try:
-        with EmbeddedSchemaRegistry(state_file, host=host, port=port) as server:
+        try:
+            server = EmbeddedSchemaRegistry(state_file, host=host, port=port).start()
+        except OSError as exc:  # address in use, unknown host, unwritable state
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise ConfigurationError(f"cannot serve the schema registry on {host}:{port}"
+                                     f"{where}: {exc.strerror or exc}") from exc
+        with contextlib.ExitStack() as stack:
+            stack.push(server)  # its __exit__ stops it
             if seed:
                 with SchemaRegistryClient({"url": server.url}) as client:
                     for seeded in seed_canonical_schemas(client, settings.schemas_dir):

@@ -20,12 +20,14 @@ from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
+from carrierwatch.core.errors import UnavailableError
 from carrierwatch.core.model import SCHEMA_SUBJECT
 from carrierwatch.registry.schemas import SchemaVersion, canonical_schema_versions
 from carrierwatch.registry.server import STATE_FILE_NAME, EmbeddedSchemaRegistry
 from carrierwatch.settings import Settings
 
 __all__ = [
+    "RegistryUnavailableError",
     "SeededVersion",
     "client_config",
     "embedded_registry",
@@ -97,7 +99,9 @@ def registry_client(settings: Settings, *, seed: bool = True) -> Iterator[Schema
         :func:`seed_canonical_schemas`), so ids are stable and the evolution chain is checked.
     """
     if settings.schema_registry_url:
-        with SchemaRegistryClient(client_config(settings.schema_registry_url, settings)) as client:
+        url = settings.schema_registry_url
+        with SchemaRegistryClient(client_config(url, settings)) as client:
+            _require_reachable(client, url)
             if seed:
                 seed_canonical_schemas(client, settings.schemas_dir)
             yield client
@@ -107,6 +111,29 @@ def registry_client(settings: Settings, *, seed: bool = True) -> Iterator[Schema
         if seed:
             seed_canonical_schemas(client, settings.schemas_dir)
         yield client
+
+
+class RegistryUnavailableError(UnavailableError):
+    """The configured schema registry does not answer."""
+
+
+def _require_reachable(client: SchemaRegistryClient, url: str) -> None:
+    """One request up front, so that an unreachable registry is a one-line error naming it."""
+    import importlib
+
+    transport_errors: list[type[BaseException]] = [OSError]
+    for name in ("httpx2", "httpx"):  # confluent-kafka's client uses httpx2 where installed
+        try:
+            transport_errors.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    try:
+        client.get_subjects()
+    except tuple(transport_errors) as exc:
+        raise RegistryUnavailableError(
+            f"the schema registry at {url} does not answer ({type(exc).__name__}: {exc}); "
+            f"check CARRIERWATCH_SCHEMA_REGISTRY_URL, or unset it to use the embedded "
+            f"registry") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,6 +186,36 @@ class Store(ABC):
         """The migrations recorded in this store."""
         return migrator.migration_status(self)
 
+    def query_readonly(self, sql: str) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        """Column names and rows of ``sql`` run with ClickHouse's ``readonly = 1``: a statement
+        that would change data or settings is refused by the engine, not by parsing here."""
+        raise NotImplementedError
+
+    def data_tables(self) -> list[str]:
+        """The tables of the store's database that hold data (the migration ledger excluded)."""
+        rows = self.query("SELECT name FROM system.tables WHERE database = currentDatabase() "
+                          "AND engine NOT IN ('View', 'MaterializedView') AND name != "
+                          "{ledger:String} ORDER BY name", {"ledger": migrator.MIGRATIONS_TABLE})
+        return [name for (name,) in rows]
+
+    def reset(self) -> dict[str, int]:
+        """Empty every data table (the schema and its migrations stay); return how many rows each
+        held."""
+        removed: dict[str, int] = {}
+        for table in self.data_tables():
+            check_identifier(table)
+            (count,), = self.query(f"SELECT count() FROM {table}")
+            self.command(f"TRUNCATE TABLE {table}")
+            removed[table] = int(count)
+        return removed
+
+    @property
+    def description(self) -> str:
+        """Where the store is, for people: ``chDB (embedded) at PATH`` or ``ClickHouse server at
+        URL`` (without its password)."""
+        kind = "chDB (embedded)" if self.backend == "chdb" else "ClickHouse server"
+        return f"{kind} at {self.location}"
+
     def __enter__(self) -> Store:
         return self
 

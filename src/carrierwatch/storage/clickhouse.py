@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from carrierwatch.core.errors import StorageError
+from carrierwatch.core.errors import EXIT_ERROR, EXIT_UNAVAILABLE, StorageError
 from carrierwatch.storage import ownership
 from carrierwatch.storage.base import Store, check_identifier
 from carrierwatch.storage.rows import arrow_table
@@ -89,7 +89,13 @@ def storage_error(exc: BaseException, location: str, action: str) -> StorageErro
     elif isinstance(exc, ch.OperationalError | ConnectionError | TimeoutError):
         retry_after = _CONNECTION_RETRY_AFTER
     message = " ".join(str(exc).split()) or type(exc).__name__
-    return StorageError(f"{action} failed on {location}: {message}", retry_after=retry_after)
+    error = StorageError(f"{action} failed on {location}: {message}", retry_after=retry_after)
+    # the command line's exit code: 69 (unavailable) only when the store did not answer or
+    # answered with a transient code; an error it reported about the statement is 1
+    transient = isinstance(code, int) and code in TRANSIENT_ERROR_CODES
+    error.exit_code = EXIT_UNAVAILABLE if transient or (
+        code is None and retry_after is not None) else EXIT_ERROR
+    return error
 
 
 class ClickHouseStore(Store):
@@ -119,6 +125,18 @@ class ClickHouseStore(Store):
 
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.query_with_names(sql, parameters)[1]
+
+    def query_readonly(self, sql: str) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        self._check_open()
+        try:
+            result = self._client.query(sql, settings={"readonly": 1})
+            return tuple(result.column_names), [tuple(row) for row in result.result_rows]
+        except Exception as exc:
+            error = storage_error(exc, self.location, "query")
+            if getattr(exc, "code", None) == 164 or "Code: 164." in str(exc):
+                # READONLY here is the statement's fault (it writes), not a transient state
+                error.retry_after, error.exit_code = None, EXIT_ERROR
+            raise error from exc
 
     def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> None:
         self._check_open()

@@ -85,7 +85,7 @@ from mode import Service
 from mode.supervisors import CrashingSupervisor
 
 from carrierwatch.core.model import CanonicalEvent, DeadLetter
-from carrierwatch.core.pipeline import Pipeline
+from carrierwatch.core.pipeline import Pipeline, arrival_order
 from carrierwatch.registry.serde import CanonicalSerde
 from carrierwatch.replay import pipeline_for
 from carrierwatch.settings import Settings
@@ -206,7 +206,7 @@ class WorkerRuntime:
             received = received_time_of(headers, message.timestamp)
             raw = event.value if isinstance(event.value, bytes) else b""
             result = partner.transform(raw, received, headers_to_dict(headers))
-            for canonical in result.events:
+            for canonical in arrival_order(result.events):
                 produce(events_topic, serialize(canonical), canonical.package_id.encode())
             for letter in result.dead_letters:
                 produce(topology.dlq(partner.id),

@@ -618,12 +618,13 @@ class KafkaBroker:
         running = self.pid
         if running is not None:
             raise BrokerError(f"a broker already runs from {self.data_dir} (pid {running})")
+        for name, port in (("client", self.port), ("controller", self.controller_port)):
+            if not _port_free(port):  # before fetching jars: a busy port is known at once
+                raise BrokerError(f"{name} port 127.0.0.1:{port} is already in use; choose "
+                                  f"another with --port/--controller-port")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         java = ensure_java(self.java)
         lib = ensure_jars(self.kafka_home, maven=self.maven)
-        for name, port in (("client", self.port), ("controller", self.controller_port)):
-            if not _port_free(port):
-                raise BrokerError(f"{name} port 127.0.0.1:{port} is already in use")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         self._render_properties()
         if not self.formatted:
             self._format_storage(java, lib)
@@ -816,12 +817,13 @@ def kafka_cli() -> None:
 
 
 @kafka_cli.command("start")
-@click.option("--port", type=int, default=None,
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="Client port [default: the port of CARRIERWATCH_KAFKA_BOOTSTRAP, 9092].")
-@click.option("--controller-port", type=int, default=None, help="Controller port [9093].")
+@click.option("--controller-port", type=click.IntRange(1, 65535), default=None,
+              help="Controller port [9093].")
 @_data_dir_option
-@click.option("--timeout", type=float, default=90.0, show_default=True,
-              help="Seconds to wait for readiness.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=90.0,
+              show_default=True, help="Seconds to wait for readiness.")
 @click.option("--auto-create-topics/--no-auto-create-topics", default=False, show_default=True,
               help="Let clients create topics implicitly.")
 @click.option("--heap", default="512m", show_default=True, help="JVM -Xmx.")
@@ -853,7 +855,7 @@ def start_command(port: int | None, controller_port: int | None, data_dir: Path 
 
 @kafka_cli.command("stop")
 @_data_dir_option
-@click.option("--timeout", type=float, default=30.0, show_default=True,
+@click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds after SIGTERM before SIGKILL.")
 def stop_command(data_dir: Path | None, timeout: float) -> None:
     """Stop the broker started from this data dir (only that process)."""

@@ -55,12 +55,13 @@ def _topology(settings: Settings, config: StreamConfig) -> Topology:
     from carrierwatch.transformers.registry import load_registry
 
     registry = load_registry(settings.home)
+    registry.require()  # a partner that failed to load would lose its topics: stop instead
     return Topology(config, registry.ids())
 
 
 @click.command("worker")
 @_loglevel
-@click.option("--web-port", type=int, default=None,
+@click.option("--web-port", type=click.IntRange(1, 65535), default=None,
               help="Serve Faust's web views (and /metrics) on 127.0.0.1:PORT [off]; needs the "
                    "normalize stage (the Faust app).")
 @_namespace
@@ -86,8 +87,7 @@ def worker(loglevel: str, web_port: int | None, namespace: str | None,
         raise click.UsageError("--web-port serves the Faust app's web views; a track-only "
                                "worker (--stages track) runs no Faust app")
     registry = load_registry(settings.home)
-    if registry.failures:
-        raise click.ClickException(f"partners failed to load: {sorted(registry.failures)}")
+    registry.require()
     topology = Topology(config, registry.ids())
     ensure_topics(settings.kafka_bootstrap, topology.specs())
     with ExitStack() as stack:
@@ -120,10 +120,10 @@ def worker(loglevel: str, web_port: int | None, namespace: str | None,
 
 @click.command("sink")
 @_loglevel
-@click.option("--web-port", type=int, default=None,
+@click.option("--web-port", type=click.IntRange(1, 65535), default=None,
               help="Serve the sink's Prometheus metrics on 127.0.0.1:PORT/metrics [off].")
 @_namespace
-@click.option("--wait", type=float, default=30.0, show_default=True,
+@click.option("--wait", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds to wait for the embedded store to be released by another process.")
 @click.option("--no-anomalies", is_flag=True, help="do not run the online anomaly monitor")
 def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float,
@@ -145,7 +145,8 @@ def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float
 
     monitor = None if no_anomalies else SinkMonitor(
         Path(settings.data_dir) / "anomaly-monitor" / f"{topology.sink_group}.bin",
-        metrics.registry, partners=[partner.spec for partner in load_registry(settings.home)])
+        metrics.registry, partners=[partner.spec for partner in load_registry(settings.home)],
+        shards=config.events_partitions)
     if web_port is not None:
         start_http_server(web_port, addr="127.0.0.1", registry=metrics.registry)
     with open_store(settings, command="carrierwatch sink", wait=wait, migrate=True) as store:

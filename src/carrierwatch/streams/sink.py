@@ -77,7 +77,10 @@ class SinkMonitor:
     """The online anomaly monitor in the stream driver: the sink is the one process that sees the
     5-minute windows of every shard, so the monitor runs here (one instance, as in replay).
 
-    Each batch is observed as it arrives; the anomaly and alert rows it yields join the same
+    Each batch is observed as it arrives (one partition's pipeline call; a partner's windows are
+    scored once the slowest of its shards has moved past them, so that a window is not scored on
+    one shard's rows while the others' are still on their way); the anomaly and alert rows it
+    yields join the same
     idempotent store write. The monitor's state is saved (atomically) after every successful
     write and restored at start: a batch observed again after a crash only adds late rows for
     windows scored already, which do not change a verdict. ``partners`` (the registry's specs)
@@ -86,7 +89,7 @@ class SinkMonitor:
     """
 
     def __init__(self, state_path: Path, registry: CollectorRegistry | None = None,
-                 partners: Iterable[PartnerSpec] = ()) -> None:
+                 partners: Iterable[PartnerSpec] = (), shards: int = 1) -> None:
         from carrierwatch.anomaly.monitor import AnomalyMonitor, monitor_options_for
         from carrierwatch.outputs.prometheus import AnomalyExporter
 
@@ -98,6 +101,7 @@ class SinkMonitor:
             self.monitor.add_time_zones(options["time_zones"], options["polled_partners"])
         else:
             self.monitor = AnomalyMonitor(**options)
+        self.monitor.shards = max(1, shards)  # the partitions of events.canonical
         self.exporter = AnomalyExporter(registry)
 
     def observe(self, batch: SinkBatch) -> None:
@@ -114,7 +118,12 @@ class SinkMonitor:
             windows.append(MetricWindowRow(**values))
         if not windows and not batch.dead_letters and not batch.events:
             return
-        verdicts = self.monitor.observe(windows, batch.dead_letters, arrivals=batch.events)
+        # a track batch holds one partition's output: its arrivals count for that shard's
+        # received clock (the monitor waits for the slowest shard, see shard_lag_ms)
+        shard = next((row.shard for row in windows),
+                     next((row.shard for row in batch.outcomes), 0))
+        verdicts = self.monitor.observe(windows, batch.dead_letters, arrivals=batch.events,
+                                        shard=shard)
         batch.add_rows("anomalies", verdicts.anomalies)
         batch.add_rows("alerts", verdicts.alerts)
         self.exporter.update(verdicts)

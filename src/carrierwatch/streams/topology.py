@@ -33,6 +33,7 @@ Examples
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from carrierwatch.core.errors import ConfigurationError
+from carrierwatch.core.errors import BrokerUnavailableError, ConfigurationError
 
 __all__ = [
     "MAX_STATE_MESSAGE_BYTES",
@@ -52,6 +53,7 @@ __all__ = [
     "Topology",
     "ensure_topics",
     "parse_stages",
+    "require_broker",
 ]
 
 #: Checkpoints and sink batches can be large (the state of every package in flight).
@@ -217,6 +219,32 @@ class Topology:
         return specs
 
 
+def require_broker(bootstrap: str, timeout: float = 3.0) -> None:
+    """Fail fast with :class:`BrokerUnavailableError` when no address of ``bootstrap`` accepts
+    a TCP connection within ``timeout`` seconds.
+
+    librdkafka retries a refused connection until its own timeout (30 s in :func:`ensure_topics`)
+    and then reports only "Broker transport failure"; this check answers at once and names the
+    address. An entry that cannot be parsed as ``host:port`` counts as reachable (librdkafka
+    judges it).
+    """
+    reasons = []
+    for entry in bootstrap.split(","):
+        address = entry.strip().rpartition("://")[2]
+        host, colon, port = address.rpartition(":")
+        if not colon or "]" in port:  # no port: librdkafka's default
+            host, port = address, "9092"
+        host = host.strip("[]")
+        if not host or not port.isdigit():
+            return
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout):
+                return
+        except OSError as exc:
+            reasons.append(f"{address}: {exc.strerror or exc or type(exc).__name__}")
+    raise BrokerUnavailableError(bootstrap, "; ".join(reasons) or "no address")
+
+
 def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, timeout: float = 30.0) -> list[str]:
     """Create the topics that do not exist yet; return the names created.
 
@@ -228,9 +256,14 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], *, timeout: float 
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
+    require_broker(bootstrap)
     admin: Any = AdminClient({"bootstrap.servers": bootstrap})
     wanted = list(specs)
-    existing = admin.list_topics(timeout=timeout).topics
+    try:  # something listens (require_broker): give a restarting broker the whole timeout
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise BrokerUnavailableError(bootstrap, f"no metadata in {timeout:.0f} s: "
+                                     f"{exc.args[0].str()}") from exc
     created: list[str] = []
     new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1,
                     config=dict(s.config)) for s in wanted if s.name not in existing]

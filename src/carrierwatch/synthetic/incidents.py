@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from carrierwatch.core.errors import CarrierwatchError
+from carrierwatch.core.errors import EXIT_USAGE, CarrierwatchError
 from carrierwatch.core.model import CanonicalStatus, ms_to_iso
 from carrierwatch.core.timeutil import to_ms
 
@@ -79,7 +79,10 @@ _CODE_STATUSES = frozenset(s.value for s in CanonicalStatus) - {CanonicalStatus.
 
 
 class IncidentSpecError(CarrierwatchError, ValueError):
-    """An incident spec that cannot be parsed; the message names the spec and the problem."""
+    """An incident spec that cannot be parsed; the message names the spec and the problem (on
+    the command line a usage error, exit 2)."""
+
+    exit_code = EXIT_USAGE
 
     def __init__(self, spec: str, problem: str) -> None:
         self.spec = spec

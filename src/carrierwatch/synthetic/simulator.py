@@ -59,7 +59,7 @@ from typing import Any
 import click
 import orjson
 
-from carrierwatch.core.errors import CarrierwatchError
+from carrierwatch.core.errors import EXIT_USAGE, CarrierwatchError
 from carrierwatch.core.model import ms_to_iso
 from carrierwatch.core.partner import PartnerSpec
 from carrierwatch.core.timeutil import to_ms
@@ -105,7 +105,12 @@ _TERMINAL = frozenset({"delivered", "returned", "cancelled"})
 
 
 class SimulationError(CarrierwatchError, ValueError):
-    """Arguments the simulator cannot run with (unknown partner, incident outside the run...)."""
+    """Arguments the simulator cannot run with (unknown partner, incident outside the run...).
+
+    On the command line (``simulate``, ``demo``) a usage error: exit 2.
+    """
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -548,6 +553,7 @@ def simulate(partners: int | Sequence[str], days: int, seed: int,
     if warmup_days < 0:
         raise SimulationError("warm-up days cannot be negative")
     registry = load_registry(home)
+    registry.require(None if isinstance(partners, int) else partners)
     chosen = resolve_partners(partners, registry.ids())
     start_day, sim_start = _start_ms(start)
     sim_end = sim_start + days * DAY

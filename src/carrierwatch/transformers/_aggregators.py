@@ -90,6 +90,8 @@ def place_zone(country: str | None, region: str | None) -> tuple[str | None, boo
     ('America/Toronto', False)
     >>> place_zone(None, "TN")
     (None, False)
+    >>> place_zone("RUS", "Khanty-Mansi")  # a hyphen in a name, not a country prefix
+    ('Asia/Yekaterinburg', True)
     """
     if (country.__class__ is str and len(country) <= CACHE_KEY_LIMIT  # type: ignore[arg-type]
             and (region is None or (region.__class__ is str and len(region) <= CACHE_KEY_LIMIT))):
@@ -101,8 +103,8 @@ def place_zone(country: str | None, region: str | None) -> tuple[str | None, boo
 def _place_zone(country: str | None, region: str | None) -> tuple[str | None, bool]:
     if not country or not country.strip():
         return None, False
-    region = region.strip().upper().split("-")[-1] if region and region.strip() else None
-    return zone_for(country.strip(), region)
+    # (zone_for strips an ISO 3166-2 country prefix itself; a name may hold a hyphen)
+    return zone_for(country.strip(), region.strip() if region and region.strip() else None)
 
 
 def fallback_zone(ctx: TransformContext) -> str:

@@ -21,7 +21,8 @@ Times
     AfterShip repeats a checkpoint when a later copy adds the location, and both copies must give
     the same event id. So copies (same wall-clock time and subtag) share one resolution: the
     instant of a copy with an offset if there is one, else the zone of a copy with a location,
-    else the destination's zone as a flagged guess (UTC if even that is unknown).
+    else the destination's zone as a flagged guess, else the partner's ``default_timezone``
+    (flagged; UTC only when the partner has none).
     ``created_at`` is AfterShip's UTC receipt time → ``partner_received_time``.
 Promise and ETA
     ``promised_by`` = ``order_promised_delivery_date``; the ETA is ``latest_estimated_delivery``
@@ -174,7 +175,7 @@ def _emit_tracking(emitter: Emitter, ctx: TransformContext, msg: dict[str, Any],
             checkpoints.append(_read_checkpoint(index, body, cp_path))
         except CONTAINED_ERRORS as exc:  # = with emitter.element(cp_path), cheaper per checkpoint
             emitter.contain(exc, cp_path)
-    resolved = _resolve_groups(checkpoints, dest_zone)
+    resolved = _resolve_groups(checkpoints, dest_zone or ctx.partner.default_timezone)
 
     drafts: list[Draft] = []
     for cp in checkpoints:
@@ -260,7 +261,7 @@ def _resolve_groups(checkpoints: list[_Checkpoint], dest_zone: str | None
         elif cp.zone[0] is not None:
             resolved[group] = parse_event_time(cp.time_text, f"{cp.path}.checkpoint_time",
                                                cp.zone[0], cp.zone[1])
-        else:  # no copy says where: the destination is the best guess, flagged
+        else:  # no copy says where: the destination (else the partner's zone), flagged
             resolved[group] = parse_event_time(cp.time_text, f"{cp.path}.checkpoint_time",
                                                dest_zone, False)
     return resolved

@@ -226,22 +226,6 @@ class Emitter:
         if may_hold_text_over(self._raw, limits.smallest):
             self._report_oversized(oversized_strings(doc, limits), limits)
 
-    def limit_cells(self, values: dict[str, str], path: str) -> dict[str, str]:
-        """The cells of one CSV row with those over the partner's length limits emptied (by
-        column name, as ``limits.fields`` names them); one dead letter names them."""
-        limits = self._ctx.partner.limits
-        per_field = limits.fields
-        found = []
-        for column, cell in values.items():
-            limit = per_field.get(column, limits.max_chars)
-            if len(cell) > limit:
-                found.append((f"{path}.{column}", len(cell), limit))
-        if not found:
-            return values
-        self._report_oversized(found, limits)
-        dropped = {where.rsplit(".", 1)[1] for where, _, _ in found}
-        return {column: "" if column in dropped else cell for column, cell in values.items()}
-
     def _report_oversized(self, found: list[tuple[str, int, int]], limits: TextLimits) -> None:
         if not found:
             return

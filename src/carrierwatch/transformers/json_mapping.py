@@ -24,15 +24,30 @@ against each event; a path starting with ``$.`` is evaluated against the whole p
       proof: {path: proof, values: {photo: photo, signature: signature, pin: pin, none: none}}
       eta_start: {path: eta_from}     # optional time fields; zone and format default to the
       eta_end: {path: eta}            # event time's
-      promised_by: {path: promise}
-      service_level: service          # optional
+      promised_by: {path: promise, date_only: end_of_day}
+      service_level: service          # optional; {path: service, lower: true} lower-cases it
       partner_received_time: {path: "$.received_at"}   # optional
 
+The same model, with column names instead of paths, describes CSV drops: see
+:mod:`~carrierwatch.transformers.csv_mapping`, which shares this module's event machinery
+(:class:`Flavor` tells the two apart).
+
 Time fields: ``format`` is ``iso`` (ISO 8601), ``epoch_s``, ``epoch_ms`` or a ``strptime``
-pattern. A time with an offset is exact. Otherwise its zone comes from ``zone_path`` (an IANA
-name in the payload; exact), else the fixed ``zone`` (exact), else the event location's
-``zone_for(country, region)`` when that is certain, else the partner's ``default_timezone``
-(flagged), else the location's best guess (flagged). DST folds and gaps are flagged too.
+pattern. ``date_only`` says what a value without a time of day (``2026-03-02``, or any value
+of a pattern without hour fields) means: ``reject`` it (a dead letter; the default of ``time`` and
+``partner_received_time``), the ``start_of_day`` (default of ``eta_start``) or the
+``end_of_day``, 23:59:59 (default of ``promised_by`` and ``eta_end``: "by Tuesday" means by
+Tuesday's end). A time with an offset is exact. Otherwise its zone comes from ``zone_path`` (an
+IANA name in the payload; exact), else the fixed ``zone`` (exact), else the event location
+(``local_zone``: its region's zone, flagged when the region spans several clocks, or its
+country's), else the partner's ``default_timezone`` (flagged as a guess). DST folds and gaps are
+flagged too.
+
+Location: ``country``, ``region``, ``city``, ``postal_code``, ``latitude``, ``longitude`` paths,
+and ``city_region_postal``, one value written ``City, RR 12345`` (read by :func:`parse_place`;
+its parts fill those the other keys leave empty). A place that does not read as such may be a
+street address: it is dropped, never copied, and when nothing else but a country is known the
+event has no location. The partner's ``default_country`` fills in a missing country.
 
 The mapping is validated when the partner registry loads it (:func:`check_spec` raises
 :class:`~carrierwatch.core.errors.PartnerLoadError` naming the bad key), and compiled once.
@@ -56,6 +71,7 @@ PartnerLoadError
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -66,11 +82,12 @@ import jmespath
 import jmespath.exceptions
 import orjson
 from jmespath.parser import ParsedResult
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from carrierwatch.core.errors import PartnerLoadError
+from carrierwatch.core.model import Location
 from carrierwatch.core.partner import PartnerSpec
-from carrierwatch.core.timeutil import resolve_local, to_ms, zone_for
+from carrierwatch.core.timeutil import local_zone, resolve_local, to_ms
 from carrierwatch.transformers.base import (
     Emitter,
     PayloadError,
@@ -81,12 +98,16 @@ from carrierwatch.transformers.base import (
 )
 
 __all__ = [
+    "JSON",
+    "Flavor",
     "JsonMapping",
     "LocationPaths",
     "ProofField",
+    "ServiceLevelField",
     "TimeField",
     "check_spec",
     "compile_mapping",
+    "parse_place",
     "transform",
 ]
 
@@ -99,14 +120,20 @@ def _split_root(text: str) -> tuple[str, bool]:
     return (rest or "@"), True
 
 
-def _check_path(value: str | None) -> str | None:
-    if value is None:
-        return None
+def _check_path(value: str | None, info: ValidationInfo) -> str | None:
+    if value is None or _columns(info):
+        return value
     try:
         jmespath.compile(_split_root(value)[0])
     except jmespath.exceptions.JMESPathError as exc:
         raise ValueError(f"invalid JMESPath {value!r}: {exc}") from None
     return value
+
+
+def _columns(info: ValidationInfo) -> bool:
+    """Whether paths name CSV columns (any text) rather than JMESPath expressions."""
+    context = info.context
+    return isinstance(context, dict) and bool(context.get("columns"))
 
 
 class _Frozen(BaseModel):
@@ -120,6 +147,7 @@ class TimeField(_Frozen):
     format: str | None = None
     zone_path: str | None = None
     zone: str | None = None
+    date_only: Literal["reject", "start_of_day", "end_of_day"] | None = None
 
     _paths = field_validator("path", "zone_path")(_check_path)
 
@@ -150,6 +178,7 @@ class LocationPaths(_Frozen):
     postal_code: str | None = None
     latitude: str | None = None
     longitude: str | None = None
+    city_region_postal: str | None = None
 
     _paths = field_validator("*")(_check_path)
 
@@ -159,6 +188,16 @@ class ProofField(_Frozen):
 
     path: str
     values: dict[str, Literal["signature", "photo", "pin", "none"]]
+
+    _paths = field_validator("path")(_check_path)
+
+
+class ServiceLevelField(_Frozen):
+    """Where the service level is, and whether to lower-case it (to match the contract's
+    ``transit_days`` keys)."""
+
+    path: str
+    lower: bool = False
 
     _paths = field_validator("path")(_check_path)
 
@@ -183,16 +222,16 @@ class JsonMapping(_Frozen):
     eta_start: TimeField | None = None
     eta_end: TimeField | None = None
     promised_by: TimeField | None = None
-    service_level: str | None = None
+    service_level: str | ServiceLevelField | None = None
     partner_received_time: TimeField | None = None
 
     _paths = field_validator("events", "error", "error_code", "error_message",
                              "tracking_number", "discriminator", "shipment_id",
-                             "reason_code", "attempt", "service_level")(_check_path)
+                             "reason_code", "attempt")(_check_path)
 
     @field_validator("code", mode="before")
     @classmethod
-    def _codes(cls, value: Any) -> Any:
+    def _codes(cls, value: Any, info: ValidationInfo) -> Any:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not value:
@@ -200,7 +239,14 @@ class JsonMapping(_Frozen):
         for item in value:
             if not isinstance(item, str):
                 raise ValueError(f"code paths must be strings, got {item!r}")
-            _check_path(item)
+            _check_path(item, info)
+        return value
+
+    @field_validator("service_level", mode="before")
+    @classmethod
+    def _service_level(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            _check_path(value, info)
         return value
 
 
@@ -262,7 +308,18 @@ def _compile(text: str | None) -> _Path | None:
     return _Path(jmespath.compile(expression), root, text, fields)
 
 
+def _column(text: str | None) -> _Path | None:
+    """A CSV column name as a path: any text, read from the row (a dict) by name."""
+    if text is None:
+        return None
+    return _Path(jmespath.compile(orjson.dumps(text).decode()), False, text, (text,))
+
+
 _FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_TIME_OF_DAY = ("%H", "%I", "%M", "%S", "%X", "%T", "%R", "%c", "%s")
+_DATE_ONLY_DEFAULT = {"time": "reject", "partner_received_time": "reject",
+                      "eta_start": "start_of_day", "eta_end": "end_of_day",
+                      "promised_by": "end_of_day"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,14 +328,40 @@ class _Time:
     format: str | None
     zone_path: _Path | None
     zone: str | None
+    date_only: str
 
 
-def _time(field: TimeField | None) -> _Time | None:
+def _time(name: str, field: TimeField | None, main: TimeField | None,
+          compile_path: Callable[[str | None], _Path | None]) -> _Time | None:
     if field is None:
         return None
-    path = _compile(field.path)
+    path = compile_path(field.path)
     assert path is not None
-    return _Time(path, field.format, _compile(field.zone_path), field.zone)
+    fmt = field.format or (main.format if main is not None else None) or "iso"
+    return _Time(path, fmt, compile_path(field.zone_path), field.zone,
+                 field.date_only or _DATE_ONLY_DEFAULT[name])
+
+
+def _is_date_only(value: str, fmt: str) -> bool:
+    """Whether a time value read with ``fmt`` names a day without a time of day."""
+    if fmt == "iso":
+        return len(value.strip()) <= 10
+    if fmt in {"epoch_s", "epoch_ms"}:
+        return False
+    return not any(directive in fmt for directive in _TIME_OF_DAY)
+
+
+@dataclass(frozen=True, slots=True)
+class Flavor:
+    """How a mapping's paths read a payload: JMESPath over a JSON document (``json_mapping``), or
+    names of the columns of a CSV row (``csv_mapping``, whose model adds the ``csv:`` block)."""
+
+    transformer: str
+    model: type[JsonMapping]
+    columns: bool
+
+
+JSON = Flavor("json_mapping", JsonMapping, columns=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +373,7 @@ class _Compiled:
     location: dict[str, _Path | None]
     times: dict[str, _Time | None]
     proof: _Path | None
+    service_lower: bool
 
 
 def check_spec(spec: PartnerSpec) -> None:
@@ -297,41 +381,50 @@ def check_spec(spec: PartnerSpec) -> None:
     compile_mapping(spec)
 
 
-def compile_mapping(spec: PartnerSpec) -> _Compiled:
+def compile_mapping(spec: PartnerSpec, flavor: Flavor = JSON) -> _Compiled:
     """The validated, compiled mapping of ``spec`` (cached per partner and mapping)."""
     if spec.mapping is None:
-        raise PartnerLoadError(f"partner {spec.id!r}: transformer json_mapping needs a "
+        raise PartnerLoadError(f"partner {spec.id!r}: transformer {flavor.transformer} needs a "
                                f"'mapping:' block in partners/{spec.id}.yaml")
     key = orjson.dumps(spec.mapping, option=orjson.OPT_SORT_KEYS, default=str)
-    return _compiled(spec.id, key)
+    return _compiled(spec.id, key, flavor)
 
 
 @lru_cache(maxsize=64)
-def _compiled(partner_id: str, key: bytes) -> _Compiled:
+def _compiled(partner_id: str, key: bytes, flavor: Flavor = JSON) -> _Compiled:
     raw = orjson.loads(key)
     try:
-        mapping = JsonMapping.model_validate(raw)
+        mapping = flavor.model.model_validate(raw, context={"columns": flavor.columns})
     except ValidationError as exc:
         problems = "; ".join(
-            f"mapping.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            f"{'.'.join(('mapping', *(str(p) for p in err['loc'])))}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
             for err in exc.errors())
         raise PartnerLoadError(f"partners/{partner_id}.yaml: invalid mapping: {problems}"
                                ) from None
-    events = _compile(mapping.events)
+    compile_path = _column if flavor.columns else _compile
+    events = compile_path(mapping.events) if not flavor.columns else _compile("@")
     assert events is not None
     loc = mapping.location or LocationPaths()
+    service = mapping.service_level
+    paths = {name: compile_path(getattr(mapping, name)) for name in (
+        "error", "error_code", "error_message", "tracking_number", "discriminator",
+        "shipment_id", "reason_code", "attempt")}
+    paths["service_level"] = compile_path(
+        service.path if isinstance(service, ServiceLevelField) else service)
     return _Compiled(
         mapping=mapping,
         events=events,
-        paths={name: _compile(getattr(mapping, name)) for name in (
-            "error", "error_code", "error_message", "tracking_number", "discriminator",
-            "shipment_id", "reason_code", "attempt", "service_level")},
-        codes=tuple(p for p in (_compile(c) for c in mapping.code) if p is not None),
-        location={name: _compile(getattr(loc, name)) for name in (
-            "country", "region", "city", "postal_code", "latitude", "longitude")},
-        times={name: _time(getattr(mapping, name)) for name in (
-            "time", "eta_start", "eta_end", "promised_by", "partner_received_time")},
-        proof=_compile(mapping.proof.path) if mapping.proof else None,
+        paths=paths,
+        codes=tuple(p for p in (compile_path(c) for c in mapping.code) if p is not None),
+        location={name: compile_path(getattr(loc, name)) for name in (
+            "country", "region", "city", "postal_code", "latitude", "longitude",
+            "city_region_postal")},
+        times={name: _time(name, getattr(mapping, name), mapping.time, compile_path)
+               for name in ("time", "eta_start", "eta_end", "promised_by",
+                            "partner_received_time")},
+        proof=compile_path(mapping.proof.path) if mapping.proof else None,
+        service_lower=isinstance(service, ServiceLevelField) and service.lower,
     )
 
 
@@ -363,10 +456,13 @@ def _number(path: _Path | None, event: Any, payload: Any, where: str) -> float |
         raise PayloadError(path.where(where), f"expected a number, got {value!r:.40}") from None
 
 
-def _parse_time(spec: _Time, main: _Time | None, value: Any, where: str
-                ) -> tuple[datetime, bool]:
-    """A datetime (aware when the value carries an offset) and whether it did."""
-    fmt = spec.format or (main.format if main else None) or "iso"
+def _parse_time(spec: _Time, value: Any, where: str) -> tuple[datetime, bool]:
+    """A datetime (aware when the value carries an offset) and whether it did.
+
+    A value that names a day without a time of day is rejected, read as that day's start or as
+    its end (23:59:59), as the field's ``date_only`` says.
+    """
+    fmt = spec.format or "iso"
     try:
         if fmt in {"epoch_s", "epoch_ms"}:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -378,7 +474,16 @@ def _parse_time(spec: _Time, main: _Time | None, value: Any, where: str
         moment = (datetime.fromisoformat(value) if fmt == "iso"
                   else _strptime(value, fmt))
     except (ValueError, OverflowError, OSError) as exc:
+        if fmt == "iso":
+            raise PayloadError(where, f"unreadable time {value!r:.60} "
+                                      f"(expected YYYY-MM-DD HH:MM[:SS])") from None
         raise PayloadError(where, f"unreadable time {value!r:.60} ({fmt}): {exc}") from None
+    if _is_date_only(value, fmt):
+        if spec.date_only == "reject":
+            raise PayloadError(where, f"a date without a time of day: {value!r:.60} (set "
+                                      f"date_only: start_of_day or end_of_day to accept it)")
+        if spec.date_only == "end_of_day":
+            moment = moment.replace(hour=23, minute=59, second=59, microsecond=0)
     return moment, moment.tzinfo is not None
 
 
@@ -401,10 +506,7 @@ def _event_zone(spec: _Time, event: Any, payload: Any, where: str,
             return _Zone(name, True)
     if spec.zone is not None:
         return _Zone(spec.zone, True)
-    zone, exact = zone_for(*place)
-    if zone is not None and exact:
-        return _Zone(zone, True)
-    return _Zone(default or zone, False)
+    return _Zone(*local_zone(*place, default))
 
 
 def _resolve(moment: datetime, aware: bool, zone: _Zone) -> tuple[int, bool]:
@@ -422,7 +524,7 @@ def _optional_time(compiled: _Compiled, name: str, event: Any, payload: Any, whe
     value = spec.path.get(event, payload)
     if value is None or value == "":
         return None
-    moment, aware = _parse_time(spec, compiled.times["time"], value, spec.path.where(where))
+    moment, aware = _parse_time(spec, value, spec.path.where(where))
     zone = event_zone
     if spec.zone_path is not None or spec.zone is not None:
         zone = _event_zone(spec, event, payload, where, place, default)
@@ -434,6 +536,84 @@ def _proof(compiled: _Compiled, event: Any, payload: Any, where: str) -> str | N
     if value is None or compiled.mapping.proof is None:
         return None
     return compiled.mapping.proof.values.get(value)
+
+
+def _service_level(compiled: _Compiled, event: Any, payload: Any, where: str) -> str | None:
+    value = _text(compiled.paths["service_level"], event, payload, where)
+    return value.lower() if value is not None and compiled.service_lower else value
+
+
+_PLACE_MAX = 120  # longer text is no "City, ST 12345": not parsed (and never cached)
+_CITY_MARKS = str.maketrans("", "", " .'-")
+_POSTAL_MARKS = str.maketrans("", "", " -")
+
+
+def parse_place(text: str) -> tuple[str, str, str | None] | None:
+    """City, region code and postal code of a place written ``City, RR 12345``; None otherwise.
+
+    The city starts with a letter and holds letters, spaces and ``.'-``; the region is a code of
+    2-3 ASCII letters; the postal code, optional, is one or two tokens of letters, digits and
+    ``-`` with a digit in them (``83702``, ``83702-1234``, ``M5V 2T6``, ``01310-100``). Text of any
+    other shape (a street address, free text) gives None, so that it is dropped, never copied.
+    No regular expression: the text is split once and each part checked in one pass (linear in
+    its length), and text longer than 120 characters is not read at all (so that the results,
+    memoized as places repeat, are keyed by short text only).
+
+    >>> parse_place("Boise, ID 83702")
+    ('Boise', 'ID', '83702')
+    >>> parse_place("São Paulo, sp 01310-100")
+    ('São Paulo', 'SP', '01310-100')
+    >>> parse_place("1421 W Example Dr, Meridian ID") is None
+    True
+    """
+    if len(text) > _PLACE_MAX:
+        return None
+    return _parse_place(text)
+
+
+@lru_cache(maxsize=4096)
+def _parse_place(text: str) -> tuple[str, str, str | None] | None:
+    if text.count(",") != 1:
+        return None
+    city_part, _, rest = text.partition(",")
+    city = city_part.strip()
+    if not city or not city[0].isalpha() or not city.translate(_CITY_MARKS).isalpha():
+        return None
+    tokens = rest.split()
+    if not tokens or len(tokens) > 3:
+        return None
+    region = tokens[0]
+    if not (2 <= len(region) <= 3 and region.isascii() and region.isalpha()):
+        return None
+    postal = " ".join(tokens[1:]) or None
+    if postal is not None and not (
+            len(postal) <= 10 and postal.isascii() and postal.translate(_POSTAL_MARKS).isalnum()
+            and any(char.isdigit() for char in postal)):
+        return None
+    return city, region.upper(), postal
+
+
+def _location(loc: dict[str, _Path | None], event: Any, payload: Any, where: str,
+              default_country: str | None) -> Location | None:
+    """The coarse location of an event. With ``city_region_postal``, the parts it reads fill
+    those the separate keys leave empty; when it reads as no place and no other key gives more
+    than a country, the event has no location (not even the partner's default country)."""
+    city = _text(loc["city"], event, payload, where)
+    region = _text(loc["region"], event, payload, where)
+    postal = _text(loc["postal_code"], event, payload, where)
+    latitude = _number(loc["latitude"], event, payload, where)
+    longitude = _number(loc["longitude"], event, payload, where)
+    if loc["city_region_postal"] is not None:
+        text = _text(loc["city_region_postal"], event, payload, where)
+        parts = parse_place(text) if text is not None else None
+        if parts is not None:
+            city = city or parts[0]
+            region = region or parts[1]
+            postal = postal or parts[2]
+        elif not (city or region or postal or latitude is not None or longitude is not None):
+            return None
+    country = _text(loc["country"], event, payload, where) or default_country
+    return location(country, region, city, postal, latitude, longitude)
 
 
 def _attempt(compiled: _Compiled, event: Any, payload: Any, where: str) -> int | None:
@@ -502,13 +682,7 @@ def _event(emitter: Emitter, ctx: TransformContext, compiled: _Compiled, event: 
     if not any(keys):
         raise PayloadError(compiled.codes[0].where(where), "missing status code")
 
-    loc = compiled.location
-    country = (_text(loc["country"], event, payload, where) or ctx.partner.default_country)
-    region = _text(loc["region"], event, payload, where)
-    place = location(country, region, _text(loc["city"], event, payload, where),
-                     _text(loc["postal_code"], event, payload, where),
-                     _number(loc["latitude"], event, payload, where),
-                     _number(loc["longitude"], event, payload, where))
+    place = _location(compiled.location, event, payload, where, ctx.partner.default_country)
     zone_place = (place.country if place else None, place.region if place else None)
 
     time_spec = compiled.times["time"]
@@ -517,11 +691,20 @@ def _event(emitter: Emitter, ctx: TransformContext, compiled: _Compiled, event: 
     value = time_spec.path.get(event, payload)
     if value is None or value == "":
         raise PayloadError(time_where, "missing event time")
-    moment, aware = _parse_time(time_spec, None, value, time_where)
     default_zone = ctx.partner.default_timezone
     zone = _event_zone(time_spec, event, payload, where, zone_place, default_zone)
+    moment, aware = _parse_time(time_spec, value, time_where)
     event_time, ambiguous = _resolve(moment, aware, zone)
 
+    times = {name: _optional_time(compiled, name, event, payload, where, zone, zone_place,
+                                  default_zone)
+             for name in ("eta_start", "eta_end", "promised_by", "partner_received_time")}
+    discriminator = _text(paths["discriminator"], event, payload, where)
+    shipment_id = _text(paths["shipment_id"], event, payload, where)
+    attempt = _attempt(compiled, event, payload, where)
+    proof = _proof(compiled, event, payload, where)
+    service_level = _service_level(compiled, event, payload, where)
+    # the reason last: a reason code's gap is counted only for an element that becomes an event
     reason: str | None = None
     reason_value = _text(paths["reason_code"], event, payload, where)
     if reason_value is not None:
@@ -532,25 +715,22 @@ def _event(emitter: Emitter, ctx: TransformContext, compiled: _Compiled, event: 
         else:
             reason = hit.reason
 
-    times = {name: _optional_time(compiled, name, event, payload, where, zone, zone_place,
-                                  default_zone)
-             for name in ("eta_start", "eta_end", "promised_by", "partner_received_time")}
     emitter.event(
         tracking_number=tracking_number,
         raw_code=next(k for k in keys if k),
         event_time=event_time,
         codes=tuple(keys),
-        discriminator=_text(paths["discriminator"], event, payload, where),
-        shipment_id=_text(paths["shipment_id"], event, payload, where),
+        discriminator=discriminator,
+        shipment_id=shipment_id,
         timezone_ambiguous=ambiguous,
         event_time_local=value if isinstance(value, str) else str(value),
         location=place,
         promised_by=times["promised_by"],
         eta_start=times["eta_start"],
         eta_end=times["eta_end"],
-        attempt_number=_attempt(compiled, event, payload, where),
-        proof_of_delivery=_proof(compiled, event, payload, where),
-        service_level=_text(paths["service_level"], event, payload, where),
+        attempt_number=attempt,
+        proof_of_delivery=proof,
+        service_level=service_level,
         partner_received_time=times["partner_received_time"],
         reason=reason,
     )

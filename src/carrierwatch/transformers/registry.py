@@ -3,21 +3,32 @@
 A partner = metadata (``partners/<id>.yaml``) + a pure transformer (the module named by its
 ``transformer`` key, exposing ``transform(raw, ctx)``) + a codebook (``codebooks/<id>.yaml``).
 Duplicate ids are an error; a partner that fails to load is reported with its traceback in
-:attr:`PartnerRegistry.failures` (the test suite asserts there are none).
+:attr:`PartnerRegistry.failures` (the test suite asserts there are none) and with a message for
+users, ``file:line: problem`` where the file is known, in :attr:`PartnerRegistry.errors`.
+:meth:`PartnerRegistry.require` turns those into a :class:`PartnerLoadError` for the partners a
+command needs: a command that needs every partner (``replay``, ``demo``, ``worker``) stops when
+any failed; one that needs a single partner (``normalize --partner X``) stops only if X failed.
 """
 
 from __future__ import annotations
 
 import importlib
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
 from carrierwatch.core.codebook import Codebook, load_codebook
-from carrierwatch.core.errors import PartnerLoadError, UnknownPartnerError
+from carrierwatch.core.errors import (
+    CarrierwatchError,
+    CodebookError,
+    ConfigurationError,
+    PartnerLoadError,
+    UnknownPartnerError,
+)
 from carrierwatch.core.partner import PartnerSpec
 from carrierwatch.transformers.base import (
     TransformContext,
@@ -26,7 +37,7 @@ from carrierwatch.transformers.base import (
     run_transform,
 )
 
-__all__ = ["Partner", "PartnerRegistry", "load_registry"]
+__all__ = ["Partner", "PartnerRegistry", "load_error_message", "load_registry"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,7 @@ class Partner:
 class PartnerRegistry:
     partners: dict[str, Partner] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Partner]:
         return iter(self.partners[k] for k in sorted(self.partners))
@@ -74,6 +86,20 @@ class PartnerRegistry:
             return self.partners[partner_id]
         except KeyError:
             raise UnknownPartnerError(partner_id, self.ids()) from None
+
+    def require(self, partner_ids: Iterable[str] | None = None) -> None:
+        """Raise :class:`PartnerLoadError` if any of ``partner_ids`` (all when None) failed to
+        load, naming each with its ``file:line: problem`` message."""
+        failed = sorted(self.failures) if partner_ids is None \
+            else sorted(set(partner_ids) & set(self.failures))
+        if not failed:
+            return
+        lines = [f"partner {pid!r} failed to load: "
+                 f"{self.errors.get(pid, 'see the traceback')}" for pid in failed]
+        if len(lines) == 1:
+            raise PartnerLoadError(lines[0])
+        raise PartnerLoadError(f"{len(lines)} partners failed to load:\n"
+                               + "\n".join(f"  {line}" for line in lines))
 
     def add(self, partner: Partner) -> None:
         if partner.id in self.partners:
@@ -111,11 +137,42 @@ def load_registry(home: Path | None = None) -> PartnerRegistry:
         from carrierwatch.settings import get_settings
 
         home = get_settings().home
+    if not (home / "partners").is_dir():
+        raise ConfigurationError(
+            f"no partners/ folder in {home}: set CARRIERWATCH_HOME to the folder that holds "
+            f"partners/, codebooks/ and schemas/")
     registry = PartnerRegistry()
     for spec_path in sorted((home / "partners").glob("*.yaml")):
         try:
             partner = load_partner(spec_path, home / "codebooks")
             registry.add(partner)
-        except Exception:
+        except Exception as exc:
             registry.failures[spec_path.stem] = traceback.format_exc()
+            registry.errors[spec_path.stem] = load_error_message(exc, spec_path)
     return registry
+
+
+def load_error_message(exc: BaseException, spec_path: Path) -> str:
+    """What a user needs to fix a partner that failed to load: ``file:line: problem``.
+
+    >>> load_error_message(ValueError("boom"), Path("partners/acme.yaml"))
+    'partners/acme.yaml: ValueError: boom'
+    """
+    if isinstance(exc, CodebookError):
+        return "; ".join(str(problem) for problem in exc.problems) or str(exc)
+    if isinstance(exc, CarrierwatchError):
+        return str(exc)
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        return f"{spec_path}:{exc.problem_mark.line + 1}: invalid YAML: {exc.problem}"
+    if isinstance(exc, ValidationError):
+        details = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '(top)'}: {error['msg']}"
+            for error in exc.errors())
+        return f"{spec_path}: {details}"
+    if isinstance(exc, OSError):
+        return f"{exc.filename or spec_path}: {exc.strerror or exc}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{spec_path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+    if isinstance(exc, ImportError):
+        return f"{spec_path}: transformer module cannot be imported: {exc}"
+    return f"{spec_path}: {type(exc).__name__}: {exc}"
