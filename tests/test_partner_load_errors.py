@@ -79,7 +79,7 @@ def test_one_broken_codebook_stops_every_command_that_needs_that_partner(
     for args in (["normalize", "--partner", "ups", ups_sample],
                  ["replay", "--no-progress", ups_sample],
                  ["replay", "--no-progress", fedex_sample],  # replay needs every partner
-                 ["demo", "--days", "1"],
+                 ["demo", "--days", "1", "--incident", "feed_outage@ups:0d+2h"],
                  ["simulate", "--partners", "ups", "--days", "1", "--out", "sim"],
                  ["simulate", "--partners", "9", "--days", "1", "--out", "sim"],
                  ["worker"], ["sink"], ["topics"]):

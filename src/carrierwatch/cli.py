@@ -133,8 +133,7 @@ def normalize(partner_id: str, file: str) -> None:
               help="seconds to wait for the embedded store if another process owns it")
 @click.option("--max-too-late", default=1.0, show_default=True,
               type=click.FloatRange(min=0, max=100),
-              help="percent of events that may come too late before the run fails (exit 4); "
-                   "events older than the feed's first receipt are not counted")
+              help="percent of events that may come too late before the run fails (exit 4)")
 @click.option("--no-progress", is_flag=True, help="no progress bar")
 @click.option("--no-anomalies", is_flag=True, help="do not run the online anomaly monitor")
 def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
@@ -183,9 +182,8 @@ def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
         _print_replay_summary(summary, store, registry, len(records.files))
     too_late_percent = 100 * summary.too_late_share
     if too_late_percent > max_too_late:
-        counted = summary.too_late - summary.too_late_before_start
         click.secho(
-            f"INCOMPLETE: {counted:,} events ({too_late_percent:.1f} %) came too late "
+            f"INCOMPLETE: {summary.too_late:,} events ({too_late_percent:.1f} %) came too late "
             f"and were not applied (allowed: {max_too_late:g} %). Their packages' outcomes and "
             "windows miss them. Replay them in one run with the rest of their history, or "
             "raise --max-too-late if that is expected.", err=True, fg="red", bold=True)
@@ -215,12 +213,9 @@ def _print_replay_summary(summary: Any, store: Any, registry: Any, files: int) -
     terms.add_row("applied", f"{summary.accepted:,}", "distinct events applied to packages")
     terms.add_row("duplicates", f"{summary.duplicates:,}",
                   "copies of an event already applied (partners resend histories)")
-    before = summary.too_late_before_start
     terms.add_row("too late", f"{summary.too_late:,}",
-                  f"older than the watermark (newest event time − {late_days:g} days): "
-                  "not applied"
-                  + (f"; {before:,} of them happened before the feed's first receipt"
-                     if before else ""))
+                  f"more than {late_days:g} days older than an event its package already "
+                  "had: not applied")
     terms.add_row("dead letters", f"{summary.dead_letters:,}",
                   "payloads or lines that could not be read: table dead_letters")
     if summary.empty_payloads:
@@ -253,9 +248,9 @@ def _print_replay_summary(summary: Any, store: Any, registry: Any, files: int) -
 
 
 def _iso_day(ms: int) -> str:
-    from datetime import UTC, datetime
+    from carrierwatch.core.model import ms_to_iso
 
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+    return (ms_to_iso(ms) or "")[:-14]  # the date part: four-digit years (strftime's %Y is not)
 
 
 @cli.command()

@@ -59,9 +59,6 @@ class ReplaySummary:
     accepted: int = 0
     duplicates: int = 0
     too_late: int = 0
-    #: too-late events whose event time precedes the first receipt of the replayed feed
-    too_late_before_start: int = 0
-    first_received_time: int | None = None
     dead_letters: int = 0
     gaps: Counter[str] = field(default_factory=Counter)
     empty_payloads: int = 0  # payloads whose event list the partner legitimately sent empty
@@ -85,13 +82,9 @@ class ReplaySummary:
 
     @property
     def too_late_share(self) -> float:
-        """The share of events not applied because they came too late, among those that
-        happened within the replayed feed (from its first receipt on): events older than the
-        feed itself (histories of packages shipped before it starts) are counted apart, in
-        ``too_late_before_start``, since no run can expect to have their context."""
+        """The share of distinct events that were not applied because they came too late."""
         considered = self.accepted + self.too_late
-        counted = self.too_late - self.too_late_before_start
-        return counted / considered if considered else 0.0
+        return self.too_late / considered if considered else 0.0
 
 
 def pipeline_for(registry: PartnerRegistry, *, shard: int = 0, version_base: int | None = None,
@@ -292,10 +285,6 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
         flushed = pipe.flush() if final else None
         middle = clock()
         sink.add_output(output, typed=True)
-        if output.too_late and summary.first_received_time is not None:
-            start_of_feed = summary.first_received_time
-            summary.too_late_before_start += sum(
-                1 for record in output.too_late if record.event.event_time < start_of_feed)
         if flushed is not None:
             sink.add_output(flushed, typed=True)
         sink.dead_letters.extend(dead_letters)
@@ -344,8 +333,6 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
     try:
         for record in records:
             key = record.received_time if record.arrival is None else record.arrival
-            if summary.first_received_time is None or key < summary.first_received_time:
-                summary.first_received_time = key
             if key != group_key:
                 end_arrival()
                 group_key = key

@@ -5,11 +5,18 @@ Secrets are :class:`~pydantic.SecretStr` and never printed.
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from carrierwatch.core.limits import (
+    DEFAULT_EARLIEST_EVENT_TIME,
+    DEFAULT_MAX_FUTURE_SKEW_DAYS,
+    EventLimits,
+)
 
 __all__ = ["Settings", "default_data_dir", "find_project_root", "get_settings"]
 
@@ -54,6 +61,17 @@ class Settings(BaseSettings):
     clickhouse_url: str | None = None
     kafka_bootstrap: str = "127.0.0.1:9092"
     require_all: bool = False
+    # The plausible range of a delivery event's times (event, promise, ETA): a time before
+    # ``earliest_event_time`` or more than ``max_future_skew_days`` after the payload's received
+    # time is a dead letter (carrierwatch.core.limits). A naive datetime is read as UTC.
+    earliest_event_time: datetime = DEFAULT_EARLIEST_EVENT_TIME
+    max_future_skew_days: float = Field(default=DEFAULT_MAX_FUTURE_SKEW_DAYS, ge=0, le=100_000)
+
+    @property
+    def event_limits(self) -> EventLimits:
+        """The transformers' time limits from :attr:`earliest_event_time` and
+        :attr:`max_future_skew_days`."""
+        return EventLimits.from_settings(self.earliest_event_time, self.max_future_skew_days)
 
     @property
     def partners_dir(self) -> Path:

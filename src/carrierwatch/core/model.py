@@ -110,11 +110,32 @@ def package_key(partner_id: str, tracking_number: str, discriminator: str | None
     return f"{base}:{discriminator}" if discriminator else base
 
 
+_MS_PER_400_YEARS = 146_097 * 86_400_000  # the Gregorian calendar repeats every 400 years
+
+
 def ms_to_iso(ms: int | None) -> str | None:
-    """Render epoch milliseconds as ISO 8601 UTC with a ``Z`` suffix."""
+    """Render epoch milliseconds as ISO 8601 UTC with a ``Z`` suffix, exactly (integer arithmetic).
+
+    Years always have four digits; a year outside 0000..9999, which only a bad input can carry,
+    takes ISO 8601's expanded form (a sign and six digits, as JavaScript's ``toISOString``).
+
+    >>> ms_to_iso(-62_135_596_800_000)
+    '0001-01-01T00:00:00.000Z'
+    >>> ms_to_iso(253_402_300_799_999)
+    '9999-12-31T23:59:59.999Z'
+    >>> ms_to_iso(253_402_300_800_000), ms_to_iso(-62_167_219_200_001)
+    ('+010000-01-01T00:00:00.000Z', '-000001-12-31T23:59:59.999Z')
+    >>> ms_to_iso(-1)
+    '1969-12-31T23:59:59.999Z'
+    """
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    cycles, rest = divmod(ms, _MS_PER_400_YEARS)  # rest: within 1970-01-01 .. 2370-01-01
+    moment = _EPOCH + timedelta(milliseconds=rest)
+    year = moment.year + 400 * cycles
+    text = f"{year:04d}" if 0 <= year <= 9999 else f"{year:+07d}"
+    return (f"{text}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
+            f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
 
 
 @dataclass(frozen=True, slots=True)

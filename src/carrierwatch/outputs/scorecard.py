@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from carrierwatch.core import metrics
 from carrierwatch.core.partner import SlaContract
+from carrierwatch.core.sketch import RELATIVE_ERROR, bucket_lower_bound, bucket_of
 from carrierwatch.core.timeutil import to_ms
 from carrierwatch.core.windows import MetricWindowRow
 
@@ -22,7 +23,12 @@ if TYPE_CHECKING:
 
     from carrierwatch.storage.base import Store
 
-__all__ = ["DayFigures", "PartnerScorecard", "fetch_rows", "scorecard_table", "scorecards"]
+__all__ = ["LATENCY_RELATIVE_ERROR", "DayFigures", "PartnerScorecard", "fetch_rows",
+           "latency_verdict", "scorecard_table", "scorecards"]
+
+LATENCY_RELATIVE_ERROR = RELATIVE_ERROR
+"""Largest relative error of a latency quantile read from the stored histograms (±2.47 %,
+:mod:`carrierwatch.core.sketch`)."""
 
 _KEYS = {"partner_id", "region", "service_level", "granularity", "window_start", "shard",
          "version"}
@@ -60,6 +66,31 @@ def fetch_rows(store: Store, *, granularity: str = "1d", by_window: bool = True,
             setattr(row, name, value)
         out.append(row)
     return out
+
+
+def latency_verdict(p95_ms: int | None, limit_minutes: float) -> str | None:
+    """Whether a latency quantile read from a histogram meets a contract's limit: ``"met"``,
+    ``"missed"``, or ``"within error"`` when the histogram bucket that holds the true quantile
+    (the estimate is that bucket's geometric midpoint, ±2.47 %) straddles the limit, so the
+    data cannot tell; ``None`` without data.
+
+    >>> latency_verdict(243 * 60_000, 240)   # 243 min: its bucket holds 240 min
+    'within error'
+    >>> latency_verdict(238 * 60_000, 240)   # 238 min: the true p95 may still be above 240
+    'within error'
+    >>> latency_verdict(250 * 60_000, 240), latency_verdict(230 * 60_000, 240)
+    ('missed', 'met')
+    """
+    if p95_ms is None:
+        return None
+    bucket = bucket_of(p95_ms)  # the estimate is inside the bucket it was read from
+    low, high = bucket_lower_bound(bucket), bucket_lower_bound(bucket + 1)
+    limit_ms = limit_minutes * 60_000
+    if low > limit_ms:
+        return "missed"
+    if high <= limit_ms:
+        return "met"
+    return "within error"
 
 
 @dataclass
@@ -101,7 +132,20 @@ class PartnerScorecard:
         return metrics.event_latency_quantile(self.total, 0.95)
 
     @property
+    def latency_verdict(self) -> str | None:
+        """The latency p95 against the contract's limit (see :func:`latency_verdict`)."""
+        return latency_verdict(self.latency_p95_ms, self.contract.event_latency_p95_max_minutes)
+
+    @property
+    def within_error(self) -> list[str]:
+        """Targets the data cannot call met or missed (the estimate's error band holds the
+        limit): today only the latency p95, read from a histogram."""
+        return ["latency"] if self.latency_verdict == "within error" else []
+
+    @property
     def breaches(self) -> list[str]:
+        """Targets missed; a latency p95 within the histogram's error of its limit is not a
+        breach (:attr:`within_error`)."""
         c = self.contract
         found = []
         if self.on_time is not None and self.on_time < c.on_time_target:
@@ -110,8 +154,7 @@ class PartnerScorecard:
             found.append("first-attempt")
         if self.exception_rate is not None and self.exception_rate > c.exception_rate_max:
             found.append("exceptions")
-        if (self.latency_p95_ms is not None
-                and self.latency_p95_ms > c.event_latency_p95_max_minutes * 60_000):
+        if self.latency_verdict == "missed":
             found.append("latency")
         if (self.pickup_compliance is not None
                 and self.pickup_compliance < c.pickup_compliance_target):
@@ -149,17 +192,23 @@ def scorecard_table(cards: list[PartnerScorecard], *, title: str) -> Table:
     table = Table("partner", "decided", "on-time", "first attempt", "exceptions",
                   "latency p95", "pickup", "misses", title=title,
                   caption="decided: packages whose on-time outcome is known (delivered, or "
-                          "past their promise without a delivery)")
+                          "past their promise without a delivery); within error: the latency "
+                          "p95 is read from a histogram whose error band holds the limit")
     for card in cards:
         c = card.contract
         p95 = card.latency_p95_ms
+        latency = "—" if p95 is None else f"{p95 / 60_000:,.0f}"
+        if card.within_error:
+            latency += f" ±{100 * LATENCY_RELATIVE_ERROR:.1f} %"
+        misses = ", ".join(card.breaches) or "none"
+        if card.within_error:
+            misses += "; within error: " + ", ".join(card.within_error)
         table.add_row(
             card.partner_id, f"{card.total.packages_decided:,}",
             f"{_pct(card.on_time)} / {_pct(c.on_time_target)}",
             f"{_pct(card.first_attempt)} / {_pct(c.first_attempt_target)}",
             f"{_pct(card.exception_rate)} / ≤{_pct(c.exception_rate_max)}",
-            ("—" if p95 is None else f"{p95 / 60_000:,.0f}")
-            + f" / ≤{c.event_latency_p95_max_minutes:,.0f} min",
+            f"{latency} / ≤{c.event_latency_p95_max_minutes:,.0f} min",
             f"{_pct(card.pickup_compliance)} / {_pct(c.pickup_compliance_target)}",
-            ", ".join(card.breaches) or "none")
+            misses)
     return table

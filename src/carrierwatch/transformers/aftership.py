@@ -44,7 +44,7 @@ Examples
 >>> book = Codebook.from_yaml("version: 1\\npartner: aftership\\ncodes:\\n"
 ...     "  Delivered_001: {status: delivered, confidence: 1.0}\\n")
 >>> ctx = TransformContext(PartnerSpec(id="aftership", display_name="AfterShip",
-...                        transformer="aftership"), book, received_time=0)
+...                        transformer="aftership"), book, received_time=1_772_712_000_000)
 >>> raw = (b'{"event": "tracking_update", "msg": {"id": "a1", "tracking_number": "CW1",'
 ...        b' "slug": "fedex", "checkpoints": [{"checkpoint_time": "2026-03-02T14:05:00",'
 ...        b' "tag": "Delivered", "subtag": "Delivered_001", "state": "IL",'
@@ -76,6 +76,7 @@ from carrierwatch.transformers.base import (
     PayloadError,
     TransformContext,
     TransformResult,
+    field_paths,
     location,
     opt_dict,
     opt_list,
@@ -165,6 +166,9 @@ def _emit_tracking(emitter: Emitter, ctx: TransformContext, msg: dict[str, Any],
         "eta_start": eta_start,
         "eta_end": eta_end,
         "service_level": opt_str(msg, "shipment_type", path),
+        "paths": {"promised_by": f"{path}.order_promised_delivery_date",
+                  "eta_start": f"{path}.latest_estimated_delivery",
+                  "eta_end": f"{path}.latest_estimated_delivery"},
     }
 
     checkpoints: list[_Checkpoint] = []
@@ -287,7 +291,10 @@ def _checkpoint_draft(ctx: TransformContext, cp: _Checkpoint, when: tuple[int, b
               "timezone_ambiguous": when[1],
               "event_time_local": cp.time_text,
               "partner_received_time": details.received,
-              "location": details.location}
+              "location": details.location,
+              "paths": field_paths(f"{cp.path}.checkpoint_time",
+                                   {**common["paths"],
+                                    "partner_received_time": f"{cp.path}.created_at"})}
     if canonical == "delivered":
         subtag = details.codes[0]
         fields["proof_of_delivery"] = (ProofOfDelivery.SIGNATURE.value
@@ -324,5 +331,6 @@ def _tracking_draft(ctx: TransformContext, msg: dict[str, Any], path: str,
               "codes": codes,
               "event_time": event_time,
               "timezone_ambiguous": ambiguous,
-              "event_time_local": text}
+              "event_time_local": text,
+              "paths": field_paths(f"{path}.created_at", common["paths"])}
     return Draft(lookup_status(ctx.codebook, codes), fields)

@@ -13,10 +13,22 @@ contains it as a dead letter so that a worker never crashes on partner input.
 Transformers build events through an :class:`Emitter`, which applies the codebook (unknown codes
 become status ``unknown`` with confidence 0, keep the raw code and are counted as gaps), computes
 the deterministic event id and package identity, and collects dead letters.
+
+The emitter is also the one place where every number of an event is checked against the data
+contract (:mod:`carrierwatch.core.limits`): attempt numbers within the Avro ``int``, coordinates
+finite and on the globe, and every time (event, promise, ETA, partner-received) within the
+plausible range of a delivery event (by default from 2000-01-01 to a year after the payload was
+received; never beyond 1970..2248, what the state machine and the store hold). A value outside
+them never reaches the store: an event time outside the range drops that event, any other field
+outside its range is left empty on an event that is otherwise kept, and either way a dead letter
+names the field's path in the payload (the transformer passes ``paths=``; without it, the path of
+the element being processed). Helpers such as :func:`count` check numbers where they are read,
+so that a transformer can treat an out-of-range value as it treats an unreadable one.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +39,13 @@ from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar
 import orjson
 
 from carrierwatch.core.codebook import Codebook
+from carrierwatch.core.limits import (
+    INT32_MAX,
+    EventLimits,
+    coordinate_problem,
+    count_problem,
+    time_problem,
+)
 from carrierwatch.core.model import (
     CanonicalEvent,
     CanonicalStatus,
@@ -41,6 +60,7 @@ from carrierwatch.core.timeutil import CACHE_KEY_LIMIT
 __all__ = [
     "CONTAINED_ERRORS",
     "Emitter",
+    "FieldPaths",
     "ParsedScan",
     "PayloadError",
     "Promise",
@@ -48,6 +68,8 @@ __all__ = [
     "TransformResult",
     "Transformer",
     "clear_parse_caches",
+    "count",
+    "field_paths",
     "location",
     "may_hold_text_over",
     "nesting",
@@ -63,12 +85,18 @@ __all__ = [
     "req_list",
     "req_str",
     "run_transform",
+    "scan_paths",
     "zone_of_newest_scan",
 ]
 
 SYNTHETIC_HEADER = "x-carrierwatch-synthetic"
+DEFAULT_LIMITS = EventLimits()
 _T = TypeVar("_T")
 _UNKNOWN = CanonicalStatus.UNKNOWN.value
+
+
+FieldPaths = Mapping[str, str] | Callable[[str], str | None]
+"""Where a payload holds each canonical field (see :meth:`Emitter.event`'s ``paths``)."""
 
 
 class PayloadError(ValueError):
@@ -82,12 +110,16 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TransformContext:
-    """What a transformer knows besides the bytes: who sent them, when, and the codebook."""
+    """What a transformer knows besides the bytes: who sent them, when, and the codebook.
+
+    ``limits``: the plausible range of the payload's times (the settings', through the registry).
+    """
 
     partner: PartnerSpec
     codebook: Codebook
     received_time: int
     headers: Mapping[str, str] = field(default_factory=dict)
+    limits: EventLimits = DEFAULT_LIMITS
 
     @property
     def synthetic(self) -> bool:
@@ -125,6 +157,8 @@ class ParsedScan(NamedTuple):
     raw_code: str
     codes: tuple[str, ...]
     location: Location | None
+    time_path: str = "$"
+    """Where the payload holds the scan's time (for a dead letter when it is out of range)."""
 
 
 def zone_of_newest_scan(scans: list[ParsedScan]) -> tuple[str | None, bool]:
@@ -146,6 +180,28 @@ class Promise(NamedTuple):
     promised_by: int | None = None
     eta_start: int | None = None
     eta_end: int | None = None
+    paths: Mapping[str, str] | None = None
+    """Where the payload holds each of the three (for a dead letter when one is out of range)."""
+
+
+def field_paths(event_time: str, others: Mapping[str, str] | None = None
+                ) -> Callable[[str], str | None]:
+    """The ``paths`` of :meth:`Emitter.event`: the event time's path and the other fields'
+    (looked up only when a value is out of range).
+
+    >>> field_paths("$.a[0].date", {"promised_by": "$.promise"})("promised_by")
+    '$.promise'
+    """
+    def where(name: str) -> str | None:
+        if name == "event_time":
+            return event_time
+        return others.get(name) if others else None
+    return where
+
+
+def scan_paths(scan: ParsedScan, promise: Promise) -> Callable[[str], str | None]:
+    """The ``paths`` of :meth:`Emitter.event` for an event of ``scan`` carrying ``promise``."""
+    return field_paths(scan.time_path, promise.paths)
 
 
 def parse_each(emitter: Emitter, elements: Iterable[tuple[int, Any]], path: str,
@@ -194,8 +250,8 @@ class Transformer(Protocol):
 class Emitter:
     """Accumulates the result of one payload; see the module docstring."""
 
-    __slots__ = ("_book", "_ctx", "_partner_id", "_raw", "_received_time", "_result", "_synthetic",
-                 "_version")
+    __slots__ = ("_book", "_ctx", "_highest", "_lowest", "_partner_id", "_raw", "_received_time",
+                 "_result", "_synthetic", "_version", "_where")
 
     def __init__(self, raw: bytes, ctx: TransformContext) -> None:
         self._raw = raw
@@ -206,6 +262,8 @@ class Emitter:
         self._version = ctx.partner.payload_schema_version
         self._synthetic = ctx.synthetic
         self._result = TransformResult()
+        self._lowest, self._highest = ctx.limits.time_window(ctx.received_time)
+        self._where = "$"
 
     @property
     def result(self) -> TransformResult:
@@ -292,15 +350,40 @@ class Emitter:
         service_level: str | None = None,
         partner_received_time: int | None = None,
         reason: str | None = None,
-    ) -> CanonicalEvent:
+        paths: FieldPaths | None = None,
+    ) -> CanonicalEvent | None:
         """Map the partner code(s) through the codebook and append one canonical event.
 
         ``codes`` are codebook keys from the most to the least specific; ``text`` is matched
         against the codebook's patterns when no key is known. ``reason`` overrides the codebook's
         reason when the feed states one explicitly (its own reason code mapped separately).
+
+        Numbers are checked against the contract (see the module docstring): ``paths`` maps a
+        field name (``event_time``, ``promised_by``, ``eta_start``, ``eta_end``,
+        ``partner_received_time``, ``attempt_number``, ``location``) to where the payload holds
+        it, for the dead letter of a value out of range (a mapping, or a function, called only
+        then). Returns the event, or None when its event time was out of range (a dead letter
+        instead).
         """
         if not tracking_number:
             raise PayloadError("tracking_number", "missing tracking number")
+        lowest = self._lowest
+        highest = self._highest
+        if (event_time.__class__ is not int or not lowest <= event_time <= highest
+                or (promised_by is not None and not lowest <= promised_by <= highest)
+                or (eta_end is not None and not lowest <= eta_end <= highest)
+                or (eta_start is not None and not lowest <= eta_start <= highest)
+                or (attempt_number is not None and not 0 <= attempt_number <= INT32_MAX)
+                or (partner_received_time is not None
+                    and not lowest <= partner_received_time <= highest)
+                or (location is not None
+                    and (location.latitude is not None or location.longitude is not None))):
+            checked = self._check_numbers(paths, event_time, promised_by, eta_start, eta_end,
+                                          partner_received_time, attempt_number, location)
+            if checked is None:
+                return None
+            promised_by, eta_start, eta_end, partner_received_time, attempt_number, location = \
+                checked
         book = self._book
         mapping = book.lookup(*codes) if codes else None
         if mapping is None and text is not None:
@@ -313,6 +396,8 @@ class Emitter:
         partner_id = self._partner_id
         package_id = (f"{partner_id}:{tracking_number}:{discriminator}" if discriminator
                       else f"{partner_id}:{tracking_number}")  # = package_key(...), inlined
+        if not 0.0 <= confidence <= 1.0:  # the codebook validates it: a bug, not partner input
+            raise ValueError(f"confidence {confidence!r} of code {raw_code!r:.60} is outside 0..1")
         event = new_event(
             event_id(partner_id, package_id, status, event_time), partner_id, package_id,
             tracking_number, status, confidence, raw_code, event_time, self._received_time,
@@ -323,21 +408,74 @@ class Emitter:
         self._result.events.append(event)
         return event
 
+    def _check_numbers(self, paths: FieldPaths | None, event_time: int,
+                       promised_by: int | None, eta_start: int | None, eta_end: int | None,
+                       partner_received_time: int | None, attempt_number: int | None,
+                       place: Location | None
+                       ) -> tuple[int | None, int | None, int | None, int | None, int | None,
+                                  Location | None] | None:
+        """The slow path of :meth:`event`: a dead letter for each value out of range; None when
+        the event time is one of them, else the optional fields with those values removed."""
+        lowest, highest = self._lowest, self._highest
+
+        where_of = paths.get if isinstance(paths, Mapping) else paths
+
+        def reject(name: str, problem: str) -> None:
+            path = (where_of(name) if where_of is not None else None) or self._where
+            error = f"{name} out of range: {problem}"
+            if not any(d.path == path and d.error == error for d in self._result.dead_letters):
+                self.dead_letter(path, error)  # once per payload (a promise repeats per event)
+
+        problem = time_problem(event_time, lowest, highest)
+        if problem is not None:
+            reject("event_time", problem)
+            return None
+        times: list[int | None] = []
+        for name, value in (("promised_by", promised_by), ("eta_start", eta_start),
+                            ("eta_end", eta_end), ("partner_received_time", partner_received_time)):
+            problem = None if value is None else time_problem(value, lowest, highest)
+            if problem is not None:
+                reject(name, problem)
+                value = None
+            times.append(value)
+        if attempt_number is not None:
+            problem = count_problem(attempt_number)
+            if problem is not None:
+                reject("attempt_number", problem)
+                attempt_number = None
+        if place is not None:
+            problem = None
+            for name, coordinate, bound in (("latitude", place.latitude, 90.0),
+                                            ("longitude", place.longitude, 180.0)):
+                if coordinate is not None and problem is None:
+                    problem = coordinate_problem(coordinate, bound)
+                    if problem is not None:
+                        problem = f"{name} {problem}"
+            if problem is not None:
+                reject("location", problem)
+                place = Location(place.country, place.region, place.city, place.postal_prefix)
+        return times[0], times[1], times[2], times[3], attempt_number, place
+
 
 class _Element:
     """The context manager of :meth:`Emitter.element`."""
 
-    __slots__ = ("emitter", "path")
+    __slots__ = ("emitter", "outer", "path")
 
     def __init__(self, emitter: Emitter, path: str) -> None:
         self.emitter = emitter
         self.path = path
+        self.outer = "$"
 
     def __enter__(self) -> None:
+        emitter = self.emitter
+        self.outer = emitter._where
+        emitter._where = self.path
         return None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> bool:
+        self.emitter._where = self.outer
         if exc is None:
             return False
         if isinstance(exc, PayloadError):
@@ -640,6 +778,45 @@ def _opt_str_slow(obj: Any, key: str, path: str) -> str | None:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         fail(f"{path}.{key}", f"expected a string, got {type(value).__name__}")
     return str(value)
+
+
+def count(value: Any, path: str) -> int:
+    """A count read from a payload (an attempt number): a JSON whole number or a string of
+    digits, within the contract's ``int`` (0..2**31 - 1); a :class:`PayloadError` at ``path``
+    otherwise.
+
+    >>> count("3", "$.n"), count(2.0, "$.n")
+    (3, 2)
+    >>> try:
+    ...     count("3000000000", "$.deliveryAttempts")
+    ... except PayloadError as exc:
+    ...     print(exc)
+    $.deliveryAttempts: 3000000000 is outside the contract's range 0..2147483647
+    """
+    number: Any = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit():
+            digits = text.lstrip("0")
+            if len(digits) > 12:  # too long for a count: say how long without converting it
+                fail(path, f"a {len(digits)}-digit number is outside the contract's "
+                           f"range 0..{INT32_MAX}")
+            number = int(text)
+        else:
+            try:
+                value = float(text)  # "2.0", "1e3": whole numbers written as decimals
+            except ValueError:
+                fail(path, f"expected a count, got {value!r:.30}")
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            fail(path, f"expected a whole number, got {value!r:.30}")
+        if not 0 <= value <= INT32_MAX:
+            fail(path, f"{value!r:.30} is outside the contract's range 0..{INT32_MAX}")
+        number = int(value)
+    problem = count_problem(number)
+    if problem is not None:
+        fail(path, problem)
+    return int(number)
 
 
 def location(country: str | None = None, region: str | None = None, city: str | None = None,

@@ -179,8 +179,11 @@ def _shipment(emitter: Emitter, ctx: TransformContext, shipment: Any, path: str)
     frame_path = f"{path}.estimatedDeliveryTimeFrame"
     eta_start = _optional_instant(frame, "estimatedFrom", frame_path, default_country)
     eta_end = _optional_instant(frame, "estimatedThrough", frame_path, default_country)
+    eta_paths = {"eta_start": f"{frame_path}.estimatedFrom",
+                 "eta_end": f"{frame_path}.estimatedThrough"}
     if eta_end is None:
         eta_end = _optional_instant(shipment, "estimatedTimeOfDelivery", path, default_country)
+        eta_paths["eta_end"] = f"{path}.estimatedTimeOfDelivery"
 
     details = opt_dict(shipment, "details", path)
     pod = opt_dict(details, "proofOfDelivery", f"{path}.details")
@@ -200,7 +203,7 @@ def _shipment(emitter: Emitter, ctx: TransformContext, shipment: Any, path: str)
         try:
             _event(emitter, ctx.codebook, event, event_path, tracking_number=tracking_number,
                    default_country=default_country, eta_start=eta_start, eta_end=eta_end,
-                   service_level=service_level, signed=signed)
+                   service_level=service_level, signed=signed, eta_paths=eta_paths)
         except CONTAINED_ERRORS as exc:  # = with emitter.element(event_path), cheaper per event
             emitter.contain(exc, event_path)
 
@@ -248,7 +251,7 @@ def _read(event: Any, path: str, default_country: str | None) -> _Reading:
 
 def _event(emitter: Emitter, book: Codebook, event: Any, path: str, *, tracking_number: str,
            default_country: str | None, eta_start: int | None, eta_end: int | None,
-           service_level: str | None, signed: bool) -> None:
+           service_level: str | None, signed: bool, eta_paths: dict[str, str]) -> None:
     reading = _read(event, path, default_country)
     status_code = reading.status_code
     codes, text_arg, mapping = choose_keys(book, reading.keys, reading.text, status_code)
@@ -266,6 +269,7 @@ def _event(emitter: Emitter, book: Codebook, event: Any, path: str, *, tracking_
         eta_end=eta_end,
         proof_of_delivery="signature" if delivered and signed else None,
         service_level=service_level,
+        paths=lambda name: f"{path}.timestamp" if name == "event_time" else eta_paths.get(name),
     )
 
 

@@ -44,7 +44,7 @@ Examples
 >>> book = Codebook.from_yaml("version: 1\\npartner: easypost\\ncodes:\\n"
 ...     "  delivered: {status: delivered, confidence: 1.0}\\n")
 >>> ctx = TransformContext(PartnerSpec(id="easypost", display_name="EasyPost",
-...                        transformer="easypost"), book, received_time=0)
+...                        transformer="easypost"), book, received_time=1_772_712_000_000)
 >>> raw = (b'{"object": "Event", "description": "tracker.updated", "result": {"object": "Tracker",'
 ...        b' "id": "trk_1", "tracking_code": "EZ4000000004", "status": "delivered",'
 ...        b' "tracking_details": [{"status": "delivered", "datetime": "2026-03-02T14:05:00-06:00",'
@@ -75,6 +75,7 @@ from carrierwatch.transformers.base import (
     PayloadError,
     TransformContext,
     TransformResult,
+    field_paths,
     location,
     opt_dict,
     opt_list,
@@ -163,6 +164,9 @@ def _emit_tracker(emitter: Emitter, ctx: TransformContext, tracker: dict[str, An
         "eta_start": eta_start,
         "eta_end": eta_end,
         "service_level": service_level,
+        "paths": {"promised_by": f"{cd_path}.guaranteed_delivery_date",
+                  "eta_start": f"{path}.est_delivery_date",
+                  "eta_end": f"{path}.est_delivery_date"},
     }
 
     drafts: list[Draft] = []
@@ -243,7 +247,8 @@ def _detail_draft(ctx: TransformContext, detail: Any, path: str, common: dict[st
               "event_time": parsed.event_time,
               "timezone_ambiguous": parsed.ambiguous,
               "event_time_local": parsed.local_text,
-              "location": parsed.location}
+              "location": parsed.location,
+              "paths": field_paths(f"{path}.datetime", common["paths"])}
     if canonical == "delivered":
         fields["proof_of_delivery"] = ProofOfDelivery.SIGNATURE.value if signed else None
     return Draft(canonical, fields)
@@ -264,5 +269,6 @@ def _tracker_draft(ctx: TransformContext, tracker: dict[str, Any], path: str,
               "codes": codes,
               "event_time": event_time,
               "timezone_ambiguous": ambiguous,
-              "event_time_local": local_text}
+              "event_time_local": local_text,
+              "paths": field_paths(f"{path}.{key}", common["paths"])}
     return Draft(lookup_status(ctx.codebook, codes), fields)

@@ -63,6 +63,7 @@ from carrierwatch.transformers.base import (
     Promise,
     TransformContext,
     TransformResult,
+    count,
     location,
     opt_dict,
     opt_list,
@@ -73,6 +74,7 @@ from carrierwatch.transformers.base import (
     req_dict,
     req_list,
     req_str,
+    scan_paths,
     zone_of_newest_scan,
 )
 
@@ -215,6 +217,7 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
             attempt_number=attempt,
             proof_of_delivery=scan_proof,
             service_level=service_level,
+            paths=scan_paths(scan, promise),
         )
 
 
@@ -245,6 +248,7 @@ def _scan(scan: Any, spath: str, default_country: str | None) -> ParsedScan:
         codes=codes,
         location=location(country, region, opt_str(where, "city", lpath),
                           opt_str(where, "postalCode", lpath)),
+        time_path=f"{spath}.date",
     )
 
 
@@ -291,6 +295,8 @@ def _promise(track_result: dict[str, Any], tpath: str, emitter: Emitter, zone: s
              exact: bool) -> Promise:
     promised: tuple[int, bool] | None = None
     estimated: tuple[int, bool] | None = None
+    paths: dict[str, str] = {}
+    estimated_path = ""
     for n, entry in enumerate(opt_list(track_result, "dateAndTimes", tpath)):
         epath = f"{tpath}.dateAndTimes[{n}]"
         with emitter.element(epath):
@@ -298,9 +304,11 @@ def _promise(track_result: dict[str, Any], tpath: str, emitter: Emitter, zone: s
             if kind == "COMMITMENT":
                 promised = _instant(req_str(entry, "dateTime", epath), f"{epath}.dateTime",
                                     zone, exact, end_of_day=True)
+                paths["promised_by"] = f"{epath}.dateTime"
             elif kind == "ESTIMATED_DELIVERY":
                 estimated = _instant(req_str(entry, "dateTime", epath), f"{epath}.dateTime",
                                      zone, exact, end_of_day=True)
+                estimated_path = f"{epath}.dateTime"
     begins: tuple[int, bool] | None = None
     ends: tuple[int, bool] | None = None
     wpath = f"{tpath}.estimatedDeliveryTimeWindow.window"
@@ -311,13 +319,18 @@ def _promise(track_result: dict[str, Any], tpath: str, emitter: Emitter, zone: s
         end_text = opt_str(window, "ends", wpath)
         if start_text:
             begins = _instant(start_text, f"{wpath}.begins", zone, exact, end_of_day=False)
+            paths["eta_start"] = f"{wpath}.begins"
         if end_text:
             ends = _instant(end_text, f"{wpath}.ends", zone, exact, end_of_day=True)
+            paths["eta_end"] = f"{wpath}.ends"
     eta_end = ends or estimated
+    if ends is None and estimated is not None:
+        paths["eta_end"] = estimated_path
     return Promise(
         promised_by=promised[0] if promised else None,
         eta_start=begins[0] if begins else None,
         eta_end=eta_end[0] if eta_end else None,
+        paths=paths,
     )
 
 
@@ -326,11 +339,7 @@ def _reported_attempts(track_result: dict[str, Any], tpath: str) -> int | None:
     value = opt_str(details, "deliveryAttempts", f"{tpath}.deliveryDetails")
     if value is None:
         return None
-    value = value.strip()
-    if not value.isdigit():
-        raise PayloadError(f"{tpath}.deliveryDetails.deliveryAttempts",
-                           f"expected a count, got {value!r:.30}")
-    return int(value) or None
+    return count(value, f"{tpath}.deliveryDetails.deliveryAttempts") or None
 
 
 def _proof(track_result: dict[str, Any], tpath: str) -> str | None:

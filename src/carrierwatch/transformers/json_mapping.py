@@ -85,6 +85,7 @@ from jmespath.parser import ParsedResult
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from carrierwatch.core.errors import PartnerLoadError
+from carrierwatch.core.limits import coordinate_problem
 from carrierwatch.core.model import Location
 from carrierwatch.core.partner import PartnerSpec
 from carrierwatch.core.timeutil import local_zone, resolve_local, to_ms
@@ -93,6 +94,7 @@ from carrierwatch.transformers.base import (
     PayloadError,
     TransformContext,
     TransformResult,
+    count,
     location,
     parse_json,
 )
@@ -164,7 +166,7 @@ class TimeField(_Frozen):
         if value is not None:
             try:
                 ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
                 raise ValueError(f"unknown IANA time zone {value!r}") from None
         return value
 
@@ -500,7 +502,7 @@ def _event_zone(spec: _Time, event: Any, payload: Any, where: str,
         if name is not None:
             try:
                 ZoneInfo(name)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
                 raise PayloadError(spec.zone_path.where(where),
                                    f"unknown time zone {name!r:.60}") from None
             return _Zone(name, True)
@@ -601,8 +603,8 @@ def _location(loc: dict[str, _Path | None], event: Any, payload: Any, where: str
     city = _text(loc["city"], event, payload, where)
     region = _text(loc["region"], event, payload, where)
     postal = _text(loc["postal_code"], event, payload, where)
-    latitude = _number(loc["latitude"], event, payload, where)
-    longitude = _number(loc["longitude"], event, payload, where)
+    latitude = _coordinate(loc["latitude"], event, payload, where, 90.0)
+    longitude = _coordinate(loc["longitude"], event, payload, where, 180.0)
     if loc["city_region_postal"] is not None:
         text = _text(loc["city_region_postal"], event, payload, where)
         parts = parse_place(text) if text is not None else None
@@ -618,13 +620,21 @@ def _location(loc: dict[str, _Path | None], event: Any, payload: Any, where: str
 
 def _attempt(compiled: _Compiled, event: Any, payload: Any, where: str) -> int | None:
     path = compiled.paths["attempt"]
-    number = _number(path, event, payload, where)
-    if number is None:
+    if path is None:
         return None
-    if number != int(number) or number < 0:
+    if _number(path, event, payload, where) is None:  # names a value that is no number
+        return None
+    return count(path.get(event, payload), path.where(where))  # exact, not through a float
+
+
+def _coordinate(path: _Path | None, event: Any, payload: Any, where: str, bound: float
+                ) -> float | None:
+    number = _number(path, event, payload, where)
+    problem = None if number is None else coordinate_problem(number, bound)
+    if problem is not None:
         assert path is not None
-        raise PayloadError(path.where(where), f"expected a whole number, got {number}")
-    return int(number)
+        raise PayloadError(path.where(where), problem)
+    return number
 
 
 # --- the transformer -------------------------------------------------------------------------
@@ -733,5 +743,15 @@ def _event(emitter: Emitter, ctx: TransformContext, compiled: _Compiled, event: 
         service_level=service_level,
         partner_received_time=times["partner_received_time"],
         reason=reason,
+        paths=lambda name: _field_path(compiled, name, where),
     )
+
+
+def _field_path(compiled: _Compiled, name: str, where: str) -> str | None:
+    """Where the payload holds the canonical field ``name`` of the event at ``where``."""
+    spec = compiled.times.get(name) if name != "event_time" else compiled.times["time"]
+    if spec is not None:
+        return spec.path.where(where)
+    path = compiled.paths.get("attempt") if name == "attempt_number" else None
+    return path.where(where) if path is not None else None
 

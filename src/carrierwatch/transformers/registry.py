@@ -29,6 +29,7 @@ from carrierwatch.core.errors import (
     PartnerLoadError,
     UnknownPartnerError,
 )
+from carrierwatch.core.limits import EventLimits
 from carrierwatch.core.partner import PartnerSpec
 from carrierwatch.transformers.base import (
     TransformContext,
@@ -48,6 +49,7 @@ class Partner:
     codebook: Codebook
     transformer: Transformer
     spec_path: Path
+    limits: EventLimits = field(default_factory=EventLimits)
 
     @property
     def id(self) -> str:
@@ -55,7 +57,8 @@ class Partner:
 
     def context(self, received_time: int, headers: Mapping[str, str] | None = None
                 ) -> TransformContext:
-        return TransformContext(self.spec, self.codebook, received_time, headers or {})
+        return TransformContext(self.spec, self.codebook, received_time, headers or {},
+                                self.limits)
 
     def transform(self, raw: bytes, received_time: int,
                   headers: Mapping[str, str] | None = None) -> TransformResult:
@@ -109,7 +112,8 @@ class PartnerRegistry:
         self.partners[partner.id] = partner
 
 
-def load_partner(spec_path: Path, codebooks_dir: Path) -> Partner:
+def load_partner(spec_path: Path, codebooks_dir: Path, limits: EventLimits | None = None
+                 ) -> Partner:
     """Load one partner from its metadata file; raise on any problem."""
     data = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
@@ -128,15 +132,22 @@ def load_partner(spec_path: Path, codebooks_dir: Path) -> Partner:
     checker = getattr(module, "check_spec", None)
     if callable(checker):
         checker(spec)
-    return Partner(spec=spec, codebook=codebook, transformer=transform, spec_path=spec_path)
+    return Partner(spec=spec, codebook=codebook, transformer=transform, spec_path=spec_path,
+                   limits=limits or EventLimits())
 
 
-def load_registry(home: Path | None = None) -> PartnerRegistry:
-    """Load every partner under ``home`` (the project root by default)."""
-    if home is None:
+def load_registry(home: Path | None = None, limits: EventLimits | None = None
+                  ) -> PartnerRegistry:
+    """Load every partner under ``home`` (the project root by default).
+
+    ``limits``: the plausible range of event times its transformers accept (default: the
+    settings', ``CARRIERWATCH_EARLIEST_EVENT_TIME`` and ``CARRIERWATCH_MAX_FUTURE_SKEW_DAYS``).
+    """
+    if home is None or limits is None:
         from carrierwatch.settings import get_settings
 
-        home = get_settings().home
+        home = home or get_settings().home
+        limits = limits or get_settings().event_limits
     if not (home / "partners").is_dir():
         raise ConfigurationError(
             f"no partners/ folder in {home}: set CARRIERWATCH_HOME to the folder that holds "
@@ -144,7 +155,7 @@ def load_registry(home: Path | None = None) -> PartnerRegistry:
     registry = PartnerRegistry()
     for spec_path in sorted((home / "partners").glob("*.yaml")):
         try:
-            partner = load_partner(spec_path, home / "codebooks")
+            partner = load_partner(spec_path, home / "codebooks", limits)
             registry.add(partner)
         except Exception as exc:
             registry.failures[spec_path.stem] = traceback.format_exc()

@@ -47,7 +47,7 @@ Examples
 >>> book = Codebook.from_yaml("version: 1\\npartner: shippo\\ncodes:\\n"
 ...     "  DELIVERED: {status: delivered, confidence: 1.0}\\n")
 >>> ctx = TransformContext(PartnerSpec(id="shippo", display_name="Shippo",
-...                        transformer="shippo"), book, received_time=0)
+...                        transformer="shippo"), book, received_time=1_772_712_000_000)
 >>> raw = (b'{"event": "track_updated", "test": false, "data": {"carrier": "usps",'
 ...        b' "tracking_number": "9205", "address_to": {"state": "NY", "country": "US"},'
 ...        b' "eta": "2026-03-05T00:00:00Z", "tracking_status": {"status": "DELIVERED",'
@@ -77,6 +77,7 @@ from carrierwatch.transformers.base import (
     PayloadError,
     TransformContext,
     TransformResult,
+    field_paths,
     location,
     opt_dict,
     opt_list,
@@ -153,6 +154,8 @@ def _emit_track(emitter: Emitter, ctx: TransformContext, track: dict[str, Any], 
         "eta_start": eta_start,
         "eta_end": eta_end,
         "service_level": opt_str(servicelevel, "token", f"{path}.servicelevel"),
+        "paths": {"promised_by": f"{path}.original_eta", "eta_start": f"{path}.eta",
+                  "eta_end": f"{path}.eta"},
     }
 
     entries: list[tuple[str, Any]] = [
@@ -217,5 +220,6 @@ def _status_draft(ctx: TransformContext, entry: Any, path: str, common: dict[str
               "location": location(opt_str(where, "country", loc_path),
                                    opt_str(where, "state", loc_path),
                                    opt_str(where, "city", loc_path),
-                                   opt_str(where, "zip", loc_path))}
+                                   opt_str(where, "zip", loc_path)),
+              "paths": field_paths(f"{path}.status_date", common["paths"])}
     return Draft(lookup_status(ctx.codebook, codes), fields)

@@ -74,6 +74,7 @@ from carrierwatch.transformers.base import (
     req_dict,
     req_list,
     req_str,
+    scan_paths,
     zone_of_newest_scan,
 )
 
@@ -216,6 +217,7 @@ def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
             attempt_number=attempt,
             proof_of_delivery=activity_proof,
             service_level=service_level,
+            paths=scan_paths(activity, promise),
         )
 
 
@@ -269,7 +271,9 @@ def _activity(activity: Any, apath: str, default_country: str | None) -> ParsedS
     gmt_time = opt_str(activity, "gmtTime", apath)
     gmt_offset = opt_str(activity, "gmtOffset", apath)
     ambiguous = False
+    time_path = f"{apath}.date"
     if gmt_date and gmt_time:
+        time_path = f"{apath}.gmtDate"
         ms = to_ms(_local_datetime(gmt_date, gmt_time, f"{apath}.gmtDate",
                                    f"{apath}.gmtTime").replace(tzinfo=UTC))
     elif gmt_offset:
@@ -289,6 +293,7 @@ def _activity(activity: Any, apath: str, default_country: str | None) -> ParsedS
         codes=codes,
         location=location(country, region, opt_str(address, "city", address_path),
                           opt_str(address, "postalCode", address_path)),
+        time_path=time_path,
     )
 
 
@@ -312,6 +317,7 @@ def _promise(package: dict[str, Any], ppath: str, emitter: Emitter, zone: str | 
              exact: bool) -> Promise:
     scheduled: str | None = None
     rescheduled: str | None = None
+    scheduled_path = rescheduled_path = ""
     for n, entry in enumerate(opt_list(package, "deliveryDate", ppath)):
         dpath = f"{ppath}.deliveryDate[{n}]"
         with emitter.element(dpath):
@@ -319,9 +325,9 @@ def _promise(package: dict[str, Any], ppath: str, emitter: Emitter, zone: str | 
             if kind in {"SDD", "RDD"}:  # no `continue` here: mypyc cannot compile one in a `with`
                 date = _compact(req_str(entry, "date", dpath), f"{dpath}.date")
                 if kind == "SDD":
-                    scheduled = date
+                    scheduled, scheduled_path = date, f"{dpath}.date"
                 elif rescheduled is None or date > rescheduled:
-                    rescheduled = date
+                    rescheduled, rescheduled_path = date, f"{dpath}.date"
     if scheduled is None and rescheduled is None:
         return Promise()
 
@@ -348,7 +354,10 @@ def _promise(package: dict[str, Any], ppath: str, emitter: Emitter, zone: str | 
     assert eta_date is not None
     eta_end = at(eta_date, end_time)
     eta_start = at(eta_date, start_time) if start_time is not None else None
-    return Promise(promised_by=promised_by, eta_start=eta_start, eta_end=eta_end)
+    eta_path = rescheduled_path if rescheduled else scheduled_path
+    return Promise(promised_by=promised_by, eta_start=eta_start, eta_end=eta_end,
+                   paths={"promised_by": scheduled_path, "eta_start": eta_path,
+                          "eta_end": eta_path})
 
 
 def _proof(package: dict[str, Any], ppath: str) -> str | None:

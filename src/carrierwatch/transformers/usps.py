@@ -137,7 +137,9 @@ def _error_message(payload: dict[str, Any]) -> str | None:
         return None
     code = error.get("code") or "?"
     message = error.get("message") or "error"
-    details = [str(e.get("detail") or e.get("title")) for e in error.get("errors") or []
+    listed = error.get("errors")
+    details = [str(e.get("detail") or e.get("title"))
+               for e in (listed if isinstance(listed, list) else [])
                if isinstance(e, dict) and (e.get("detail") or e.get("title"))]
     text = f"USPS API error {code}: {message}"
     if details:
@@ -187,6 +189,8 @@ def _payload(emitter: Emitter, ctx: TransformContext, raw: bytes) -> None:
             country = (opt_str(event, "eventCountry", path) or default_country).upper()
             state = opt_str(event, "eventState", path)
             event_time, ambiguous, local = _event_time(event, path, country, state)
+            time_path = (f"{path}.GMTTimestamp" if event.get("GMTTimestamp") not in (None, "")
+                         else f"{path}.eventTimestamp")
             mapping = (ctx.codebook.lookup(code) if code is not None
                        else ctx.codebook.match_text(text))
             signed = bool(event.get("name")) or event.get("authorizedAgent") is True
@@ -206,4 +210,6 @@ def _payload(emitter: Emitter, ctx: TransformContext, raw: bytes) -> None:
                 eta_end=eta_end,
                 proof_of_delivery="signature" if delivered and signed else None,
                 service_level=service_level,
+                paths={"event_time": time_path, "promised_by": "guaranteedDeliveryTimeStamp",
+                       "eta_end": "expectedDeliveryTimeStamp"},
             )
