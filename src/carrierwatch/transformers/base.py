@@ -562,7 +562,7 @@ def parse_json(raw: bytes, emitter: Emitter | None = None) -> Any:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise PayloadError("$", f"invalid JSON: {exc}") from None
-    if raw.count(b"[") + raw.count(b"{") > MAX_NESTING and nesting(doc) > MAX_NESTING:
+    if len(raw.translate(None, _NOT_OPENING)) > MAX_NESTING and nesting(doc) > MAX_NESTING:
         raise PayloadError("$", f"JSON nested deeper than {MAX_NESTING} levels")
     if emitter is not None:
         emitter.limit_text(doc)
@@ -574,8 +574,9 @@ MAX_NESTING = 128
 fewer than 10 levels). orjson reads up to 1,024 levels, deeper than Python's recursion limit:
 such a value would break whatever recurses into it (a ``repr`` in an error message, JMESPath),
 so a deeper payload is a dead letter at ``$``. The depth is walked (~20 µs on 8 KB) only when the
-payload holds more brackets than this (two counts at C speed, ~1 µs): a webhook of some twenty
-events or fewer is never walked."""
+payload holds more opening brackets than this (counted at C speed, ~3.5 µs on 10 KB): a webhook
+of some twenty events or fewer is never walked."""
+_NOT_OPENING = bytes(byte for byte in range(256) if byte not in b"[{")
 
 
 def nesting(doc: Any) -> int:
