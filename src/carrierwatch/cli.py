@@ -115,6 +115,9 @@ def normalize(partner_id: str, file: str) -> None:
     for dead in result.dead_letters:
         err.write(orjson.dumps(dead.to_json_dict()) + b"\n")
     err.flush()
+    if result.empty and not result.events:
+        click.echo(f"carrierwatch: empty payload: no events at {', '.join(result.empty)} "
+                   "(the partner sent an empty event list)", err=True)
     if result.dead_letters:
         sys.exit(EXIT_DEAD_LETTERS)
 
@@ -215,6 +218,9 @@ def _print_replay_summary(summary: Any, store: Any, registry: Any, files: int) -
                   "had: not applied")
     terms.add_row("dead letters", f"{summary.dead_letters:,}",
                   "payloads or lines that could not be read: table dead_letters")
+    if summary.empty_payloads:
+        terms.add_row("empty payloads", f"{summary.empty_payloads:,}",
+                      "payloads whose event list the partner sent empty (no scan yet)")
     gaps = sum(summary.gaps.values())
     terms.add_row("codebook gaps", f"{gaps:,}",
                   "events with a partner code the codebook lacks (status unknown)"

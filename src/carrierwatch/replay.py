@@ -61,6 +61,7 @@ class ReplaySummary:
     too_late: int = 0
     dead_letters: int = 0
     gaps: Counter[str] = field(default_factory=Counter)
+    empty_payloads: int = 0  # payloads whose event list the partner legitimately sent empty
     packages: int = 0
     rows_written: int = 0
     anomalies: int = 0
@@ -353,6 +354,8 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
             summary.per_partner[record.partner] += len(result.events)
             if result.gaps:
                 summary.gaps.update(f"{record.partner}:{code}" for code in result.gaps)
+            if result.empty and not result.events:
+                summary.empty_payloads += 1
             if progress is not None:
                 progress(1)
         end_arrival()

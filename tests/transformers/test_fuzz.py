@@ -5,7 +5,10 @@ through the safety net)."""
 
 from __future__ import annotations
 
+import gc
 import json
+import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ JSON_PARTNERS = [p.id for p in REGISTRY if p.spec.format == "json"]
 SCHEMA = fastavro.parse_schema(
     json.loads(max((ROOT / "schemas" / "canonical_event").glob("v*.avsc"),
                    key=lambda p: int(p.stem[1:])).read_text()))
+BUDGET_SECONDS = 2.0  # CPU seconds per input (the largest inputs here are 1 MB)
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -37,6 +41,7 @@ def _samples(partner_id: str) -> list[bytes]:
 def _check(partner_id: str, raw: bytes) -> None:
     partner = REGISTRY.get(partner_id)
     ctx = partner.context(RECEIVED)
+    start = time.process_time()  # the per-input budget: a hang fails the test
     try:
         result = partner.transformer(raw, ctx)
     except PayloadError:
@@ -44,6 +49,7 @@ def _check(partner_id: str, raw: bytes) -> None:
         # Any other exception is a bug and fails the test.
         result = run_transform(partner.transformer, raw, ctx)
         assert len(result.dead_letters) == 1 and not result.events
+    assert time.process_time() - start < BUDGET_SECONDS, f"{partner_id}: input over the budget"
     for event in result.events:
         fastavro.validation.validate(event.to_record(), SCHEMA, raise_errors=True)
     for dead in result.dead_letters:
@@ -129,3 +135,40 @@ def test_structural_mutations(partner_id: str, data: st.DataObject) -> None:
         action = data.draw(st.sampled_from(["delete", "replace"])) if path else "replace"
         doc = _mutate(doc, path, action, data.draw(json_values))
     _check(partner_id, orjson.dumps(doc))
+
+
+HOSTILE_UNITS = ["a", "A", " ", "a,", "Ab, ", "ab ", "1", "\u00e9", "\\", "-",
+                 "failure: delivery attempt ", "2026-03-02T14:05:00", "US-", "Memphis, TN - "]
+
+
+@pytest.mark.parametrize("partner_id", JSON_PARTNERS)
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_huge_values_are_neither_slow_nor_kept(partner_id: str, data: st.DataObject) -> None:
+    """A sample with one value replaced by 20 KB to 1 MB of text made to slow down backtracking
+    patterns: within the time budget, and nothing of it kept once the result is dropped (the
+    memory check: tracemalloc around one input)."""
+    docs = []
+    for raw in _samples(partner_id):
+        try:
+            docs.append(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            continue
+    doc = orjson.loads(orjson.dumps(data.draw(st.sampled_from(docs))))
+    path = data.draw(st.sampled_from([p for p in _paths(doc) if p]))
+    unit = data.draw(st.sampled_from(HOSTILE_UNITS))
+    size = data.draw(st.sampled_from([20_000, 200_000, 1_000_000]))
+    text = (unit * (size // len(unit) + 1))[:size] + str(data.draw(st.integers(0, 10**9)))
+    raw = orjson.dumps(_mutate(doc, path, "replace", text))
+    del doc, text
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        _check(partner_id, raw)
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < max(64_000, size // 4), f"{partner_id}: {kept:,} bytes kept of a {size:,} input"

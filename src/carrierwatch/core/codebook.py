@@ -9,6 +9,7 @@ A codebook is a YAML file that operations edit without touching Python::
       DE/08: {status: delivery_attempted, reason: recipient_not_available, confidence: 0.9}
     patterns:                  # optional, tried in order when no code matches (text-only feeds)
       - {match: "(?i)out for delivery", status: out_for_delivery, confidence: 0.8}
+                               # (matched against the first 512 characters of the text only)
     required: [PU, DL]         # codes that must be present (milestones the transformer relies on)
 
 Loading validates everything and reports every problem with file and line: duplicate codes,
@@ -47,7 +48,15 @@ from yaml.constructor import ConstructorError, SafeConstructor
 from carrierwatch.core.errors import CodebookError
 from carrierwatch.core.model import CanonicalReason, CanonicalStatus
 
-__all__ = ["Codebook", "CodebookProblem", "Mapping", "load_codebook"]
+__all__ = ["PATTERN_TEXT_LIMIT", "Codebook", "CodebookProblem", "Mapping", "load_codebook"]
+
+PATTERN_TEXT_LIMIT = 512
+"""Patterns see at most this many leading characters of a partner's text.
+
+Patterns are written by operations, not audited for backtracking: ``^failure: .*delivery
+attempt.*(...)`` is quadratic in the text (6.9 s on 34,000 characters). Cutting the text bounds
+the cost of every pattern whatever it is, and bounds the memo of :meth:`Codebook.match_text`
+(4,096 keys of at most this length). No carrier status sentence comes near this length."""
 
 _STATUSES = frozenset(s.value for s in CanonicalStatus)
 _REASONS = frozenset(r.value for r in CanonicalReason)
@@ -100,9 +109,13 @@ class Codebook:
         return None
 
     def match_text(self, text: str | None) -> Mapping | None:
-        """The mapping of the first pattern that matches ``text`` (for feeds that send only text)."""
+        """The mapping of the first pattern that matches ``text`` (for feeds that send only text).
+
+        Only the first :data:`PATTERN_TEXT_LIMIT` characters of ``text`` are matched."""
         if not text:
             return None
+        if len(text) > PATTERN_TEXT_LIMIT:
+            text = text[:PATTERN_TEXT_LIMIT]
         cached = self._cache.get(text, _MISSING)
         if cached is not _MISSING:
             return cached  # type: ignore[return-value]

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["PARTNER_ID_PATTERN", "AuthSpec", "PartnerSpec", "SlaContract", "WebhookLimits"]
+__all__ = ["PARTNER_ID_PATTERN", "AuthSpec", "PartnerSpec", "SlaContract", "TextLimits",
+           "WebhookLimits"]
 
 PARTNER_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 
@@ -98,6 +99,36 @@ class SlaContract(_Frozen):
         return self
 
 
+class TextLimits(_Frozen):
+    """How long a partner's text values may be (``limits:`` in ``partners/<id>.yaml``).
+
+    ``max_chars`` applies to every string of a JSON payload (CSV partners limit their cells
+    with ``mapping.csv.max_cell_chars``); ``fields`` overrides it per key name (the last key of
+    the value's path), for a feed
+    that legitimately sends long values, such as UPS's base64 signature ``image``. A value over
+    its limit is dropped from the payload, which is read on without it, and the payload gets a
+    dead letter naming the value's path, its length and the limit (see docs/inputs.md): no real
+    tracking field comes near 1,024 characters, and a value that does is an attack or a bug,
+    which must reach neither the canonical events nor the parse caches.
+    """
+
+    max_chars: int = Field(1024, ge=16)
+    fields: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _positive(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = sorted(name for name, limit in value.items() if limit < 16)
+        if bad:
+            raise ValueError(f"limits.fields must be at least 16 characters: {bad}")
+        return value
+
+    @property
+    def smallest(self) -> int:
+        """The lowest limit: a payload of at most this many bytes holds no value over a limit."""
+        return min(self.max_chars, *self.fields.values()) if self.fields else self.max_chars
+
+
 class PartnerSpec(_Frozen):
     """One partner's metadata (``partners/<id>.yaml``)."""
 
@@ -114,6 +145,7 @@ class PartnerSpec(_Frozen):
     default_country: str | None = None
     contract: SlaContract = SlaContract()
     mapping: dict[str, Any] | None = None
+    limits: TextLimits = TextLimits()
     synthetic_tracking_prefix: str = "CWSYN"
 
     @field_validator("id")

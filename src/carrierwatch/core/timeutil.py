@@ -45,6 +45,7 @@ from typing import Any
 from zoneinfo import TZPATH, ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
+    "CACHE_KEY_LIMIT",
     "LocalTime",
     "country_code",
     "country_names",
@@ -68,6 +69,13 @@ _MS = timedelta(milliseconds=1)
 # a hub shares its place. The pure string → time functions below are therefore memoized (bounded
 # LRU caches of immutable results; an input that raises is never cached and raises again).
 _CACHE_SIZE = 16_384
+CACHE_KEY_LIMIT = 64
+"""The longest string a parse cache keeps as (part of) a key; longer inputs are computed uncached.
+
+The caches are capped by entry count, so without it they would be unbounded in bytes: 300 UPS
+payloads with ten unique 1 MB city strings each grew a process from 39 MB to 4.6 GB. Times, zone
+names, country and region codes and city names all fit in 64 characters; with this bound the
+16,384-entry caches hold at most a few MB whatever partners send."""
 
 
 def to_ms(dt: datetime) -> int:
@@ -81,7 +89,7 @@ def parse_instant(text: str) -> tuple[int | None, bool]:
     ``(None, False)`` when it is a valid local time without an offset (resolve it with
     :func:`resolve_local`). Raises ``ValueError`` when it is not a time at all.
     """
-    if text.__class__ is str:
+    if text.__class__ is str and len(text) <= CACHE_KEY_LIMIT:
         return _parse_instant(text)
     return _parse_instant.__wrapped__(text)
 
@@ -112,8 +120,9 @@ def resolve_local(local: str | datetime, zone: str | None, *, exact_zone: bool
     assumed), or when the wall-clock time is in a DST fold or gap of the zone.
     """
     kind = local.__class__
-    if (kind is str or (kind is datetime and local.tzinfo is None)) and (  # type: ignore[union-attr]
-            zone is None or zone.__class__ is str):
+    if ((kind is str and len(local) <= CACHE_KEY_LIMIT)  # type: ignore[arg-type]
+            or (kind is datetime and local.tzinfo is None)) and (  # type: ignore[union-attr]
+            zone is None or (zone.__class__ is str and len(zone) <= CACHE_KEY_LIMIT)):
         return _resolve_local(local, zone, exact_zone)
     return _resolve_local.__wrapped__(local, zone, exact_zone)
 
@@ -125,7 +134,7 @@ def _resolve_local(local: str | datetime, zone: str | None, exact_zone: bool) ->
     naive = parse_naive(local) if isinstance(local, str) else local.replace(tzinfo=None)
     if zone is None:
         return (naive.replace(tzinfo=UTC) - _EPOCH) // _MS, True
-    tz = _zone(zone)
+    tz = _zone(zone) if len(zone) <= CACHE_KEY_LIMIT else ZoneInfo(zone)
     first = naive.replace(tzinfo=tz, fold=0)
     second = naive.replace(tzinfo=tz, fold=1)
     folded = first.utcoffset() != second.utcoffset()
@@ -522,14 +531,15 @@ class LocalTime:
     @staticmethod
     def from_compact(date: str, time: str | None) -> datetime:
         """``20260302`` + ``140500`` → naive datetime. Raises ``ValueError`` on bad input."""
-        if date.__class__ is str and (time is None or time.__class__ is str):
+        if date.__class__ is str and len(date) <= 16 and (time is None or (
+                time.__class__ is str and len(time) <= 16)):
             return _from_compact(date, time)
         return _from_compact.__wrapped__(date, time)
 
     @staticmethod
     def offset(text: str) -> timedelta:
         """``-05:00``, ``-0500`` or ``-5`` → timedelta. Raises ``ValueError`` on bad input."""
-        if text.__class__ is str:
+        if text.__class__ is str and len(text) <= 16:
             return _offset(text)
         return _offset.__wrapped__(text)
 

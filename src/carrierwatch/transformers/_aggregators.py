@@ -41,7 +41,13 @@ from zoneinfo import ZoneInfo
 
 from carrierwatch.core.codebook import Codebook
 from carrierwatch.core.model import CanonicalStatus
-from carrierwatch.core.timeutil import parse_instant, resolve_local, to_ms, zone_for
+from carrierwatch.core.timeutil import (
+    CACHE_KEY_LIMIT,
+    parse_instant,
+    resolve_local,
+    to_ms,
+    zone_for,
+)
 from carrierwatch.transformers.base import Emitter, PayloadError, TransformContext
 
 __all__ = [
@@ -87,7 +93,8 @@ def place_zone(country: str | None, region: str | None) -> tuple[str | None, boo
     >>> place_zone("RUS", "Khanty-Mansi")  # a hyphen in a name, not a country prefix
     ('Asia/Yekaterinburg', True)
     """
-    if country.__class__ is str and (region is None or region.__class__ is str):
+    if (country.__class__ is str and len(country) <= CACHE_KEY_LIMIT  # type: ignore[arg-type]
+            and (region is None or (region.__class__ is str and len(region) <= CACHE_KEY_LIMIT))):
         return _place_zone(country, region)
     return _place_zone.__wrapped__(country, region)
 
@@ -118,7 +125,8 @@ def parse_event_time(value: object, path: str, zone: str | None, exact_zone: boo
     local midnight and flagged, since its time of day is unknown. A value that is not a time raises
     :class:`PayloadError` at ``path``.
     """
-    if value.__class__ is str and (zone is None or zone.__class__ is str):
+    if (value.__class__ is str and len(value) <= CACHE_KEY_LIMIT  # type: ignore[arg-type]
+            and (zone is None or (zone.__class__ is str and len(zone) <= CACHE_KEY_LIMIT))):
         try:
             return _event_time(value, zone, exact_zone, naive_is_utc)
         except (ValueError, OverflowError):
@@ -179,7 +187,8 @@ def parse_window(value: object, path: str, zone: str, *,
     >>> parse_window("2026-03-05T00:00:00Z", "$.eta", "America/Chicago", midnight_utc_is_date=True)
     (1772690400000, 1772776799999)
     """
-    if value.__class__ is str and zone.__class__ is str:
+    if (value.__class__ is str and len(value) <= CACHE_KEY_LIMIT  # type: ignore[arg-type]
+            and zone.__class__ is str and len(zone) <= CACHE_KEY_LIMIT):
         try:
             return _window(value, zone, midnight_utc_is_date)
         except (ValueError, OverflowError, KeyError):

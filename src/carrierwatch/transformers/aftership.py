@@ -96,7 +96,7 @@ def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
     """Normalize one AfterShip webhook (or tracking API answer); never raises."""
     emitter = Emitter(raw, ctx)
     try:
-        tracking, path = _tracking(parse_json(raw))
+        tracking, path = _tracking(parse_json(raw, emitter))
         _emit_tracking(emitter, ctx, tracking, path)
     except PayloadError as exc:
         emitter.dead_letter(exc.path, exc.message)

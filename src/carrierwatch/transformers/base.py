@@ -54,7 +54,8 @@ from carrierwatch.core.model import (
     event_id,
     new_event,
 )
-from carrierwatch.core.partner import PartnerSpec
+from carrierwatch.core.partner import PartnerSpec, TextLimits
+from carrierwatch.core.timeutil import CACHE_KEY_LIMIT
 
 __all__ = [
     "CONTAINED_ERRORS",
@@ -70,9 +71,12 @@ __all__ = [
     "count",
     "field_paths",
     "location",
+    "may_hold_text_over",
+    "nesting",
     "opt_dict",
     "opt_list",
     "opt_str",
+    "oversized_strings",
     "parse_each",
     "parse_json",
     "provider_error",
@@ -128,11 +132,17 @@ class TransformContext:
 
 @dataclass(slots=True)
 class TransformResult:
-    """What one payload yielded."""
+    """What one payload yielded.
+
+    ``empty`` lists the paths of event lists the partner sent empty where its feed legitimately
+    does (a tracking number known before its first scan): such a payload yields nothing, is not
+    bad input, and is counted as an "empty payload" (see :func:`run_transform`).
+    """
 
     events: list[CanonicalEvent] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
+    empty: list[str] = field(default_factory=list)
 
 
 class ParsedScan(NamedTuple):
@@ -263,6 +273,30 @@ class Emitter:
         """Record a dead letter for the part of the payload at ``path``."""
         self._result.dead_letters.append(
             DeadLetter(self._partner_id, self._ctx.received_time, error, path, self._raw))
+
+    def limit_text(self, doc: Any) -> None:
+        """Drop the strings of a parsed payload that are over the partner's length limits
+        (``limits:`` in its YAML) and record one dead letter naming them; the payload is then
+        read as if they were absent. Only payloads that :func:`may_hold_text_over` the smallest
+        limit are walked (the walk costs ~20 µs on an 8 KB payload, the test ~1 µs).
+        """
+        limits = self._ctx.partner.limits
+        if may_hold_text_over(self._raw, limits.smallest):
+            self._report_oversized(oversized_strings(doc, limits), limits)
+
+    def _report_oversized(self, found: list[tuple[str, int, int]], limits: TextLimits) -> None:
+        if not found:
+            return
+        shown = "; ".join(f"{where} has {length:,} characters (limit {limit:,})"
+                          for where, length, limit in found[:3])
+        more = f" and {len(found) - 3:,} more" if len(found) > 3 else ""
+        self.dead_letter(found[0][0],
+                         f"text over the length limit dropped, the rest read without it: {shown}"
+                         f"{more} (limits in partners/{self._partner_id}.yaml)")
+
+    def note_empty(self, path: str) -> None:
+        """Record that the event list at ``path`` is empty, as the feed legitimately sends it."""
+        self._result.empty.append(path)
 
     def element(self, path: str) -> _Element:
         """Run one element's work; a :class:`PayloadError` or bad value becomes a dead letter.
@@ -453,7 +487,10 @@ class _Element:
         return False
 
 
-_CONTAINED = (ValueError, TypeError, KeyError, AttributeError, OverflowError)
+# RecursionError: orjson reads nesting up to 1,024 levels, deeper than Python's recursion limit,
+# so a value nested ~1,000 deep breaks whatever recurses into it (repr in an error message,
+# JMESPath): the element with it is a dead letter.
+_CONTAINED = (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError)
 CONTAINED_ERRORS: tuple[type[Exception], ...] = _CONTAINED
 """The errors of one element that become its dead letter (the rest of the payload goes on)."""
 
@@ -481,9 +518,18 @@ def provider_error(errors: Any, path: str, what: str) -> PayloadError:
     return PayloadError(first, f"{what} {'; '.join(parts)}")
 
 
+NOTHING_READ = ("payload yielded no event, no error and no empty event list: nothing was found "
+                "at the paths this partner's transformer reads (a renamed or moved field?)")
+"""The dead letter of a payload that yields nothing at all (schema drift must not be silent)."""
+
+
 def run_transform(transform: Callable[[bytes, TransformContext], TransformResult],
                   raw: bytes, ctx: TransformContext) -> TransformResult:
-    """Call a transformer; whatever it lets escape becomes a dead letter for the whole payload."""
+    """Call a transformer; whatever it lets escape becomes a dead letter for the whole payload.
+
+    A payload must leave a trace: one that yields no event, no dead letter and no legitimately
+    empty event list (``result.empty``) gets the dead letter :data:`NOTHING_READ` at ``$``.
+    """
     try:
         result = transform(raw, ctx)
     except PayloadError as exc:
@@ -493,6 +539,9 @@ def run_transform(transform: Callable[[bytes, TransformContext], TransformResult
         return TransformResult(dead_letters=[DeadLetter(
             ctx.partner.id, ctx.received_time,
             f"transformer failed: {type(exc).__name__}: {exc}", "$", raw)])
+    if not result.events and not result.dead_letters and not result.empty:
+        result.dead_letters.append(
+            DeadLetter(ctx.partner.id, ctx.received_time, NOTHING_READ, "$", raw))
     return result
 
 
@@ -503,12 +552,127 @@ def fail(path: str, message: str) -> NoReturn:
     raise PayloadError(path, message)
 
 
-def parse_json(raw: bytes) -> Any:
-    """Parse JSON bytes; a PayloadError at ``$`` when they are not JSON."""
+def parse_json(raw: bytes, emitter: Emitter | None = None) -> Any:
+    """Parse JSON bytes; a PayloadError at ``$`` when they are not JSON.
+
+    With the payload's ``emitter``, strings over the partner's length limits are dropped and
+    reported (:meth:`Emitter.limit_text`): every transformer parses this way.
+    """
     try:
-        return orjson.loads(raw)
+        doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise PayloadError("$", f"invalid JSON: {exc}") from None
+    if len(raw.translate(None, _NOT_OPENING)) > MAX_NESTING and nesting(doc) > MAX_NESTING:
+        raise PayloadError("$", f"JSON nested deeper than {MAX_NESTING} levels")
+    if emitter is not None:
+        emitter.limit_text(doc)
+    return doc
+
+
+MAX_NESTING = 128
+"""The deepest nesting of objects and lists a JSON payload may have (tracking payloads nest
+fewer than 10 levels). orjson reads up to 1,024 levels, deeper than Python's recursion limit:
+such a value would break whatever recurses into it (a ``repr`` in an error message, JMESPath),
+so a deeper payload is a dead letter at ``$``. The depth is walked (~20 µs on 8 KB) only when the
+payload holds more opening brackets than this (counted at C speed, ~3.5 µs on 10 KB): a webhook
+of some twenty events or fewer is never walked."""
+_NOT_OPENING = bytes(byte for byte in range(256) if byte not in b"[{")
+
+
+def nesting(doc: Any) -> int:
+    """How deep objects and lists nest in ``doc`` (0 for a scalar), iteratively.
+
+    >>> nesting({"a": [1, {"b": []}]}), nesting("x")
+    (4, 0)
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        kind = node.__class__
+        if kind is dict:
+            children: Iterable[Any] = node.values()
+        elif kind is list:
+            children = node
+        else:
+            continue
+        if depth > deepest:
+            deepest = depth
+        for child in children:
+            if child.__class__ is dict or child.__class__ is list:
+                stack.append((child, depth + 1))
+    return deepest
+
+
+def may_hold_text_over(raw: bytes, limit: int) -> bool:
+    """Whether a JSON document may hold a string longer than ``limit`` characters (False: it
+    surely does not), read from its bytes at C speed.
+
+    A string of more than ``limit`` characters takes more than ``limit`` bytes between its
+    quotes, and any run of ``2b - 1`` bytes holds a whole aligned block of ``b`` bytes; with
+    ``b = (limit + 1) // 2``, a document in which every aligned block holds a ``"`` has no such
+    string, unless a string hides escaped quotes (``\\"``), in which case the answer is True.
+
+    >>> may_hold_text_over(b'{"city": "Memphis", "code": "DL"}', 16)
+    False
+    >>> may_hold_text_over(b'{"city": "' + b"x" * 17 + b'"}', 16)
+    True
+    >>> may_hold_text_over(b'{"city": "' + b'\\\\"' * 9 + b'"}', 16)
+    True
+    """
+    size = len(raw)
+    if size <= limit:
+        return False
+    if b"\\" in raw and b'\\"' in raw:  # (one byte first: memchr is far faster)
+        return True
+    block = (limit + 1) // 2
+    find = raw.find
+    return any(find(b'"', start, start + block) < 0 for start in range(0, size - block + 1, block))
+
+
+def oversized_strings(doc: Any, limits: TextLimits) -> list[tuple[str, int, int]]:
+    """Replace every string of ``doc`` over its limit by None, in place; return where they were.
+
+    Each entry is ``(path, length, limit)``. The walk is iterative (orjson nests up to 1,024
+    levels, deeper than Python's recursion limit) and builds a path only for containers.
+
+    >>> doc = {"events": [{"city": "x" * 40, "code": "DL"}], "image": "y" * 40}
+    >>> oversized_strings(doc, TextLimits(max_chars=16, fields={"image": 64}))
+    [('$.events[0].city', 40, 16)]
+    >>> doc
+    {'events': [{'city': None, 'code': 'DL'}], 'image': 'yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy'}
+    """
+    default = limits.max_chars
+    per_field = limits.fields
+    found: list[tuple[str, int, int]] = []
+    if doc.__class__ is str:
+        if len(doc) > default:
+            found.append(("$", len(doc), default))
+        return found
+    stack: list[tuple[Any, str]] = [(doc, "$")]
+    while stack:
+        node, path = stack.pop()
+        if node.__class__ is dict:
+            for key, value in node.items():
+                kind = value.__class__
+                if kind is str:
+                    limit = per_field.get(key, default) if per_field else default
+                    if len(value) > limit:
+                        found.append((f"{path}.{key}", len(value), limit))
+                        node[key] = None
+                elif kind is dict or kind is list:
+                    stack.append((value, f"{path}.{key}"))
+        elif node.__class__ is list:
+            for index, value in enumerate(node):
+                kind = value.__class__
+                if kind is str:
+                    if len(value) > default:
+                        found.append((f"{path}[{index}]", len(value), default))
+                        node[index] = None
+                elif kind is dict or kind is list:
+                    stack.append((value, f"{path}[{index}]"))
+    found.sort()
+    return found
 
 
 # Each helper tries the common case first (a dict holding a value of the expected type, checked
@@ -667,12 +831,20 @@ def location(country: str | None = None, region: str | None = None, city: str | 
     >>> location("us", "tn", "Memphis", "38118")
     Location(country='US', region='US-TN', city='Memphis', postal_prefix='381', latitude=None, longitude=None)
     """
-    if latitude is None and longitude is None:
+    if latitude is None and longitude is None and _short(country) and _short(region) \
+            and _short(city) and _short(postal_code):
         try:
             return _coarse_location(country, region, city, postal_code)
         except TypeError:  # an unhashable value from a malformed payload: no caching
             pass
     return _build_location(country, region, city, postal_code, latitude, longitude)
+
+
+def _short(value: object) -> bool:
+    """Whether ``value`` may be (part of) a cache key: None or a string of at most
+    ``CACHE_KEY_LIMIT`` characters (the caches are bounded in bytes, not only in entries)."""
+    return value is None or (value.__class__ is str
+                             and len(value) <= CACHE_KEY_LIMIT)  # type: ignore[arg-type]
 
 
 @lru_cache(maxsize=8192)

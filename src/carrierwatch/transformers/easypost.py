@@ -94,7 +94,7 @@ def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
     """Normalize one EasyPost webhook ``Event`` (or bare ``Tracker``); never raises."""
     emitter = Emitter(raw, ctx)
     try:
-        tracker, path = _tracker(parse_json(raw))
+        tracker, path = _tracker(parse_json(raw, emitter))
         _emit_tracker(emitter, ctx, tracker, path)
     except PayloadError as exc:
         emitter.dead_letter(exc.path, exc.message)
@@ -108,8 +108,9 @@ def _tracker(doc: Any) -> tuple[dict[str, Any], str]:
     if "error" in doc:
         error = doc["error"]
         if isinstance(error, dict):
+            listed = error.get("errors") or []
             details = [e.get("message") if isinstance(e, dict) else str(e)
-                       for e in error.get("errors") or []]
+                       for e in (listed if isinstance(listed, list) else [listed])]
             extra = f" ({'; '.join(str(d) for d in details if d)})" if any(details) else ""
             raise PayloadError("$.error.code",
                                f"EasyPost API error {error.get('code')}: "

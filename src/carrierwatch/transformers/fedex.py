@@ -131,7 +131,7 @@ def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
     """Normalize one FedEx Track API response or webhook push; never raises for bad input."""
     emitter = Emitter(raw, ctx)
     with emitter.element("$"):
-        _payload(parse_json(raw), emitter, ctx)
+        _payload(parse_json(raw, emitter), emitter, ctx)
     return emitter.result
 
 
@@ -142,10 +142,15 @@ def _payload(root: Any, emitter: Emitter, ctx: TransformContext) -> None:
         raise provider_error(root["errors"], "$.errors", "FedEx API error")
     output = req_dict(root, "output", "$")
     results = req_list(output, "completeTrackResults", "$.output")
+    if not results:  # one result per tracking number asked: none is a broken answer
+        raise PayloadError("$.output.completeTrackResults", "no track results in the response")
     for i, complete in enumerate(results):
         cpath = f"$.output.completeTrackResults[{i}]"
         with emitter.element(cpath):
-            for j, track_result in enumerate(req_list(complete, "trackResults", cpath)):
+            track_results = req_list(complete, "trackResults", cpath)
+            if not track_results:
+                raise PayloadError(f"{cpath}.trackResults", "no track results for this number")
+            for j, track_result in enumerate(track_results):
                 tpath = f"{cpath}.trackResults[{j}]"
                 with emitter.element(tpath):
                     _track_result(track_result, tpath, emitter, ctx)
@@ -166,7 +171,12 @@ def _track_result(track_result: Any, tpath: str, emitter: Emitter, ctx: Transfor
         opt_dict(track_result, "serviceDetail", tpath), "type", f"{tpath}.serviceDetail"))
     default_country = ctx.partner.default_country
 
-    scans = parse_each(emitter, enumerate(opt_list(track_result, "scanEvents", tpath)),
+    # scanEvents is required (missing or renamed is schema drift, a dead letter); an empty list
+    # is what FedEx sends for a number known before its first scan: counted as empty.
+    scan_list = req_list(track_result, "scanEvents", tpath)
+    if not scan_list:
+        emitter.note_empty(f"{tpath}.scanEvents")
+    scans = parse_each(emitter, enumerate(scan_list),
                        f"{tpath}.scanEvents", default_country, _scan)
     scans.sort(key=lambda s: s.time)
 

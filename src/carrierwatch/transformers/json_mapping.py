@@ -644,7 +644,7 @@ def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
     """Normalize one payload of a partner described by a ``mapping:``; see the module docstring."""
     emitter = Emitter(raw, ctx)
     compiled = compile_mapping(ctx.partner)
-    payload = parse_json(raw)
+    payload = parse_json(raw, emitter)
     paths = compiled.paths
     if paths["error"] is not None and paths["error"].get(payload, payload) not in (
             None, False, "", [], {}):

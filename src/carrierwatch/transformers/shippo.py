@@ -100,7 +100,7 @@ def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
     """Normalize one Shippo ``track_updated`` webhook (or bare Track); never raises."""
     emitter = Emitter(raw, ctx)
     try:
-        track, path, test = _track(parse_json(raw))
+        track, path, test = _track(parse_json(raw, emitter))
         _emit_track(emitter, ctx, track, path, test)
     except PayloadError as exc:
         emitter.dead_letter(exc.path, exc.message)

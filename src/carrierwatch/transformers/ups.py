@@ -125,7 +125,7 @@ def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
     """Normalize one UPS Track API response; never raises for bad input."""
     emitter = Emitter(raw, ctx)
     with emitter.element("$"):
-        _payload(parse_json(raw), emitter, ctx)
+        _payload(parse_json(raw, emitter), emitter, ctx)
     return emitter.result
 
 
@@ -136,6 +136,8 @@ def _payload(root: Any, emitter: Emitter, ctx: TransformContext) -> None:
         raise provider_error(root["response"].get("errors"), "$.response.errors", "UPS API error")
     response = req_dict(root, "trackResponse", "$")
     shipments = req_list(response, "shipment", "$.trackResponse")
+    if not shipments:  # one shipment per inquiry number: none is a broken answer
+        raise PayloadError("$.trackResponse.shipment", "no shipments in the response")
     for i, shipment in enumerate(shipments):
         spath = f"$.trackResponse.shipment[{i}]"
         with emitter.element(spath):
@@ -169,7 +171,11 @@ def _package(package: Any, ppath: str, inquiry: str | None, emitter: Emitter,
         opt_dict(package, "service", ppath), "code", f"{ppath}.service"))
     default_country = ctx.partner.default_country
 
-    listed = list(enumerate(opt_list(package, "activity", ppath)))
+    # activity is required (missing or renamed is schema drift, a dead letter); an empty list is
+    # a package known before its first scan: counted as empty.
+    listed = list(enumerate(req_list(package, "activity", ppath)))
+    if not listed:
+        emitter.note_empty(f"{ppath}.activity")
     activities = parse_each(emitter, reversed(listed),  # UPS lists newest first
                             f"{ppath}.activity", default_country, _activity)
     activities.sort(key=lambda a: a.time)

@@ -150,14 +150,20 @@ def _error_message(payload: dict[str, Any]) -> str | None:
 def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
     """Normalize one USPS v3 tracking response; see the module docstring."""
     emitter = Emitter(raw, ctx)
-    payload = parse_json(raw)
+    with emitter.element("$"):  # a dead letter for the whole payload keeps what came before it
+        _payload(emitter, ctx, raw)
+    return emitter.result
+
+
+def _payload(emitter: Emitter, ctx: TransformContext, raw: bytes) -> None:
+    payload = parse_json(raw, emitter)
     if not isinstance(payload, dict):
         emitter.dead_letter("$", f"expected a JSON object, got {type(payload).__name__}")
-        return emitter.result
+        return
     error = _error_message(payload)
     if error is not None:
         emitter.dead_letter("$", error)
-        return emitter.result
+        return
 
     tracking_number = req_str(payload, "trackingNumber", "$").strip()
     default_country = ctx.partner.default_country or "US"
@@ -207,4 +213,3 @@ def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
                 paths={"event_time": time_path, "promised_by": "guaranteedDeliveryTimeStamp",
                        "eta_end": "expectedDeliveryTimeStamp"},
             )
-    return emitter.result
