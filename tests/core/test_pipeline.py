@@ -386,3 +386,13 @@ def test_states_pickled_in_the_earlier_slot_state_form_still_load(
         assert _steps(legacy, step) == _steps(current, step)
     assert [s.snapshot() for s in legacy.packages.values()] == \
         [s.snapshot() for s in current.packages.values()]
+
+
+def test_the_pipeline_module_examples_run() -> None:
+    """The module's Examples (the watermark, the checkpoint deltas, ``arrival_order``)."""
+    import doctest
+
+    import carrierwatch.core.pipeline
+
+    result = doctest.testmod(carrierwatch.core.pipeline)
+    assert result.failed == 0 and result.attempted >= 20

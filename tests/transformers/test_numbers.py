@@ -236,7 +236,9 @@ def test_ms_to_iso_is_iso_8601_for_every_year(ms: int, text: str) -> None:
 
 
 @pytest.mark.parametrize("module_name", ["carrierwatch.core.limits", "carrierwatch.core.model",
-                                         "carrierwatch.transformers.base"])
+                                         "carrierwatch.transformers.base",
+                                         "carrierwatch.transformers.csv_mapping",
+                                         "carrierwatch.transformers.json_mapping"])
 def test_doctests_of_the_modules_that_check_numbers(module_name: str) -> None:
     import doctest
     import importlib

@@ -62,7 +62,7 @@ Examples
 >>> book = Codebook.from_yaml("version: 1\\npartner: demo\\ncodes:\\n"
 ...                           "  LIV: {status: delivered, confidence: 1.0}\\n")
 >>> raw = "Colis;Statut;Date\\nFR1;LIV;02/03/2026 14:05\\nFR2;LIV;hier\\n".encode()
->>> result = transform(raw, TransformContext(spec, book, 0))
+>>> result = transform(raw, TransformContext(spec, book, 1_772_467_200_000))
 >>> [(e.tracking_number, e.status, e.event_time_local) for e in result.events]
 [('FR1', 'delivered', '02/03/2026 14:05')]
 >>> [(d.path, d.error[:32]) for d in result.dead_letters]
