@@ -82,6 +82,7 @@ def test_bad_lines_become_dead_letters_and_every_good_record_is_replayed(
     assert "ups.rawlog.jsonl:6: not a raw-log record" in done.stdout
     assert "ups.rawlog.jsonl:7: received_time is not an integer (ms): 'soon'" in done.stdout
     assert f"ups.rawlog.jsonl:{len(lines)}: not a raw-log record" in done.stdout
+    assert 'carrierwatch query "SELECT partner_id, path, error FROM dead_letters' in done.stdout
 
     summary, snapshot = _replay([damaged], tmp_path / "api")
     # the truncated record is lost (it is a dead letter), so compare without its payload:

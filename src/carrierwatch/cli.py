@@ -233,6 +233,9 @@ def _print_replay_summary(summary: Any, store: Any, registry: Any, files: int) -
         console.print(f"  [red]dead letter[/red] {bad.error}", soft_wrap=True)
     if len(summary.bad_inputs) > 10:
         console.print(f"  … and {len(summary.bad_inputs) - 10:,} more bad lines")
+    if summary.dead_letters:
+        console.print('  see them all: carrierwatch query "SELECT partner_id, path, error FROM '
+                      'dead_letters FINAL ORDER BY received_time DESC"', soft_wrap=True)
     if summary.first_event_time is not None and summary.per_partner:
         contracts = {p.id: p.spec.contract for p in registry if p.id in summary.per_partner}
         day = 86_400_000
