@@ -191,3 +191,15 @@ def test_the_small_demo_reports_its_incidents(small_demo: subprocess.CompletedPr
     assert inside > 3 * outside
     _row(out, "feed_outage", "ups", "03-02 12:00 → 03-02 16:00")
     assert re.search(r"anomalous windows: [\d,]+; outside any incident: [\d,]+", out)
+
+
+def test_the_demo_keeps_its_own_data_directory(small_demo: subprocess.CompletedProcess[str]
+                                               ) -> None:
+    """The demo's store and simulation live in ``<data dir>/demo``: a user's replays (the
+    store at ``<data dir>/clickhouse``) never mix with it."""
+    found = re.search(r"ClickHouse \(chDB\) at (\S+)", small_demo.stdout)
+    assert found, small_demo.stdout[-2000:]
+    store = Path(found.group(1))
+    assert store.name == "clickhouse" and store.parent.name == "demo" and store.is_dir()
+    assert not (store.parent.parent / "clickhouse").exists()
+    assert (store.parent / "demo-simulation").is_dir()
