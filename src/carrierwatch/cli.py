@@ -594,6 +594,8 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.streams.cli:sink", "sink"),
     ("carrierwatch.streams.cli:topics", "topics"),
     ("carrierwatch.ingest.cli:gateway", "gateway"),
+    ("carrierwatch.ingest.cli:ingest_file", "ingest-file"),
+    ("carrierwatch.ingest.cli:watch", "watch"),
 ]
 
 

@@ -73,6 +73,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -105,6 +106,7 @@ from carrierwatch.streams.records import (
     headers_to_dict,
     journal_key,
     received_time_of,
+    source_file_of,
 )
 from carrierwatch.streams.topology import StreamConfig, Topology
 from carrierwatch.transformers.registry import PartnerRegistry
@@ -208,10 +210,14 @@ class WorkerRuntime:
             result = partner.transform(raw, received, headers_to_dict(headers))
             for canonical in arrival_order(result.events):
                 produce(events_topic, serialize(canonical), canonical.package_id.encode())
-            for letter in result.dead_letters:
+            source_file = source_file_of(headers) if result.dead_letters else None
+            lines = _file_lines(partner.spec, raw, [d.path for d in result.dead_letters]) \
+                if source_file is not None else [None] * len(result.dead_letters)
+            for letter, line in zip(result.dead_letters, lines, strict=True):
                 produce(topology.dlq(partner.id),
                         encode_dead_letter(letter, topic=message.topic,
-                                           partition=message.partition, offset=message.offset))
+                                           partition=message.partition, offset=message.offset,
+                                           file=source_file, line=line))
             dead.extend(result.dead_letters)
             self.stats.events_out += len(result.events)
         self.stats.payloads += len(events)
@@ -497,6 +503,25 @@ class WorkerRuntime:
         """The offsets to commit for ``partitions``: the one after each checkpoint (never more:
         the committed offset of ``events.canonical`` never runs ahead of the durable state)."""
         return {p: self.checkpointed[p] + 1 for p in partitions if self.checkpointed[p] >= 0}
+
+
+_ROW_PATH = re.compile(r"row\[(\d+)\]")
+
+
+def _file_lines(spec: Any, raw: bytes, paths: Sequence[str]) -> list[int | None]:
+    """The line of a dropped CSV file each dead letter's ``row[n]`` path is on (None for the
+    whole file's ``$`` and for other formats)."""
+    if spec.transformer != "csv_mapping":
+        return [None] * len(paths)
+    from carrierwatch.transformers.csv_mapping import data_row_lines
+
+    rows = data_row_lines(raw, spec)
+    out: list[int | None] = []
+    for path in paths:
+        match = _ROW_PATH.match(path)
+        number = int(match.group(1)) if match else 0
+        out.append(rows[number - 1] if 0 < number <= len(rows) else None)
+    return out
 
 
 def _fail_stop(agent: str) -> None:

@@ -72,6 +72,7 @@ __all__ = [
     "CONTROL_FLUSH",
     "CONTROL_HEADER",
     "RECEIVED_TIME_HEADER",
+    "SOURCE_FILE_HEADER",
     "CheckpointRecord",
     "HeaderList",
     "checkpoint_key",
@@ -93,6 +94,7 @@ __all__ = [
     "parse_delta_key",
     "parse_state_key",
     "received_time_of",
+    "source_file_of",
 ]
 
 RECEIVED_TIME_HEADER = "carrierwatch-received-time"
@@ -127,6 +129,18 @@ def headers_to_dict(headers: HeaderList) -> dict[str, str]:
             continue
         out[key] = "" if value is None else value.decode("utf-8", errors="replace")
     return out
+
+
+#: the raw message header naming the dropped file a raw message holds (``carrierwatch watch``)
+SOURCE_FILE_HEADER = "carrierwatch-source"
+
+
+def source_file_of(headers: HeaderList) -> str | None:
+    """The dropped file's name a raw message came from, or None (a webhook, a poll)."""
+    for key, value in _pairs(headers):
+        if key == SOURCE_FILE_HEADER and value:
+            return value.decode("utf-8", errors="replace")
+    return None
 
 
 def received_time_of(headers: HeaderList, timestamp_s: float | None) -> int:
@@ -168,8 +182,10 @@ def flush_watermark(body: bytes | None) -> int | None:
 
 
 def encode_dead_letter(dead: DeadLetter, *, topic: str | None = None,
-                       partition: int | None = None, offset: int | None = None) -> bytes:
-    """The ``dlq.<partner>`` message of a dead letter.
+                       partition: int | None = None, offset: int | None = None,
+                       file: str | None = None, line: int | None = None) -> bytes:
+    """The ``dlq.<partner>`` message of a dead letter (``file`` and ``line``: where a dropped
+    file's bad row is, added to ``source`` when known).
 
     >>> dead = DeadLetter("fedex", 1000, "invalid JSON: x", "$", b"\\xff")
     >>> doc = orjson.loads(encode_dead_letter(dead, topic="raw.fedex", partition=0, offset=7))
@@ -182,7 +198,9 @@ def encode_dead_letter(dead: DeadLetter, *, topic: str | None = None,
         "partner_id": dead.partner_id, "received_time": dead.received_time,
         "reason": dead.error, "path": dead.path,
         "raw": base64.b64encode(dead.raw).decode("ascii"),
-        "source": {"topic": topic, "partition": partition, "offset": offset},
+        "source": {"topic": topic, "partition": partition, "offset": offset,
+                   **({"file": file} if file is not None else {}),
+                   **({"line": line} if line is not None else {})},
     })
 
 

@@ -98,7 +98,7 @@ from carrierwatch.transformers.json_mapping import (
     compile_mapping,
 )
 
-__all__ = ["CSV", "CsvMapping", "CsvOptions", "check_spec", "transform"]
+__all__ = ["CSV", "CsvMapping", "CsvOptions", "check_spec", "data_row_lines", "transform"]
 
 
 class CsvOptions(_Frozen):
@@ -272,6 +272,43 @@ def _reader(text: str, options: CsvOptions) -> Iterator[list[str]]:
     return csv.reader(io.StringIO(text, newline=""), delimiter=options.delimiter,
                       quotechar=options.quotechar, escapechar=options.escapechar,
                       doublequote=options.doublequote, strict=False)
+
+
+def data_row_lines(raw: bytes, spec: PartnerSpec) -> list[int]:
+    """The line of the file (from 1) on which each data row starts: ``row[n]`` of a dead letter
+    is on line ``data_row_lines(raw, spec)[n - 1]`` (rows counted as :func:`transform` does).
+
+    >>> from carrierwatch.core.partner import PartnerSpec
+    >>> spec = PartnerSpec(id="pp", display_name="P", transformer="csv_mapping", format="csv",
+    ...                    mapping={"csv": {"columns": ["n", "c", "t"]}, "tracking_number": "n",
+    ...                             "code": "c", "time": {"path": "t", "format": "iso"}})
+    >>> data_row_lines(b'n,c,t\\n\\nA,"x\\ny",1\\nB,c,2\\n', spec)
+    [3, 5]
+    """
+    try:
+        options = cast(CsvMapping, compile_mapping(spec, CSV).mapping).csv
+        reader: Any = _reader(_decode(raw, options.encoding), options)
+    except Exception:
+        return []
+    lines: list[int] = []
+    try:
+        for _ in range(options.skip_rows + (1 if options.header else 0)):
+            next(reader, None)
+        while True:
+            start = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error:
+                lines.append(start)
+                continue
+            if not row or all(not cell.strip() for cell in row):
+                continue
+            lines.append(start)
+    except csv.Error:
+        pass
+    return lines
 
 
 def transform(raw: bytes, ctx: TransformContext) -> TransformResult:
