@@ -32,6 +32,7 @@ from carrierwatch.core.errors import EXIT_ERROR, EXIT_UNAVAILABLE, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "fedex" / "lifecycle_delivered.json"
+VX_SAMPLE = ROOT / "samples" / "valley_express" / "lifecycle_delivered.csv"
 
 Path_ = tuple[str, ...]
 
@@ -72,6 +73,9 @@ BASE: dict[Path_, Base | None] = {
     ("sink",): Base(("--wait", "0"), expect=EXIT_UNAVAILABLE),
     ("topics",): Base(expect=EXIT_UNAVAILABLE),
     ("gateway",): Base(("--port", "0"), expect=None),  # serves until stopped (spools without Kafka)
+    # no broker: the file waits in the local spool (durable), exit 0
+    ("ingest-file",): Base(("--partner", "valley_express"), (str(VX_SAMPLE),)),
+    ("watch",): Base(("--once", "--settle-seconds", "0"), ("{out}",)),  # an empty drop folder
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
@@ -88,6 +92,8 @@ PATH_ROLES: dict[tuple[Path_, str], str] = {
     (("kafka", "status"), "data_dir"): "state",
     (("simulate",), "out_dir"): "output",
     (("gateway",), "secrets_file"): "input",
+    (("ingest-file",), "files"): "input",  # binary.dat: not a .csv of valley_express → exit 1
+    (("watch",), "directory"): "state",  # created when missing; done/ and failed/ go there
 }
 
 #: exit codes that differ from the generic rule (input: binary → 1, empty folder → 1; output

@@ -161,8 +161,9 @@ def ingest_file(files: tuple[Path, ...], partner: str | None, namespace: str | N
 
     outcomes = asyncio.run(run())
     _say_where(dropper, outcomes)
-    if any(o.status in ("failed", "skipped") for o in outcomes):
-        sys.exit(1)
+    refused = sum(1 for o in outcomes if o.status in ("failed", "skipped"))
+    if refused:
+        raise click.ClickException(f"{refused} of {len(outcomes)} files not ingested (see above)")
 
 
 @click.command("watch")
@@ -229,4 +230,5 @@ def watch(directory: Path, partner: str | None, once: bool, max_seconds: float |
     click.echo(f"carrierwatch watch: {directory}")
     asyncio.run(run())
     if failed:
-        sys.exit(1)
+        raise click.ClickException(f"{failed} file(s) moved to {directory / 'failed'} "
+                                   f"(see their .reason.txt)")
