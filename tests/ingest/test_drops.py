@@ -20,11 +20,11 @@ import pytest
 from gatewaykit import read_topic
 
 from carrierwatch.cli import run
-from carrierwatch.transformers.base import TransformResult
 from carrierwatch.ingest.drops import Dropper, DropSettings
 from carrierwatch.settings import find_project_root, get_settings
 from carrierwatch.streams.records import headers_to_dict, received_time_of
 from carrierwatch.streams.topology import StreamConfig, Topology, ensure_topics
+from carrierwatch.transformers.base import TransformResult
 from carrierwatch.transformers.registry import load_registry
 
 ROOT = find_project_root()
@@ -176,7 +176,7 @@ def test_a_growing_file_is_read_only_once_settled_and_sigterm_stops_cleanly(
             assert proc.poll() is None
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=30)
+        _stdout, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
