@@ -287,3 +287,44 @@ def test_bad_rows_of_a_dropped_file_end_in_the_dlq_with_file_and_line_good_rows_
     assert sorted(m.key for m in events) == \
         sorted(e.package_id.encode() for e in expected.events)
     harness.assert_running()
+
+
+def test_a_file_over_the_size_limit_goes_to_failed(
+        kafka_broker: Any, namespace: str, cli_env: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARRIERWATCH_DROPS_MAX_FILE_BYTES", "100")
+    drop = tmp_path / PARTNER
+    drop.mkdir()
+    shutil.copy(SAMPLES / "lifecycle_delivered.csv", drop / "big.csv")
+    assert run(["watch", str(drop), "--once", "--settle-seconds", "0",
+                "--namespace", namespace]) == 1
+    note = (drop / "failed" / "big.csv.reason.txt").read_text()
+    assert note.startswith("too large: ") and "the limit is 100" in note
+    assert _raw(kafka_broker.bootstrap, namespace, timeout=3) == []
+
+
+def test_without_kafka_the_file_is_spooled_and_the_next_run_delivers_it_once(
+        kafka_broker: Any, namespace: str, cli_env: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from gatewaykit import free_port
+
+    drop = tmp_path / PARTNER
+    drop.mkdir()
+    shutil.copy(SAMPLES / "lifecycle_delivered.csv", drop / "offline.csv")
+    monkeypatch.setenv("CARRIERWATCH_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")  # nobody
+    monkeypatch.setenv("CARRIERWATCH_DROPS_DELIVERY_TIMEOUT", "2")
+    get_settings.cache_clear()
+    watch = ["watch", str(drop), "--once", "--settle-seconds", "0", "--namespace", namespace]
+    assert run(watch) == 0
+    assert "(spool)" in capsys.readouterr().out
+    assert (drop / "done" / "offline.csv").exists()  # durable in the spool: done
+    # Kafka is back: the next run (nothing new to ingest) drains the spool, exactly once
+    monkeypatch.setenv("CARRIERWATCH_KAFKA_BOOTSTRAP", kafka_broker.bootstrap)
+    get_settings.cache_clear()
+    assert run(watch) == 0
+    assert run(watch) == 0
+    messages = _raw(kafka_broker.bootstrap, namespace, expect=1)
+    time.sleep(1)
+    messages = _raw(kafka_broker.bootstrap, namespace, timeout=5)
+    assert [m.header("carrierwatch-source") for m in messages] == ["offline.csv"]
+    assert messages[0].value == (SAMPLES / "lifecycle_delivered.csv").read_bytes()

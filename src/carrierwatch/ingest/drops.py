@@ -87,7 +87,10 @@ class DropSettings(BaseSettings):
                                "have not changed for this long.")
     interval: float = Field(2.0, gt=0, description="Seconds between two scans of a watched "
                                                    "folder.")
-    max_file_bytes: int = Field(64 * 2**20, gt=0, description="Larger files go to failed/.")
+    max_file_bytes: int = Field(
+        768 * 2**10, gt=0, description="Larger files go to failed/. A file is one Kafka "
+                                       "message: keep this under the raw topics' "
+                                       "max.message.bytes (1 MiB on a default broker).")
     ledger: Path | None = Field(None, description="Checksum ledger [<data dir>/drops/"
                                                   "ledger.sqlite3].")
     spool_dir: Path | None = Field(None, description="Write-ahead spool [<data dir>/drops/"
