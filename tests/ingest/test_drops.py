@@ -328,3 +328,43 @@ def test_without_kafka_the_file_is_spooled_and_the_next_run_delivers_it_once(
     messages = _raw(kafka_broker.bootstrap, namespace, timeout=5)
     assert [m.header("carrierwatch-source") for m in messages] == ["offline.csv"]
     assert messages[0].value == (SAMPLES / "lifecycle_delivered.csv").read_bytes()
+
+
+def test_kill_9_in_the_middle_of_a_drop_folder_loses_and_doubles_nothing(
+        kafka_broker: Any, namespace: str, tmp_path: Path) -> None:
+    drop = tmp_path / PARTNER
+    drop.mkdir()
+    base = (SAMPLES / "lifecycle_delivered.csv").read_bytes()
+    count = 40
+    for n in range(count):  # distinct contents: a trailing blank line count of its own
+        (drop / f"batch-{n:03d}.csv").write_bytes(base + b"\n" * n)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARRIERWATCH_")}
+    env.update({"CARRIERWATCH_KAFKA_BOOTSTRAP": kafka_broker.bootstrap,
+                "CARRIERWATCH_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": str(ROOT / "src")})
+    command = [sys.executable, "-m", "carrierwatch", "watch", str(drop), "--settle-seconds", "0",
+               "--namespace", namespace]
+    proc = subprocess.Popen([*command, "--max-seconds", "120"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list((drop / "done").glob("*.csv"))) < 3:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.02)
+        proc.kill()  # SIGKILL, mid-folder
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = sorted(p.name for p in drop.glob("*.csv"))
+    assert 0 < len(left) < count, "kill -9 should land in the middle of the folder"
+    assert subprocess.run([*command, "--once"], env=env, capture_output=True,
+                          timeout=120).returncode == 0
+    assert sorted(p.name for p in (drop / "done").glob("*.csv")) == \
+        [f"batch-{n:03d}.csv" for n in range(count)]
+    messages = _raw(kafka_broker.bootstrap, namespace, expect=count)
+    time.sleep(1)
+    messages = _raw(kafka_broker.bootstrap, namespace, timeout=5)
+    names = [m.header("carrierwatch-source") for m in messages]
+    assert sorted(names) == [f"batch-{n:03d}.csv" for n in range(count)]  # each exactly once
