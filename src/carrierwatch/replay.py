@@ -324,9 +324,11 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
                 drain()
 
     if isinstance(records, ReplayInputs) and records.bad:
+        # straight to the store: a line that is no record has no received time of its own
+        # (it is stamped now), so it does not feed the monitor's dead-letter stream
         now = int(time.time() * 1000)
         summary.bad_inputs.extend(records.bad)
-        dead_letters.extend(bad.dead_letter(now) for bad in records.bad)
+        sink.dead_letters.extend(bad.dead_letter(now) for bad in records.bad)
         summary.dead_letters += len(records.bad)
     enabled = gc.isenabled()
     gc.disable()
