@@ -56,7 +56,7 @@ from carrierwatch.ingest.kafka import (
     entry_headers,
     read_request_ids,
 )
-from carrierwatch.ingest.spool import Spool, SpoolEntry, SpoolFull
+from carrierwatch.ingest.spool import Spool, SpoolEntry, SpoolFull, fsync_dir
 from carrierwatch.streams.records import RECEIVED_TIME_HEADER, SOURCE_FILE_HEADER
 
 __all__ = ["CONTENT_TYPES", "DONE", "FAILED", "SOURCE_HEADER", "DropSettings", "Dropper",
@@ -194,14 +194,6 @@ def _unique(target: Path) -> Path:
         if not candidate.exists():
             return candidate
     return target.with_name(f"{target.name}~{uuid.uuid4().hex}")  # pragma: no cover
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -422,7 +414,7 @@ class Dropper:
             if outcome.reason:
                 note = target.with_name(target.name + ".reason.txt")
                 note.write_text(outcome.reason + "\n", encoding="utf-8")
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except OSError as exc:
             log.error("drops: cannot move %s to %s/: %s", path, folder, exc)
             return None

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Spool", "SpoolEntry", "SpoolFull"]
+__all__ = ["Spool", "SpoolEntry", "SpoolFull", "fsync_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ class _Slot:
     received_ms: int
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a file created, renamed or removed in it) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -95,7 +96,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _read_frame(handle: Any, offset: int) -> tuple[dict[str, Any], bytes, int] | None:
@@ -215,7 +216,7 @@ class Spool:
         self._segment = self.directory / f"{first_seq:020d}{_SUFFIX}"
         self._handle = open(self._segment, "ab")  # noqa: SIM115 - kept open between appends
         self._segment_size = self._handle.seek(0, os.SEEK_END)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def fits(self, size: int) -> bool:
         """Whether a body of ``size`` bytes would still fit (a hint; :meth:`append` decides)."""
@@ -298,7 +299,7 @@ class Spool:
         path = self.directory / _INTENT
         if path.exists():
             path.unlink()
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     def close(self) -> None:
         with self._lock:
