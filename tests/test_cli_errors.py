@@ -76,6 +76,7 @@ BASE: dict[Path_, Base | None] = {
     # no broker: the file waits in the local spool (durable), exit 0
     ("ingest-file",): Base(("--partner", "valley_express"), (str(VX_SAMPLE),)),
     ("watch",): Base(("--once", "--settle-seconds", "0"), ("{out}",)),  # an empty drop folder
+    ("status",): Base(expect=EXIT_USAGE),  # an empty store: says so, exit 2
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
