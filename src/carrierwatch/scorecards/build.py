@@ -304,6 +304,12 @@ def _packages(store: Store, info: PartnerInfo, start: int, end: int,
         "AND package_id IN (SELECT package_id FROM canonical_events FINAL "
         "WHERE partner_id = {p:String} AND status = 'delivered' "
         f"AND {_in('event_time')}) GROUP BY package_id", params)}
+    tracking_numbers = {pid: str(number) for pid, number in store.query(
+        "SELECT package_id, any(tracking_number) FROM canonical_events FINAL "
+        f"WHERE partner_id = {{p:String}} AND {_real()} "
+        "AND event_time >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') "
+        "AND event_time < fromUnixTimestamp64Milli({end:Int64}, 'UTC') GROUP BY package_id",
+        params)}
     outcomes = store.query_dicts(
         "SELECT package_id, service_level, region, status, "
         "toUnixTimestamp64Milli(promised_by) AS promised_by, "
@@ -354,8 +360,9 @@ def _packages(store: Store, info: PartnerInfo, start: int, end: int,
             attempt is not None and attempt[1] != "delivered") or bool(row["exceptions"])
         reason = last_reason.get(pid)
         accountable = accountable_party(reason, contract.accountability) if failed else None
-        tracking = pid[len(info.partner_id) + 1:] if pid.startswith(info.partner_id + ":") \
-            else pid
+        tracking = tracking_numbers.get(pid)
+        if tracking is None:  # no real event in the period: not a package of this report
+            continue
         out.append(PackageRow(
             tracking, str(row["service_level"]), str(row["region"]),
             local_iso(row["promised_by"], tz), local_iso(row["delivered_at"], tz), outcome,
