@@ -165,138 +165,6 @@ def _hub_chart(card: Scorecard) -> str | None:
     return _svg(fig)
 
 
-_TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ card.display_name }} scorecard {{ card.week }}</title>
-<style>
-:root { --ink:#1f2933; --muted:#52606d; --line:#dde3e9; --pass:#1a7f37; --fail:#c62828; }
-* { box-sizing: border-box; }
-body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif;
-       color: var(--ink); margin: 0; background: #f5f7f9; }
-main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 48px; background: #fff; }
-header { display: flex; justify-content: space-between; align-items: flex-end;
-         border-bottom: 3px solid var(--ink); padding-bottom: 10px; margin-bottom: 18px; }
-h1 { font-size: 24px; margin: 0; } h2 { font-size: 17px; margin: 26px 0 8px; }
-.sub { color: var(--muted); font-size: 13px; }
-.tiles { display: grid; grid-template-columns: repeat(5, 1fr); gap: 10px; margin: 14px 0; }
-.tile { border: 1px solid var(--line); border-radius: 6px; padding: 8px 10px; }
-.tile .v { font-size: 22px; font-weight: 700; } .tile .l { color: var(--muted); font-size: 12px; }
-.tile.pass { border-left: 5px solid var(--pass); } .tile.fail { border-left: 5px solid var(--fail); }
-.tile.none { border-left: 5px solid #9aa4ae; }
-table { border-collapse: collapse; width: 100%; font-size: 13px; }
-th, td { padding: 5px 8px; border-bottom: 1px solid var(--line); text-align: right; }
-th { background: #eef2f6; font-weight: 600; } th:first-child, td:first-child { text-align: left; }
-td.l, th.l { text-align: left; }
-.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px;
-         font-weight: 600; color: #fff; }
-.badge.pass { background: var(--pass); } .badge.fail { background: var(--fail); }
-.badge.none { background: #9aa4ae; }
-.up { color: var(--pass); } .down { color: var(--fail); }
-.grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 18px; }
-.chart svg { max-width: 100%; height: auto; }
-.money { font-size: 20px; font-weight: 700; } .note { color: var(--muted); font-size: 12px; }
-section { break-inside: avoid; }
-@media print { body { background: #fff; } main { padding: 0; max-width: none; }
-  h2 { break-after: avoid; } .tiles { grid-template-columns: repeat(5, 1fr); } }
-@media (max-width: 900px) { .grid2, .tiles { grid-template-columns: 1fr 1fr; } }
-</style></head>
-<body><main>
-<header><div><h1>{{ card.display_name }} — weekly scorecard</h1>
-<div class="sub">Week {{ card.week }} · {{ card.period_start[:10] }} to {{ last_day }}
-({{ card.timezone }}) · partner id {{ card.partner_id }}</div></div>
-<div class="sub" id="verdict"><b>{{ card.kpis_passed }}</b> KPIs met,
-<b>{{ card.kpis_failed }}</b> missed{% if card.credits %} · service credit
-<b>{{ money(card.credits.amount) }}</b>{% endif %}</div></header>
-
-<div class="tiles">{% for k in headline %}
-<div class="tile {{ state(k) }}"><div class="l">{{ k.label }}</div>
-<div class="v" data-kpi="{{ k.key }}">{{ fmt(k.value, k.unit) }}</div>
-<div class="l">target {{ target(k) }} · rank {{ k.rank or '—' }}/{{ k.ranked_of }}</div></div>
-{% endfor %}</div>
-
-<section><h2>Contract KPIs</h2>
-<table id="kpis"><tr><th>KPI</th><th>actual</th><th>numerator / denominator</th><th>target</th>
-<th>result</th><th>vs last week</th><th>rank</th></tr>
-{% for k in card.kpis %}<tr><td>{{ k.label }}</td><td><b>{{ fmt(k.value, k.unit) }}</b></td>
-<td>{{ fraction(k) }}</td><td>{{ target(k) }}</td>
-<td><span class="badge {{ state(k) }}">{{ verdict(k) }}</span></td>
-<td class="{{ direction(k) }}">{{ fmt(k.change, k.unit, True) }}</td>
-<td>{{ k.rank or '—' }} of {{ k.ranked_of }}</td></tr>{% endfor %}
-</table>
-<p class="note">Rates are numerator / denominator (docs/metrics.md). Rank 1 = best of the
-partners with data this week. Quantiles come from histograms (±2.5 %); "within error" = the
-target lies inside that band.</p></section>
-
-<section><h2>8-week trend</h2><div class="chart">{{ trend_svg }}</div>
-<p class="note">ISO weeks on the x axis. Dashed red line: contract target. Last point: green
-met, red missed, grey without a target.</p></section>
-
-<section><h2>Regions</h2>
-<div class="grid2"><div><b>Worst on-time</b>
-<table><tr><th>region</th><th>decided</th><th>on-time</th></tr>
-{% for r in worst_on_time %}<tr><td>{{ r.region }}</td><td>{{ "{:,}".format(r.decided) }}</td>
-<td>{{ fmt(r.on_time_rate, 'ratio') }}</td></tr>{% endfor %}</table></div>
-<div><b>Most failed first attempts</b>
-<table><tr><th>region</th><th>first attempts</th><th>failed</th><th>rate</th></tr>
-{% for r in worst_attempts %}<tr><td>{{ r.region }}</td><td>{{ "{:,}".format(r.first_attempts) }}</td>
-<td>{{ r.failed_first_attempts }}</td><td>{{ fmt(r.failed_first_attempt_rate, 'ratio') }}</td></tr>
-{% endfor %}</table></div></div>
-<div class="chart">{{ heatmap_svg }}</div></section>
-
-<section><h2>Exceptions and failed attempts by reason and accountability</h2>
-<div class="grid2"><div class="chart">{{ failures_svg or '<p class="note">No exceptions or failed attempts.</p>' }}</div>
-<div><table id="accountability"><tr><th>accountable</th><th>exceptions</th><th>failed attempts</th></tr>
-{% for a in card.accountability %}<tr><td>{{ a.party.replace('_', ' ') }}</td><td>{{ a.exceptions }}</td>
-<td>{{ a.failed_attempts }}</td></tr>{% endfor %}</table>
-<p class="note">Reasons map to parties as in docs/metrics.md §8: a consignee's refusal is not
-the carrier's failure; unexplained failures stay with the carrier.</p></div></div></section>
-
-<section><h2>Hub dwell</h2>
-{% if card.hubs %}<div class="grid2"><div class="chart">{{ hub_svg }}</div>
-<div><table><tr><th>hub</th><th>stays</th><th>mean</th><th>p90</th><th>max</th></tr>
-{% for h in card.hubs[:12] %}<tr><td>{{ h.hub }}</td><td>{{ "{:,}".format(h.stays) }}</td>
-<td>{{ fmt(h.mean_hours, 'hours') }}</td><td>{{ fmt(h.p90_hours, 'hours') }}</td>
-<td>{{ fmt(h.max_hours, 'hours') }}</td></tr>{% endfor %}</table></div></div>
-{% else %}<p class="note">The feed reports no hub arrival/departure scans.</p>{% endif %}</section>
-
-<section><h2>Cost and service credits</h2>
-{% if card.cost %}{% set c = card.cost %}<div class="grid2"><div><table id="cost">
-<tr><td>successful deliveries</td><td>{{ "{:,}".format(c.deliveries) }} × {{ money(c.per_delivery) }}</td></tr>
-<tr><td>failed attempts (re-attempts)</td><td>{{ "{:,}".format(c.failed_attempts) }} × {{ money(c.per_reattempt) }}</td></tr>
-<tr><td>returns</td><td>{{ "{:,}".format(c.returns) }} × {{ money(c.per_return) }}</td></tr>
-<tr><th>charges of the week</th><th>{{ money(c.charges) }}</th></tr>
-<tr><td>cost per successful delivery</td><td><b>{{ money(c.cost_per_successful_delivery) }}</b></td></tr>
-<tr><td>cost of failed attempts (carrier's share)</td><td>{{ money(c.cost_of_failed_attempts) }} ({{ money(c.cost_of_failed_attempts_carrier) }})</td></tr>
-</table></div>
-<div>{% if card.credits %}{% set cr = card.credits %}
-<div class="money" id="credit">Credit owed: {{ money(cr.amount) }} ({{ "%.1f"|format(cr.credit_percent) }} %)</div>
-<table><tr><th>rule</th><th>actual</th><th>target</th><th>shortfall</th><th>credit</th><th>applies</th></tr>
-{% for l in cr.lines %}<tr><td>{{ l.kpi.replace('_', ' ') }} &gt; {{ l.points }} pts under</td>
-<td>{{ fmt(l.actual, 'ratio') }}</td><td>{{ fmt(l.target, 'ratio') }}</td>
-<td>{{ '—' if l.shortfall_points is none else "%.1f pts"|format(l.shortfall_points) }}</td>
-<td>{{ l.credit_percent }} %</td><td><span class="badge {{ 'fail' if l.applied else 'none' }}">{{ 'yes' if l.applied else 'no' }}</span></td></tr>
-{% endfor %}</table><p class="note">{{ cr.packages }} packages justify the credit (listed below
-and in the package sheet).</p>{% else %}<p class="note">The contract declares no service credits.</p>{% endif %}
-</div></div>{% else %}<p class="note">The contract declares no rates.</p>{% endif %}</section>
-
-<section><h2>Packages behind the credits and failures ({{ shown|length }} of {{ card.packages|length }})</h2>
-<table><tr><th>tracking number</th><th class="l">service</th><th class="l">promised by</th>
-<th class="l">delivered</th><th class="l">outcome</th><th>attempts</th><th class="l">reason</th>
-<th class="l">accountable</th><th class="l">proof</th><th class="l">credit</th></tr>
-{% for p in shown %}<tr><td>{{ p.tracking_number }}</td><td class="l">{{ p.service_level }}</td>
-<td class="l">{{ (p.promised_by or '—')[:16].replace('T', ' ') }}</td>
-<td class="l">{{ (p.delivered_at or '—')[:16].replace('T', ' ') }}</td><td class="l">{{ p.outcome.replace('_', ' ') }}</td>
-<td>{{ p.attempts }}</td><td class="l">{{ (p.reason or '—').replace('_', ' ') }}</td>
-<td class="l">{{ (p.accountable or '—').replace('_', ' ') }}</td><td class="l">{{ p.proof_of_delivery or '—' }}</td>
-<td class="l">{{ ', '.join(p.credit_kpis).replace('_', ' ') or '—' }}</td></tr>{% endfor %}</table>
-<p class="note">The full sheet ({{ card.packages|length }} packages, no personal data) is in the
-CSV and XLSX files. Times are local ({{ card.timezone }}).</p></section>
-<p class="note">carrierwatch scorecard {{ card.schema }} · figures read from the store
-(metric_windows, canonical_events, package_outcomes); definitions in docs/metrics.md and
-docs/scorecards.md.</p>
-</main></body></html>
-"""
 
 
 def render_html(card: Scorecard) -> str:
@@ -335,6 +203,8 @@ def render_html(card: Scorecard) -> str:
             return f"n = {k.denominator:,}"
         return f"{k.numerator:,.0f} / {k.denominator:,}"
 
+    from importlib.resources import files
+
     env = Environment(autoescape=True)
     env.globals.update(fmt=fmt, money=money, target=target, state=state, verdict=verdict,
                        direction=direction, fraction=fraction)
@@ -351,7 +221,9 @@ def render_html(card: Scorecard) -> str:
                                                  p.tracking_number))
     shown = [p for p in shown if p.credit_kpis or p.accountable][:HTML_PACKAGES]
     last_day = (date.fromisoformat(card.period_end[:10]) - timedelta(days=1)).isoformat()
-    page = env.from_string(_TEMPLATE).render(
+    page = env.from_string(
+        files("carrierwatch.scorecards").joinpath("templates/scorecard.html.jinja")
+        .read_text(encoding="utf-8")).render(
         card=card, headline=headline, worst_on_time=worst_on_time,
         worst_attempts=worst_attempts, shown=shown, last_day=last_day,
         trend_svg=Markup(_trend_chart(card.kpis)),
