@@ -129,7 +129,11 @@ def _kpi_rows(store: Store, info: PartnerInfo, week: str,
             others[other.partner_id] = {f.key: f.value for f in got}
     rows = []
     for spec, figure in zip(KPIS, current, strict=True):
-        values = {pid: v[spec.key] for pid, v in others.items() if v.get(spec.key) is not None}
+        values: dict[str, float] = {}
+        for pid, theirs in others.items():
+            value = theirs.get(spec.key)
+            if value is not None:
+                values[pid] = value
         rank = None
         mine = values.get(info.partner_id)
         if mine is not None:
@@ -287,8 +291,7 @@ def _packages(store: Store, info: PartnerInfo, start: int, end: int,
         "argMin(reason, (event_time, status = 'delivered')) FROM canonical_events FINAL "
         "WHERE partner_id = {p:String} AND status IN ('delivery_attempted', 'delivered') "
         f"AND {_real()} AND event_time >= fromUnixTimestamp64Milli({{from:Int64}}, 'UTC') "
-        "AND event_time < fromUnixTimestamp64Milli({end:Int64}, 'UTC') GROUP BY package_id",
-        params)}
+        "GROUP BY package_id", params)}
     last_reason = {pid: reason for pid, reason in store.query(
         "SELECT package_id, argMax(reason, event_time) FROM canonical_events FINAL "
         "WHERE partner_id = {p:String} AND status IN ('exception', 'delivery_attempted') "

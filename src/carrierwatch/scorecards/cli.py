@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -27,12 +27,12 @@ class NoScorecardDataError(CarrierwatchError):
     exit_code = EXIT_USAGE
 
 
-def partner_infos(registry: object) -> list[PartnerInfo]:
+def partner_infos(registry: Any) -> list[PartnerInfo]:
     from carrierwatch.scorecards.build import PartnerInfo
 
     return [PartnerInfo(p.id, p.spec.display_name, p.spec.contract,
                         p.spec.synthetic_tracking_prefix)
-            for p in sorted(registry, key=lambda p: p.id)]  # type: ignore[attr-defined]
+            for p in sorted(registry, key=lambda p: p.id)]
 
 
 def write_card(card: Scorecard, out: Path, formats: Sequence[str]) -> list[Path]:

@@ -99,8 +99,7 @@ def _heatmap(card: Scorecard, regions: list[str]) -> str:
         if cell.region in regions and cell.on_time_rate is not None:
             grid[regions.index(cell.region), days.index(cell.day)] = 100 * cell.on_time_rate
     fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(regions) + 1.1))
-    cmap = plt.get_cmap("RdYlGn").copy()
-    cmap.set_bad("#eef1f4")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#eef1f4")
     image = ax.imshow(grid, cmap=cmap, vmin=80, vmax=100, aspect="auto")
     ax.set_xticks(range(len(days)))
     ax.set_xticklabels([d[5:] for d in days], fontsize=7.5)
