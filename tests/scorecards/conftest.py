@@ -5,45 +5,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-from carrierwatch.core.model import CanonicalEvent, Location, event_id
-from carrierwatch.storage import EmbeddedStore
-from carrierwatch.storage.base import Store
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-WEEK = "2026-W10"
-SYNTHETIC_TRACKING = "CWSYNFDX0000123"
-HOUR = 3_600_000
+from week_fixture import WeekStore, synthetic_events
 
-
-@dataclass(frozen=True)
-class WeekStore:
-    path: Path
-    replay_too_late: int
-
-    def open(self) -> Store:
-        return EmbeddedStore.open(self.path, command="pytest scorecards")
-
-
-def _synthetic_events() -> list[CanonicalEvent]:
-    base = 1_772_618_400_000  # 2026-03-04 10:00 UTC, inside the week
-    pid = f"fedex:{SYNTHETIC_TRACKING}"
-    hub = Location(country="US", region="US-ZZ", city="Synthopolis")  # only here
-    scans = [("info_received", 0, None, None), ("picked_up", 1, None, None),
-             ("staged", 3, hub, None), ("exception", 4, hub, "damaged"),
-             ("in_transit", 30, hub, None), ("delivery_attempted", 40, None, "refused"),
-             ("returned", 50, None, None)]
-    return [CanonicalEvent(
-        event_id("fedex", pid, status, base + h * HOUR), "fedex", pid, SYNTHETIC_TRACKING,
-        status, 1.0, "SYN", base + h * HOUR, base + h * HOUR + 60_000, reason=reason,
-        location=where, synthetic=True, promised_by=base + 20 * HOUR)
-        for status, h, where, reason in scans]
+from carrierwatch.storage import EmbeddedStore
 
 
 @pytest.fixture(scope="session")
@@ -67,9 +38,9 @@ def week_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeekStore]:
 
         contracts = {p.id: p.spec.contract for p in registry}
         pipeline = Pipeline(contracts)
-        out = pipeline.process(_synthetic_events())
+        out = pipeline.process(synthetic_events())
         flushed = pipeline.flush()
-        store.insert_events(_synthetic_events())
+        store.insert_events(synthetic_events())
         store.insert_outcomes([*out.outcomes, *flushed.outcomes])
         windows = [*out.windows, *flushed.windows]
         assert all(w.packages_decided == 0 and w.deliveries == 0 for w in windows)

@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
-from oracle import RANK, bucket, compute, hub_stays  # noqa: E402
+from oracle import RANK, bucket, compute, hub_stays
 
-from carrierwatch.core.model import CanonicalEvent  # noqa: E402
-from carrierwatch.core.partner import SlaContract  # noqa: E402
+from carrierwatch.core.model import CanonicalEvent
+from carrierwatch.core.partner import SlaContract
 
 DAY = 86_400_000
 PARTY = {"recipient_not_available": "consignee", "access_issue": "consignee",

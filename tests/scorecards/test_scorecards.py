@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SYNTHETIC_TRACKING, WEEK, WeekStore
 from scorecard_oracle import PARTIES, ScorecardOracle, earlier_week, party, week_range
+from week_fixture import SYNTHETIC_TRACKING, WEEK, WeekStore
 
 from carrierwatch.scorecards.build import PartnerInfo, build_scorecards
 from carrierwatch.scorecards.cli import partner_infos, write_card

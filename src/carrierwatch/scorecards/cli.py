@@ -126,6 +126,7 @@ def scorecard(week: str | None, partners: tuple[str, ...], formats: tuple[str, .
     infos = [i for i in everyone if not partners or i.partner_id in partners]
     if out_dir.exists() and not out_dir.is_dir():
         raise click.BadParameter(f"not a folder: {out_dir}", param_hint="'--out'")
+    out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before the work
     with open_store(settings, command="carrierwatch scorecard", migrate=True) as store:
         cards, files = write_scorecards(store, infos, everyone, week, formats or FORMATS,
                                         out_dir)

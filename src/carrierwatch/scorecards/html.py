@@ -49,7 +49,10 @@ def _svg(figure: Any, tight: bool = True) -> str:
                    metadata={"Date": None})
     plt.close(figure)
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    text = text[text.index("<svg"):]
+    if "<metadata>" in text:  # RDF boilerplate: no content, and namespace URLs in the page
+        text = text[:text.index("<metadata>")] + text[text.index("</metadata>") + 11:]
+    return text
 
 
 def _style() -> None:
