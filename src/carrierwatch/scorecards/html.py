@@ -17,6 +17,8 @@ HTML_PACKAGES = 40
 """Packages listed in the HTML (those behind service credits first); the CSV/XLSX hold all."""
 
 _PASS, _FAIL, _GREY, _INK, _ACCENT = "#1a7f37", "#c62828", "#9aa4ae", "#1f2933", "#2f6f9f"
+_SHORT = {"delay_stddev": "Delay std dev", "exception_resolution_mean": "Resolution, mean",
+          "exception_resolution_p90": "Resolution, p90", "first_attempt": "First attempt"}
 _PARTY_COLORS = {"carrier": "#c62828", "consignee": "#2f6f9f", "shipper": "#8e6cbf",
                  "customs": "#d08c00", "force_majeure": "#6b7a86"}
 
@@ -86,7 +88,8 @@ def _trend_chart(kpis: list[KpiRow]) -> str:
         ax.set_xticklabels(weeks, fontsize=7)
         ax.set_xlim(-0.5, len(weeks) - 0.5)
         unit = {"ratio": "%", "hours": "h", "minutes": "min"}[kpi.unit]
-        ax.set_title(f"{kpi.label} ({unit})", fontsize=8.5)
+        title = _SHORT.get(kpi.key, kpi.label)
+        ax.set_title(f"{title} ({unit})", fontsize=8.5)
         ax.tick_params(axis="y", labelsize=7)
     fig.subplots_adjust(left=0.04, right=0.99, top=0.92, bottom=0.08, wspace=0.32, hspace=0.45)
     return _svg(fig, tight=False)
@@ -127,7 +130,7 @@ def _failures_chart(card: Scorecard) -> str | None:
     reasons = sorted({(f.kind, f.reason) for f in card.failures},
                      key=lambda k: -sum(f.count for f in card.failures
                                         if (f.kind, f.reason) == k))[:12]
-    fig, ax = plt.subplots(figsize=(7.5, 0.28 * len(reasons) + 1.0))
+    fig, ax = plt.subplots(figsize=(5.4, 0.26 * len(reasons) + 0.9))
     labels = [f"{'exception' if kind == 'exception' else 'failed attempt'}: "
               f"{reason.replace('_', ' ')}" for kind, reason in reasons]
     used: set[str] = set()
@@ -149,13 +152,20 @@ def _failures_chart(card: Scorecard) -> str | None:
     return _svg(fig)
 
 
+def _busiest_hubs(card: Scorecard, count: int = 12) -> list[Any]:
+    """The ``count`` hubs with the most stays, longest mean dwell first (a hub seen twice
+    says little about a partner's network)."""
+    busiest = sorted(card.hubs, key=lambda h: (-h.stays, h.hub))[:count]
+    return sorted(busiest, key=lambda h: (-h.mean_hours, h.hub))
+
+
 def _hub_chart(card: Scorecard) -> str | None:
     import matplotlib.pyplot as plt
 
-    hubs = card.hubs[:12]
+    hubs = _busiest_hubs(card)
     if not hubs:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 0.26 * len(hubs) + 0.9))
+    fig, ax = plt.subplots(figsize=(5.4, 0.26 * len(hubs) + 0.9))
     ys = range(len(hubs))
     ax.barh(ys, [h.p90_hours for h in hubs], color="#c9d8e6", label="p90")
     ax.barh(ys, [h.mean_hours for h in hubs], color=_ACCENT, height=0.45, label="mean")
@@ -226,7 +236,7 @@ def render_html(card: Scorecard) -> str:
     page = env.from_string(
         files("carrierwatch.scorecards").joinpath("templates/scorecard.html.jinja")
         .read_text(encoding="utf-8")).render(
-        card=card, headline=headline, worst_on_time=worst_on_time,
+        card=card, headline=headline, hubs=_busiest_hubs(card), worst_on_time=worst_on_time,
         worst_attempts=worst_attempts, shown=shown, last_day=last_day,
         trend_svg=Markup(_trend_chart(card.kpis)),
         heatmap_svg=Markup(_heatmap(card, heat_regions)) if heat_regions else "",
