@@ -78,6 +78,7 @@ BASE: dict[Path_, Base | None] = {
     ("watch",): Base(("--once", "--settle-seconds", "0"), ("{out}",)),  # an empty drop folder
     # an empty store: no data for the week, exit 2 and no report
     ("scorecard",): Base(("--week", "2026-W10", "--out", "{out}"), expect=EXIT_USAGE),
+    ("status",): Base(expect=EXIT_USAGE),  # an empty store: nothing to report, exit 2
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
@@ -258,6 +259,8 @@ def explicit_cases() -> Iterator[Case]:
     for week in ("2026-47", "2026-W60", "last"):
         yield Case(("scorecard", "--week", week, "--out", "{out}"), EXIT_USAGE,
                    id=f"scorecard --week {week}")
+    yield Case(("status", "--since", "soon"), EXIT_USAGE, id="status --since soon")
+    yield Case(("status", "--partner", "nobody"), EXIT_USAGE, id="status --partner nobody")
     yield Case(("scorecard", "--week", "2026-W10", "--partner", "nobody", "--out", "{out}"),
                EXIT_USAGE, id="scorecard --partner nobody")
     yield Case(("scorecard", "--week", "2026-W10", "--out", "{out}"), EXIT_UNAVAILABLE,

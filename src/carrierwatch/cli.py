@@ -597,6 +597,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.ingest.cli:ingest_file", "ingest-file"),
     ("carrierwatch.ingest.cli:watch", "watch"),
     ("carrierwatch.scorecards.cli:scorecard", "scorecard"),
+    ("carrierwatch.outputs.status:status", "status"),
 ]
 
 
