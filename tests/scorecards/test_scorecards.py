@@ -233,3 +233,20 @@ def test_the_same_week_twice_gives_byte_identical_csv_and_json(
         outputs.append(files)
     assert len(outputs[0]) == 5 * 12
     assert outputs[0] == outputs[1]
+
+
+def test_the_json_follows_the_committed_schema(built: tuple[list[Scorecard], Any]) -> None:
+    import json
+
+    from pydantic import TypeAdapter
+
+    from carrierwatch.scorecards.document import json_schema
+
+    committed = Path(__file__).resolve().parents[2] / "docs" / "scorecard.schema.json"
+    assert json.loads(committed.read_text(encoding="utf-8")) == json_schema()
+    adapter = TypeAdapter(Scorecard)
+    cards, _ = built
+    for card in cards:
+        text = card.to_json()
+        parsed = adapter.validate_json(text, strict=True)
+        assert parsed.to_json() == text  # every field typed as documented, nothing extra

@@ -18,8 +18,8 @@ from zoneinfo import ZoneInfo
 
 __all__ = ["SCHEMA", "AccountabilityRow", "Cost", "CreditLine", "Credits", "FailureRow",
            "HubRow", "KpiRow", "PackageRow", "RegionDay", "RegionRow", "Scorecard",
-           "TrendPoint", "WeekError", "iso_week", "last_complete_week", "local_iso",
-           "week_bounds"]
+           "TrendPoint", "WeekError", "iso_week", "json_schema", "last_complete_week",
+           "local_iso", "week_bounds"]
 
 SCHEMA = "carrierwatch.scorecard/1"
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
@@ -115,7 +115,7 @@ class KpiRow:
     unit: str
     better: str
     value: float | None
-    numerator: float | None
+    numerator: int | float | None  # counts stay integers
     denominator: int
     target: float | None
     passed: bool | None
@@ -259,3 +259,12 @@ class Scorecard:
             if row.key == key:
                 return row
         raise KeyError(key)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of the document, derived from the dataclasses by pydantic;
+    committed as ``docs/scorecard.schema.json`` (a test keeps the two equal)."""
+    from pydantic import TypeAdapter
+
+    schema = TypeAdapter(Scorecard).json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA, **schema}
