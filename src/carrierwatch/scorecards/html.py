@@ -95,30 +95,45 @@ def _trend_chart(kpis: list[KpiRow]) -> str:
     return _svg(fig, tight=False)
 
 
-def _heatmap(card: Scorecard, regions: list[str]) -> str:
+def _heatmap(card: Scorecard, regions: list[str], failed: bool = False) -> str:
+    """Region × local day: on-time % (red below 80, green at 100), or failed first attempts
+    (white none, red most)."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     days = sorted({d.day for d in card.region_days})
     grid = np.full((len(regions), len(days)), np.nan)
     for cell in card.region_days:
-        if cell.region in regions and cell.on_time_rate is not None:
-            grid[regions.index(cell.region), days.index(cell.day)] = 100 * cell.on_time_rate
-    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(regions) + 1.1))
-    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#eef1f4")
-    image = ax.imshow(grid, cmap=cmap, vmin=80, vmax=100, aspect="auto")
+        if cell.region not in regions:
+            continue
+        value = (float(cell.failed_first_attempts) if cell.first_attempts else None) if failed \
+            else (None if cell.on_time_rate is None else 100 * cell.on_time_rate)
+        if value is not None:
+            grid[regions.index(cell.region), days.index(cell.day)] = value
+    fig, ax = plt.subplots(figsize=(5.4, 0.3 * len(regions) + 1.1))
+    top = 1.0
+    if failed:
+        cmap = plt.get_cmap("Reds").with_extremes(bad="#eef1f4")
+        top = max(1.0, float(np.nanmax(grid))) if not np.all(np.isnan(grid)) else 1.0
+        image = ax.imshow(grid, cmap=cmap, vmin=0, vmax=top, aspect="auto")
+    else:
+        cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#eef1f4")
+        image = ax.imshow(grid, cmap=cmap, vmin=80, vmax=100, aspect="auto")
     ax.set_xticks(range(len(days)))
     ax.set_xticklabels([d[5:] for d in days], fontsize=7.5)
     ax.set_yticks(range(len(regions)))
     ax.set_yticklabels(regions, fontsize=7.5)
     for (r, c), value in np.ndenumerate(grid):
         if not np.isnan(value):
-            ax.text(c, r, f"{value:.0f}", ha="center", va="center", fontsize=6.5, color="#111")
+            dark = value > 0.6 * top if failed else value < 84
+            ax.text(c, r, f"{value:.0f}", ha="center", va="center", fontsize=6.5,
+                    color="white" if dark else "#111")
     ax.spines[:].set_visible(False)
-    bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
-    bar.set_label("on-time %", fontsize=7.5)
+    bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("failed first attempts" if failed else "on-time %", fontsize=7.5)
     bar.ax.tick_params(labelsize=7)
-    ax.set_title("On-time % by region (origin) and local day")
+    ax.set_title("Failed first attempts by region and local day" if failed
+                 else "On-time % by region (origin) and local day", fontsize=9)
     return _svg(fig)
 
 
@@ -240,6 +255,8 @@ def render_html(card: Scorecard) -> str:
         worst_attempts=worst_attempts, shown=shown, last_day=last_day,
         trend_svg=Markup(_trend_chart(card.kpis)),
         heatmap_svg=Markup(_heatmap(card, heat_regions)) if heat_regions else "",
+        failed_heatmap_svg=Markup(_heatmap(card, heat_regions, failed=True))
+        if heat_regions else "",
         failures_svg=Markup(svg) if (svg := _failures_chart(card)) else None,
         hub_svg=Markup(svg) if (svg := _hub_chart(card)) else None)
     assert len(KPIS) == len(card.kpis)
