@@ -100,17 +100,30 @@ def weeks_with_data(store: Store, partner_id: str, week: str, timezone: str) -> 
     return bool(rows and rows[0][0])
 
 
+_Cache = dict[tuple[str, str], "list[KpiFigure] | None"]
+
+
+def _week_kpis(store: Store, info: PartnerInfo, week: str, contracts: dict[str, SlaContract],
+               cache: _Cache) -> list[KpiFigure] | None:
+    """One partner's KPIs of one local week (memoized for a build: trends and ranks reuse
+    them)."""
+    key = (info.partner_id, week)
+    if key not in cache:
+        start, end = week_bounds(week, info.contract.timezone)
+        cache[key] = fetch_kpis(store, start, end, contracts, [info.partner_id]).get(
+            info.partner_id)
+    return cache[key]
+
+
 def _kpi_rows(store: Store, info: PartnerInfo, week: str,
-              everyone: Sequence[PartnerInfo]) -> list[KpiRow]:
+              everyone: Sequence[PartnerInfo], cache: _Cache) -> list[KpiRow]:
     contracts = {p.partner_id: p.contract for p in everyone}
     trend: dict[str, list[TrendPoint]] = defaultdict(list)
     current: list[KpiFigure] = []
     previous: dict[str, float | None] = {}
     for back in range(TREND_WEEKS - 1, -1, -1):
         label = shift_week(week, -back)
-        start, end = week_bounds(label, info.contract.timezone)
-        figures = fetch_kpis(store, start, end, contracts, [info.partner_id]).get(
-            info.partner_id)
+        figures = _week_kpis(store, info, label, contracts, cache)
         by_key = {f.key: f for f in figures or []}
         for spec in KPIS:
             figure = by_key.get(spec.key)
@@ -123,8 +136,7 @@ def _kpi_rows(store: Store, info: PartnerInfo, week: str,
     # ranks: every partner's own local week
     others: dict[str, dict[str, float | None]] = {}
     for other in everyone:
-        start, end = week_bounds(week, other.contract.timezone)
-        got = fetch_kpis(store, start, end, contracts, [other.partner_id]).get(other.partner_id)
+        got = _week_kpis(store, other, week, contracts, cache)
         if got:
             others[other.partner_id] = {f.key: f.value for f in got}
     rows = []
@@ -382,13 +394,14 @@ def build_scorecards(store: Store, week: str, partners: Sequence[PartnerInfo],
     ranks are among ``everyone`` (default: ``partners``) with data that week. Partners
     without data in the week get no scorecard."""
     everyone = list(everyone or partners)
+    cache: _Cache = {}
     cards = []
     for info in partners:
         if not weeks_with_data(store, info.partner_id, week, info.contract.timezone):
             continue
         tz = info.contract.timezone
         start, end = week_bounds(week, tz)
-        kpis = _kpi_rows(store, info, week, everyone)
+        kpis = _kpi_rows(store, info, week, everyone, cache)
         regions, region_days = _regions(store, info, start, end)
         failures, split, failed_attempts, returns = _failures(store, info, start, end)
         totals = store.query(
