@@ -76,7 +76,9 @@ BASE: dict[Path_, Base | None] = {
     # no broker: the file waits in the local spool (durable), exit 0
     ("ingest-file",): Base(("--partner", "valley_express"), (str(VX_SAMPLE),)),
     ("watch",): Base(("--once", "--settle-seconds", "0"), ("{out}",)),  # an empty drop folder
-    ("status",): Base(expect=EXIT_USAGE),  # an empty store: says so, exit 2
+    # an empty store: no data for the week, exit 2 and no report
+    ("scorecard",): Base(("--week", "2026-W10", "--out", "{out}"), expect=EXIT_USAGE),
+    ("status",): Base(expect=EXIT_USAGE),  # an empty store: nothing to report, exit 2
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
@@ -95,6 +97,7 @@ PATH_ROLES: dict[tuple[Path_, str], str] = {
     (("gateway",), "secrets_file"): "input",
     (("ingest-file",), "files"): "input",  # binary.dat: not a .csv of valley_express → exit 1
     (("watch",), "directory"): "state",  # created when missing; done/ and failed/ go there
+    (("scorecard",), "out_dir"): "output",
 }
 
 #: exit codes that differ from the generic rule (input: binary → 1, empty folder → 1; output
@@ -253,6 +256,17 @@ def explicit_cases() -> Iterator[Case]:
     yield Case(("replay", "--no-progress", str(SAMPLE)), EXIT_ERROR,
                env=(("CARRIERWATCH_DATA_DIR", "/proc/nope"),),
                id="replay: unwritable data dir")
+    for week in ("2026-47", "2026-W60", "last"):
+        yield Case(("scorecard", "--week", week, "--out", "{out}"), EXIT_USAGE,
+                   id=f"scorecard --week {week}")
+    yield Case(("status", "--since", "soon"), EXIT_USAGE, id="status --since soon")
+    yield Case(("status", "--partner", "nobody"), EXIT_USAGE, id="status --partner nobody")
+    yield Case(("scorecard", "--week", "2026-W10", "--partner", "nobody", "--out", "{out}"),
+               EXIT_USAGE, id="scorecard --partner nobody")
+    yield Case(("scorecard", "--week", "2026-W10", "--out", "{out}"), EXIT_UNAVAILABLE,
+               seconds=30,
+               env=(("CARRIERWATCH_CLICKHOUSE_URL", "http://127.0.0.1:{closed_port}"),),
+               id="scorecard: ClickHouse server not answering")
     for command in (("worker",), ("sink",), ("topics",)):
         yield Case(command, EXIT_UNAVAILABLE, seconds=20,
                    env=(("CARRIERWATCH_KAFKA_BOOTSTRAP", "PLAINTEXT://127.0.0.1:{closed_port}"),),

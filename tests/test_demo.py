@@ -203,3 +203,17 @@ def test_the_demo_keeps_its_own_data_directory(small_demo: subprocess.CompletedP
     assert store.name == "clickhouse" and store.parent.name == "demo" and store.is_dir()
     assert not (store.parent.parent / "clickhouse").exists()
     assert (store.parent / "demo-simulation").is_dir()
+
+
+def test_the_demo_ends_with_the_week_s_scorecards(small_demo: subprocess.CompletedProcess[str]
+                                                  ) -> None:
+    assert "6. weekly scorecards of 2026-W10 for 3 partners" in small_demo.stdout
+    found = re.search(r"^   open (\S+\.html) in a browser$", small_demo.stdout, re.MULTILINE)
+    assert found, small_demo.stdout[-2000:]
+    page = Path(found.group(1))
+    assert page.is_file() and page.parent.name == "2026-W10"
+    assert page.parent.parent.name == "scorecards" and page.parent.parent.parent.name == "demo"
+    text = page.read_text(encoding="utf-8")
+    assert "weekly scorecard" in text and "On-time delivery" in text
+    assert sorted(p.name for p in page.parent.glob("*.json")) == [
+        "easypost.json", "fedex.json", "ups.json"]

@@ -13,7 +13,9 @@
    times the CPU of the old one-week demo;
 3. prints, for the reported week only, each partner's scorecard against its contract, each
    incident with what it moved and whether and when the monitor flagged it, the anomalies as
-   episodes (observed against typical values), and a legend of the terms used.
+   episodes (observed against typical values), and a legend of the terms used;
+4. writes the week's partner scorecards (``carrierwatch scorecard``: CSV, XLSX, HTML, JSON)
+   under ``<data dir>/demo/scorecards/<week>/`` and names the HTML file to open.
 """
 
 from __future__ import annotations
@@ -467,6 +469,21 @@ def demo(partner_count: int, days: int, history_days: int, seed: int, packages_p
 
         print_report(console, store, {p.id: p.spec.contract for p in registry},
                      manifest.incidents, report_start, report_end)
+        scorecard_dir = data_dir / "scorecards"
+        from carrierwatch.scorecards.cli import FORMATS, partner_infos, write_scorecards
+        from carrierwatch.scorecards.document import iso_week
+
+        everyone = [i for i in partner_infos(registry) if i.partner_id in manifest.partners]
+        cards, files = write_scorecards(store, everyone, everyone, iso_week(REPORT_START),
+                                        FORMATS, scorecard_dir)
+        html = sorted(f for f in files if f.suffix == ".html")
+        console.print(
+            f"[bold]6. weekly scorecards[/bold] of {iso_week(REPORT_START)} for "
+            f"{len(cards)} partners (CSV, XLSX, HTML, JSON): {len(files)} files in "
+            f"{scorecard_dir / iso_week(REPORT_START)} (`carrierwatch scorecard --week "
+            f"{iso_week(REPORT_START)}` makes them from any store)")
+        if html:
+            console.print(f"   open {html[0]} in a browser", soft_wrap=True)
         console.print(f"[bold]Where the data lives:[/bold] ClickHouse (chDB) at "
                       f"{data_dir / 'clickhouse'} (tables canonical_events, package_outcomes, "
                       f"metric_windows, anomalies, alerts, dead_letters); raw feeds at "

@@ -316,3 +316,31 @@ def compute(batches: Sequence[tuple[Sequence[CanonicalEvent], int | None]],
                 add_map(partner, region, level, resolved, "resolution_hist",
                         bucket(resolved - opened))
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub dwell (docs/metrics.md, "Hub dwell"), written from the definition without the core's code.
+
+def hub_stays(events: Sequence[CanonicalEvent]) -> list[tuple[str, int, int]]:
+    """``(hub, arrived_at, departed_at)`` of one package's measured hub stays."""
+    seen: dict[str, CanonicalEvent] = {}
+    for event in events:
+        seen.setdefault(event.event_id, event)
+    ordered = sorted(seen.values(), key=lambda e: (e.event_time, RANK.get(_status(e), 4),
+                                                   e.event_id))
+    stays = []
+    for i, event in enumerate(ordered):
+        if _status(event) != "staged" or event.location is None:
+            continue
+        city, region = event.location.city, event.location.region
+        hub = f"{city}, {region}" if city and region else (city or region)
+        if not hub:
+            continue
+        for later in ordered[i + 1:]:
+            status = _status(later)
+            if status in ("staged", "delivered", "returned", "cancelled"):
+                break
+            if status in ("in_transit", "out_for_delivery"):
+                stays.append((hub, event.event_time, later.event_time))
+                break
+    return stays

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["PARTNER_ID_PATTERN", "AuthSpec", "PartnerSpec", "SlaContract", "TextLimits",
-           "WebhookLimits"]
+__all__ = ["CREDIT_KPIS", "PARTNER_ID_PATTERN", "AuthSpec", "ContractRates", "CreditRule",
+           "PartnerSpec", "SlaContract", "TextLimits", "WebhookLimits"]
 
 PARTNER_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 
@@ -60,6 +60,39 @@ class WebhookLimits(_Frozen):
     timestamp_tolerance_seconds: int = Field(300, gt=0)
 
 
+CREDIT_KPIS = ("on_time", "first_attempt", "pickup_compliance", "tracking_compliance",
+               "exception_rate")
+"""The KPIs a service-credit rule may name (rates with a target; ``exception_rate`` against its
+maximum)."""
+
+
+class ContractRates(_Frozen):
+    """What the shipper pays the partner (``rates:`` in the contract; all optional)."""
+
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$")
+    #: per successful delivery
+    per_delivery: float = Field(0.0, ge=0)
+    #: per failed delivery attempt (the re-attempt it causes)
+    per_reattempt: float = Field(0.0, ge=0)
+    #: per package returned to sender
+    per_return: float = Field(0.0, ge=0)
+
+
+class CreditRule(_Frozen):
+    """A service credit: when ``kpi`` misses its target by more than ``points`` percentage
+    points in a week, the partner owes ``credit_percent`` % of the week's charges.
+
+    For ``exception_rate`` "missing" means above its maximum. Several rules on one KPI are
+    tiers: the highest triggered one applies; credits of different KPIs add up, capped at
+    100 % of the charges (``docs/scorecards.md``).
+    """
+
+    kpi: Literal["on_time", "first_attempt", "pickup_compliance", "tracking_compliance",
+                 "exception_rate"]
+    points: float = Field(0.0, ge=0, le=100)
+    credit_percent: float = Field(gt=0, le=100)
+
+
 class SlaContract(_Frozen):
     """What the partner promised. Targets are fractions in [0, 1]; durations in minutes or days."""
 
@@ -76,6 +109,33 @@ class SlaContract(_Frozen):
     default_service_level: str = "ground"
     slo_window_days: int = Field(28, gt=0)
     required_milestones: tuple[str, ...] = ("picked_up", "out_for_delivery", "delivered")
+    #: optional targets of the scorecard's other KPIs (None: reported without pass/fail)
+    eta_accuracy_target: float | None = Field(None, ge=0, le=1)
+    exception_resolution_mean_max_hours: float | None = Field(None, gt=0)
+    exception_resolution_p90_max_hours: float | None = Field(None, gt=0)
+    delay_stddev_max_hours: float | None = Field(None, gt=0)
+    #: prices and service credits (optional; scorecards show cost and credits when present)
+    rates: ContractRates | None = None
+    credits: tuple[CreditRule, ...] = ()
+    #: canonical reason -> accountable party, overriding carrierwatch.core.accountability
+    accountability: dict[str, Literal["carrier", "consignee", "shipper", "customs",
+                                      "force_majeure"]] = Field(default_factory=dict)
+
+    @field_validator("accountability")
+    @classmethod
+    def _reasons(cls, value: dict[str, str]) -> dict[str, str]:
+        from carrierwatch.core.model import CanonicalReason
+
+        unknown = sorted(set(value) - {r.value for r in CanonicalReason})
+        if unknown:
+            raise ValueError(f"accountability: not canonical reasons: {unknown}")
+        return value
+
+    @model_validator(mode="after")
+    def _credits_need_rates(self) -> SlaContract:
+        if self.credits and self.rates is None:
+            raise ValueError("credits need rates (a credit is a share of the week's charges)")
+        return self
 
     @field_validator("pickup_cutoff")
     @classmethod
