@@ -249,7 +249,13 @@ class WorkerMetrics(ProcessMetrics):
                               f"1 for each of the partner's {GAP_CODES_SHOWN} most frequent "
                               "unknown codes since the process started.", ["partner", "code"],
                               registry=r)
-        for partner in self.rules:
+        for partner, found in self.rules.items():
+            # every SLI series exists from the start at 0: Prometheus's increase() counts from
+            # a series' first sample, so a series born with a value would lose that value
+            for level in (*sorted(found.levels), OTHER):
+                for slo in SLOS:
+                    self.sli_events.labels(partner, level, slo)
+                    self.sli_good.labels(partner, level, slo)
             for name in ("normalize", "track"):
                 self.dead_letters.labels(partner, name)
             self.raw_payloads.labels(partner)
