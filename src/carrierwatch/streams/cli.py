@@ -155,9 +155,6 @@ def _serve_metrics(stack: ExitStack, metrics: Any, config: StreamConfig, setting
     from carrierwatch.core.errors import ConfigurationError
     from carrierwatch.outputs.metrics import KafkaLagMonitor, serve
 
-    lag = KafkaLagMonitor(metrics, settings.kafka_bootstrap, groups, interval=config.lag_interval)
-    stack.callback(lag.stop)
-    lag.start()
     if config.metrics_port is None:
         return
     try:
@@ -166,6 +163,9 @@ def _serve_metrics(stack: ExitStack, metrics: Any, config: StreamConfig, setting
         raise ConfigurationError(f"cannot serve metrics on {config.metrics_addr}:"
                                  f"{config.metrics_port}: {exc.strerror or exc}") from exc
     stack.callback(server.shutdown)
+    lag = KafkaLagMonitor(metrics, settings.kafka_bootstrap, groups, interval=config.lag_interval)
+    stack.callback(lag.stop)
+    lag.start()
 
 
 @click.command("sink")
