@@ -6,16 +6,17 @@ rules every second; Debian's prometheus-alertmanager routes what fires to a webh
 run by the test. UPS must be paged (``PartnerSLOFastBurn``, slo ``event_latency``) within the
 expected time, AfterShip never, and a silence on UPS must stop the repeated notifications.
 
-The Alertmanager configuration is the repository's ``alerts/alertmanager.yml`` when it exists
-(receivers pointed at the test's webhook, grouping intervals shortened), else a minimal routing
-by severity. The rules are ``tests/streams/e2e/minimal.rules.yml``: the workbook's fast-burn
-page (1 h and 5 min error ratios above 14.4 × a 5 % budget) over the contract's metric names.
-``CARRIERWATCH_E2E_ALERTS_DIR=<dir>`` runs the test with ``<dir>/rules/*.yml`` (the generated
-rules) and ``<dir>/alertmanager.yml`` instead. Not the default yet: over the six live hours of
-the simulated feed the generated rules' 6 h / 30 min clause (burn rate 5.6) also pages the
-"healthy" partner at some times of day (pickup compliance and event latency follow the
-simulator's daily rhythm: late pickups are decided in the evening), so the assertion "a
-healthy partner gets no page" would depend on the clock.
+The rules and the Alertmanager configuration are the repository's generated ones
+(``alerts/rules/*.yml`` from ``carrierwatch alerts generate``, ``alerts/alertmanager.yml``;
+another directory with ``CARRIERWATCH_E2E_ALERTS_DIR``), with the receivers' URLs pointed at
+the test's webhook and the grouping intervals shortened. Where they do not exist the test uses
+``tests/streams/e2e/minimal.rules.yml`` (the workbook's fast-burn page, 1 h and 5 min error
+ratios above 14.4 × a 5 % budget, over the same metric names) and a minimal routing by
+severity.
+
+The feed's history (all but its last 6 hours) is tracked before Prometheus starts, so its
+first scrape is the counters' baseline and the rates see only the live part: a partner's first
+simulated day is also the day its webhook histories are first sent, full of old events.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def alerting_config(webhook_url: str) -> tuple[list[Path], dict[str, Any], str]:
     where they come from."""
     chosen = os.environ.get("CARRIERWATCH_E2E_ALERTS_DIR")
     folder = Path(chosen) if chosen else ROOT / "alerts"
-    rules = sorted((folder / "rules").glob("*.yml")) if chosen else []
+    rules = sorted((folder / "rules").glob("*.yml"))
     source = str(folder)
     if not rules:
         rules, source = [FALLBACK / "minimal.rules.yml"], str(FALLBACK)
