@@ -152,17 +152,24 @@ def sli_counts(output: PipelineOutput, rules: Mapping[str, SliRules]
             entry = counts[key] = [0, 0]
         entry[0] += 1
         entry[1] += 1 if good else 0
+    # the hot loop (every accepted event): one dict lookup per event
+    slots: dict[tuple[str, str | None], tuple[list[int], int]] = {}
     for event in output.events:
         if event.synthetic:
             continue
-        partner_label, level_label, found = _labels(rules, event.partner_id,
-                                                    event.service_level)
-        key = (partner_label, level_label, "event_latency")
-        entry = counts.get(key)
-        if entry is None:
-            entry = counts[key] = [0, 0]
+        slot = slots.get((event.partner_id, event.service_level))
+        if slot is None:
+            partner_label, level_label, found = _labels(rules, event.partner_id,
+                                                        event.service_level)
+            key = (partner_label, level_label, "event_latency")
+            entry = counts.get(key)
+            if entry is None:
+                entry = counts[key] = [0, 0]
+            slot = slots[(event.partner_id, event.service_level)] = (entry,
+                                                                     found.latency_limit_ms)
+        entry, limit = slot
         entry[0] += 1
-        if event.received_time - event.event_time <= found.latency_limit_ms:
+        if event.received_time - event.event_time <= limit:
             entry[1] += 1
     return counts
 
