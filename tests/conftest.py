@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from carrierwatch.streams.broker import KafkaBroker, ToolMissingError, ensure_jars, ensure_java
-from carrierwatch.testing import missing_component
+from carrierwatch.testing import (
+    AlertmanagerServer,
+    PrometheusServer,
+    missing_component,
+    require_binary,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,3 +65,49 @@ def schema_registry_url() -> Iterator[str]:
 
     with EmbeddedSchemaRegistry(None) as registry:
         yield registry.url
+
+
+@pytest.fixture
+def prometheus_server(tmp_path: Path) -> Iterator[Callable[..., PrometheusServer]]:
+    """Factory: ``prometheus_server(targets={"worker": ["127.0.0.1:PORT"]}, rule_files=[...],
+    scrape_interval=1.0, evaluation_interval=1.0, alertmanagers=[...])`` starts Debian's
+    prometheus on a free loopback port (see :class:`carrierwatch.testing.PrometheusServer`)
+    and returns it, started; every server started is stopped (by PID) after the test. Skips (or
+    fails under ``CARRIERWATCH_REQUIRE_ALL=1``) when prometheus is not installed."""
+    binary = require_binary("prometheus", "prometheus")
+    started: list[PrometheusServer] = []
+
+    def start(**kwargs: Any) -> PrometheusServer:
+        server = PrometheusServer(tmp_path / f"prometheus-{len(started)}", binary=binary,
+                                  **kwargs)
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.fixture
+def alertmanager_server(tmp_path: Path) -> Iterator[Callable[..., AlertmanagerServer]]:
+    """Factory: ``alertmanager_server(config)`` (a mapping or the path of an alertmanager.yml)
+    starts Debian's prometheus-alertmanager on a free loopback port and returns it; stopped (by
+    PID) after the test."""
+    binary = require_binary("prometheus-alertmanager", "prometheus-alertmanager")
+    started: list[AlertmanagerServer] = []
+
+    def start(config: Any, **kwargs: Any) -> AlertmanagerServer:
+        server = AlertmanagerServer(tmp_path / f"alertmanager-{len(started)}", config,
+                                    binary=binary, **kwargs)
+        started.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

@@ -306,6 +306,7 @@ def test_without_kafka_requests_are_spooled_and_ready_stays_true_until_the_spool
     assert answers[-1] == (503, "30", "spool_full")
     assert ready[1]["kafka"] is False and ready[1]["spool_depth"] >= 2
     assert "carrierwatch_gateway_kafka_up 0.0" in metrics
+    assert "\ncarrierwatch_kafka_up 0.0" in metrics  # the name every process exports
     assert 'carrierwatch_gateway_stored_total{partner="easypost",store="spool"}' in metrics
     assert len(list((tmp_path / "gateway" / "spool").glob("*.seg"))) == 1
 

@@ -166,7 +166,7 @@ def test_store_outage_of_30_seconds_is_buffered_and_retried_with_backoff(
         time.sleep(1.0)
     during = seen[-1]
     assert during["carrierwatch_sink_write_retries_total"] >= 5
-    assert during["carrierwatch_sink_buffered_rows"] > 0
+    assert during["carrierwatch_sink_backlog_rows"] > 0
     assert during["carrierwatch_sink_rows_written_total"] == 0
     assert 0 < during["carrierwatch_sink_backoff_seconds"] <= 4
     # nothing was committed while the store was down
@@ -175,7 +175,7 @@ def test_store_outage_of_30_seconds_is_buffered_and_retried_with_backoff(
     harness.finish_input(max_event_time(feed, harness.registry), timeout=120)
     after = scrape(port)
     assert after["carrierwatch_sink_rows_written_total"] > 0
-    assert after["carrierwatch_sink_buffered_rows"] == 0
+    assert after["carrierwatch_sink_backlog_rows"] == 0
     assert after["carrierwatch_sink_backoff_seconds"] == 0
     # backoff grows exponentially, so 30 s of outage take few attempts (0.2, 0.4, ... capped at 4)
     assert after["carrierwatch_sink_write_retries_total"] <= 15

@@ -75,7 +75,7 @@ import math
 import pickle
 import zlib
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -92,6 +92,7 @@ from carrierwatch.core.metrics import (
     C_LAT_SUM,
     C_SYNTHETIC,
     C_TOO_LATE,
+    FACT_DELIVERED,
     FACT_ON_TIME,
     FACT_PICKUP,
     H_CARRIER_LAG,
@@ -150,7 +151,7 @@ _CHANGES_FORMAT = 1
 #: What a delta carries in full (the large containers travel as their changed entries).
 _CONTAINERS = ("packages", "windows", "tombstones", "_deadline_buckets", "_bucket_heap")
 #: Transient attributes: never serialised.
-_TRANSIENT = ("_out", "_targets", "_dirty", "_touched", "_rules", "_window_specs",
+_TRANSIENT = ("observer", "_out", "_targets", "_dirty", "_touched", "_rules", "_window_specs",
               "_tracking", "_changed_packages", "_changed_windows", "_changed_tombstones",
               "_changed_buckets")
 _MIN_WATERMARK = -(1 << 63)
@@ -281,6 +282,15 @@ class PipelineOutput:
     replacement row per package that changed; ``windows``: full replacement rows of every window
     that changed; ``too_late``: the side output; ``flagged``: transitions flagged by this call's
     events; ``watermark``: the decision watermark after the call.
+
+    Only while :attr:`Pipeline.observer` is set: ``decisions``, one
+    ``(partner, service_level, fact kind, good)`` per package outcome *decided* in this call (a
+    fact kind :data:`~carrierwatch.core.metrics.FACT_ON_TIME` … ``FACT_DELIVERED`` the package
+    did not have before; ``good`` is the fact's verdict: on time, first attempt successful,
+    picked up on time, tracking compliant), and ``corrections``, one
+    ``(partner, service_level, fact kind)`` per such outcome retracted or reversed by a later
+    event. Synthetic packages decide nothing. These feed the Prometheus SLI counters
+    (:mod:`carrierwatch.outputs.metrics`), which only go up.
     """
 
     events: list[CanonicalEvent] = field(default_factory=list)
@@ -289,6 +299,8 @@ class PipelineOutput:
     too_late: list[TooLateRecord] = field(default_factory=list)
     flagged: list[FlaggedTransition] = field(default_factory=list)
     watermark: int = _MIN_WATERMARK
+    decisions: list[tuple[str, str, int, int]] = field(default_factory=list)
+    corrections: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 class Pipeline:
@@ -366,6 +378,9 @@ class Pipeline:
         self._seq = 0
         self._window_specs = _window_specs(self.granularities)
         self._tracking = False  # see clear_changes
+        #: called with every output (transient: not saved); while set, outputs carry
+        #: ``decisions`` and ``corrections`` (see :class:`PipelineOutput`)
+        self.observer: Callable[[PipelineOutput], None] | None = None
         self._reset_changes()
         self.stats: dict[str, int] = {
             "received": 0, "accepted": 0, "duplicates": 0, "too_late": 0,
@@ -703,6 +718,7 @@ class Pipeline:
         self._rules = {}
         self._window_specs = _window_specs(self.granularities)
         self._tracking = False
+        self.observer = None
         self._reset_changes()
         self._reset_call()
 
@@ -787,6 +803,8 @@ class Pipeline:
         new_region = state.region or "unknown"
         new_level = state.service_level or rules_level
         partner = state.partner_id
+        if self.observer is not None:
+            self._record_decisions(partner, new_level, old_level, old_facts, new_facts)
         if old_region == new_region and old_level == new_level:
             remaining = list(new_facts)
             for fact in old_facts:
@@ -801,6 +819,24 @@ class Pipeline:
                 self._delta_fact(partner, old_region, old_level, fact, -1)
             for fact in new_facts:
                 self._delta_fact(partner, new_region, new_level, fact, 1)
+
+    def _record_decisions(self, partner: str, level: str, old_level: str,
+                          old_facts: tuple[Fact, ...], new_facts: tuple[Fact, ...]) -> None:
+        """Outcomes decided (a kind the package did not have) and corrected (retracted or
+        reversed) between the package's old and new facts (see :class:`PipelineOutput`)."""
+        before = {fact[0]: fact[2] for fact in old_facts if fact[0] <= FACT_DELIVERED}
+        out = self._out
+        for fact in new_facts:
+            kind = fact[0]
+            if kind > FACT_DELIVERED:
+                continue
+            verdict = before.pop(kind, None)
+            if verdict is None:
+                out.decisions.append((partner, level, kind, fact[2]))
+            elif verdict != fact[2]:
+                out.corrections.append((partner, old_level, kind))
+        for kind in before:
+            out.corrections.append((partner, old_level, kind))
 
     def _delta_fact(self, partner: str, region: str, level: str, fact: Fact, sign: int) -> None:
         when = fact[1]
@@ -888,6 +924,8 @@ class Pipeline:
             append_outcome(self._outcome_row(state, base + seq))
         self._seq = seq
         out.watermark = self._decision_watermark
+        if self.observer is not None:
+            self.observer(out)
         if sweep or self._decision_watermark - self._last_sweep >= self.sweep_interval_ms:
             self._sweep()
         self._reset_call()

@@ -142,6 +142,10 @@ class GatewayMetrics:
                                registry=r)
         self.drained = Counter("carrierwatch_gateway_spool_drained",
                                "Spooled requests moved into Kafka", registry=r)
+        #: carrierwatch_kafka_up (every Kafka-using process exports it; same value as above)
+        from carrierwatch.outputs.metrics import ProcessMetrics
+
+        self.process = ProcessMetrics(r)
         self.kafka_up = Gauge("carrierwatch_gateway_kafka_up",
                               "1 while the gateway can produce to Kafka", registry=r)
 
@@ -331,6 +335,7 @@ class Gateway:
         oldest = self.spool.oldest_received_ms()
         metrics.spool_age.set(0 if oldest is None else max(0.0, time.time() - oldest / 1000))
         metrics.kafka_up.set(1 if self.producer.up else 0)
+        metrics.process.kafka_up.set(1 if self.producer.up else 0)
 
     # -- one request ----------------------------------------------------------------------------
 

@@ -112,6 +112,7 @@ from carrierwatch.streams.topology import StreamConfig, Topology
 from carrierwatch.transformers.registry import PartnerRegistry
 
 if TYPE_CHECKING:
+    from carrierwatch.outputs.metrics import WorkerMetrics
     from carrierwatch.streams.track import TrackStage
 
 __all__ = ["IDLE_CHECKPOINT_AGE", "CheckpointChain", "TrackService", "WorkerRuntime",
@@ -191,6 +192,11 @@ class WorkerRuntime:
     held: dict[int, list[Any]] = field(default_factory=dict)
     #: partitions that made a call since they were restored (the first one is logged)
     started: set[int] = field(default_factory=set)
+    #: the process's Prometheus metrics (None: none)
+    metrics: WorkerMetrics | None = None
+    #: end offset of the last journaled call a restored partition repeats: the outcomes of
+    #: the calls up to it were counted by the previous owner, so they are not counted again
+    repeat_until: dict[int, int] = field(default_factory=dict)
 
     # -- normalize ------------------------------------------------------------------------------
 
@@ -220,6 +226,8 @@ class WorkerRuntime:
                                            file=source_file, line=line))
             dead.extend(result.dead_letters)
             self.stats.events_out += len(result.events)
+            if self.metrics is not None:
+                self.metrics.observe_payload(partner.id, result.events, result.dead_letters)
         self.stats.payloads += len(events)
         if dead:
             self.stats.dead_letters += len(dead)
@@ -267,6 +275,7 @@ class WorkerRuntime:
             self.checkpoint_times[partition] = now
             self.started.discard(partition)
             self.replay[partition] = deque(calls)
+            self.repeat_until[partition] = max(calls, default=-1)
             self.journal[partition] = list(calls)
             self.held[partition] = []
 
@@ -379,6 +388,8 @@ class WorkerRuntime:
                 log.info("partition %d: tracking from offset %d", partition,
                          cast(int, cut[0][0].offset()))
             for items in cut:
+                pipeline.observer = None if self.metrics is None or cast(int, items[-1].offset()) \
+                    <= self.repeat_until.get(partition, -1) else self.metrics.observe_output
                 pending: list[CanonicalEvent] = []
                 for message in items:
                     headers = message.headers()
@@ -394,6 +405,8 @@ class WorkerRuntime:
                     try:
                         pending.append(deserialize(value))  # type: ignore[arg-type]
                     except Exception as exc:  # foreign bytes on the topic: a dead letter
+                        if self.metrics is not None:
+                            self.metrics.dead_letter(CANONICAL_DEAD_LETTER_PARTNER, "track")
                         batch.dead_letters.append(DeadLetter(
                             CANONICAL_DEAD_LETTER_PARTNER,
                             received_time_of(None, message.timestamp()[1] / 1000),

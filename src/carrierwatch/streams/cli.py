@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -29,12 +30,24 @@ _LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WAR
 
 _namespace = click.option("--namespace", default=None,
                           help="Topic/group prefix [CARRIERWATCH_STREAM_NAMESPACE].")
+_metrics_port = click.option(
+    "--metrics-port", type=click.IntRange(1, 65535), default=None,
+    help="Serve Prometheus metrics on METRICS_ADDR:PORT/metrics (prometheus-client) "
+         "[CARRIERWATCH_STREAM_METRICS_PORT; off].")
+_metrics_addr = click.option(
+    "--metrics-addr", default=None,
+    help="Address of the metrics server [CARRIERWATCH_STREAM_METRICS_ADDR, 127.0.0.1].")
 _loglevel = click.option("-l", "--loglevel", type=click.Choice(list(_LEVELS)), default="warn",
                          show_default=True, help="Logging level (Faust's names).")
 
 
-def _config(namespace: str | None, stages: str | None = None) -> StreamConfig:
+def _config(namespace: str | None, stages: str | None = None, metrics_port: int | None = None,
+            metrics_addr: str | None = None) -> StreamConfig:
     config = StreamConfig()
+    if metrics_port is not None:
+        config = config.model_copy(update={"metrics_port": metrics_port})
+    if metrics_addr is not None:
+        config = config.model_copy(update={"metrics_addr": metrics_addr})
     if namespace is not None:
         config = config.model_copy(update={"namespace": namespace})
     if stages is not None:
@@ -68,8 +81,10 @@ def _topology(settings: Settings, config: StreamConfig) -> Topology:
 @click.option("--stages", default=None, callback=_stages,
               help="Stages of this process: normalize,track (both), normalize or track "
                    "[CARRIERWATCH_STREAM_STAGES, default both].")
+@_metrics_port
+@_metrics_addr
 def worker(loglevel: str, web_port: int | None, namespace: str | None,
-           stages: str | None) -> None:
+           stages: str | None, metrics_port: int | None, metrics_addr: str | None) -> None:
     """Run a stream worker: raw.<partner> → events.canonical → core → cw.sink."""
     import faust
     import mode
@@ -81,7 +96,7 @@ def worker(loglevel: str, web_port: int | None, namespace: str | None,
     from carrierwatch.transformers.registry import load_registry
 
     settings = get_settings()
-    config = _config(namespace, stages)
+    config = _config(namespace, stages, metrics_port, metrics_addr)
     normalize, track = ("normalize" in config.stage_names), ("track" in config.stage_names)
     if web_port is not None and not normalize:
         raise click.UsageError("--web-port serves the Faust app's web views; a track-only "
@@ -98,7 +113,8 @@ def worker(loglevel: str, web_port: int | None, namespace: str | None,
             producer=OutputProducer(settings.kafka_bootstrap),
             # both stages: the track stage's own producer (its flushes wait for nothing else)
             track_producer=OutputProducer(settings.kafka_bootstrap) if normalize and track
-            else None)
+            else None,
+            metrics=_worker_metrics(stack, settings, config, topology, registry))
         runner: mode.Worker
         if normalize:
             app = create_app(runtime, web_port=web_port, track=track)
@@ -118,26 +134,60 @@ def worker(loglevel: str, web_port: int | None, namespace: str | None,
             logging.getLogger(__name__).info("worker stats: %s", runtime.stats)
 
 
+def _worker_metrics(stack: ExitStack, settings: Settings, config: StreamConfig,
+                    topology: Topology, registry: Any) -> Any:
+    """The worker's Prometheus metrics, served when a metrics port is set, with the lag of the
+    consumer groups of its stages."""
+    from carrierwatch.outputs.metrics import WorkerMetrics
+
+    metrics = WorkerMetrics({partner.id: partner.spec.contract for partner in registry})
+    groups: dict[str, list[str]] = {}
+    if "normalize" in config.stage_names:
+        groups[topology.app_id] = list(topology.raw_topics)
+    if "track" in config.stage_names:
+        groups[topology.track_group] = [topology.events]
+    _serve_metrics(stack, metrics, config, settings, groups)
+    return metrics
+
+
+def _serve_metrics(stack: ExitStack, metrics: Any, config: StreamConfig, settings: Settings,
+                   groups: dict[str, list[str]]) -> None:
+    from carrierwatch.core.errors import ConfigurationError
+    from carrierwatch.outputs.metrics import KafkaLagMonitor, serve
+
+    if config.metrics_port is None:
+        return
+    try:
+        server = serve(metrics.registry, config.metrics_port, config.metrics_addr)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot serve metrics on {config.metrics_addr}:"
+                                 f"{config.metrics_port}: {exc.strerror or exc}") from exc
+    stack.callback(server.shutdown)
+    lag = KafkaLagMonitor(metrics, settings.kafka_bootstrap, groups, interval=config.lag_interval)
+    stack.callback(lag.stop)
+    lag.start()
+
+
 @click.command("sink")
 @_loglevel
 @click.option("--web-port", type=click.IntRange(1, 65535), default=None,
-              help="Serve the sink's Prometheus metrics on 127.0.0.1:PORT/metrics [off].")
+              help="Same as --metrics-port (kept for compatibility).")
 @_namespace
 @click.option("--wait", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds to wait for the embedded store to be released by another process.")
 @click.option("--no-anomalies", is_flag=True, help="do not run the online anomaly monitor")
+@_metrics_port
+@_metrics_addr
 def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float,
-         no_anomalies: bool) -> None:
+         no_anomalies: bool, metrics_port: int | None, metrics_addr: str | None) -> None:
     """Run the store writer: cw.sink → ClickHouse, offsets committed after each write."""
-    from prometheus_client import start_http_server
-
     from carrierwatch.storage import open_store
     from carrierwatch.streams.sink import SinkMetrics, SinkMonitor, run_sink
 
     logging.basicConfig(level=_LEVELS[loglevel],
                         format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     settings = get_settings()
-    config = _config(namespace)
+    config = _config(namespace, None, metrics_port or web_port, metrics_addr)
     topology = _topology(settings, config)
     ensure_topics(settings.kafka_bootstrap, topology.specs())
     metrics = SinkMetrics()
@@ -147,9 +197,9 @@ def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float
         Path(settings.data_dir) / "anomaly-monitor" / f"{topology.sink_group}.bin",
         metrics.registry, partners=[partner.spec for partner in load_registry(settings.home)],
         shards=config.events_partitions)
-    if web_port is not None:
-        start_http_server(web_port, addr="127.0.0.1", registry=metrics.registry)
-    with open_store(settings, command="carrierwatch sink", wait=wait, migrate=True) as store:
+    with ExitStack() as stack, open_store(settings, command="carrierwatch sink", wait=wait,
+                                          migrate=True) as store:
+        _serve_metrics(stack, metrics, config, settings, {topology.sink_group: [topology.sink]})
         run_sink(settings, config, topology, store, metrics=metrics, monitor=monitor)
 
 

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from carrierwatch.core.errors import StorageError
 from carrierwatch.core.partner import PartnerSpec
+from carrierwatch.outputs.metrics import ProcessMetrics
 from carrierwatch.settings import Settings
 from carrierwatch.sink import SinkBatch, write_batch
 from carrierwatch.storage.base import Store
@@ -61,7 +62,7 @@ class SinkMetrics:
         self.writes = Counter("carrierwatch_sink_writes", "Successful store writes", registry=r)
         self.retries = Counter("carrierwatch_sink_write_retries",
                                "Store writes that failed and will be retried", registry=r)
-        self.buffered_rows = Gauge("carrierwatch_sink_buffered_rows",
+        self.buffered_rows = Gauge("carrierwatch_sink_backlog_rows",
                                    "Rows consumed but not yet written", registry=r)
         self.backoff = Gauge("carrierwatch_sink_backoff_seconds",
                              "Current wait before the next write attempt", registry=r)
@@ -71,6 +72,8 @@ class SinkMetrics:
             buckets=FRESHNESS_BUCKETS, registry=r)
         self.last_write = Gauge("carrierwatch_sink_last_write_timestamp_seconds",
                                 "Unix time of the last successful write", registry=r)
+        common = ProcessMetrics(r)  # carrierwatch_kafka_up, carrierwatch_consumer_lag_messages
+        self.kafka_up, self.consumer_lag = common.kafka_up, common.consumer_lag
 
 
 class SinkMonitor:

@@ -127,6 +127,13 @@ class StreamConfig(BaseSettings):
     sink_max_delay: float = Field(0.3, gt=0, description="Seconds a row waits for its write.")
     sink_backoff_initial: float = Field(0.2, gt=0)
     sink_backoff_max: float = Field(5.0, gt=0)
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve this process's Prometheus metrics on "
+                                          "METRICS_ADDR:PORT/metrics (worker and sink; off when "
+                                          "unset).")
+    metrics_addr: str = Field("127.0.0.1", description="Address the metrics server binds.")
+    lag_interval: float = Field(5.0, gt=0, description="Seconds between two readings of the "
+                                                       "consumer groups' lag and Kafka's state.")
     sink_fault_file: Path | None = Field(
         None, description="TEST ONLY: while this file exists every store write of the sink "
                           "fails with a StorageError (fault injection for the outage tests).")
