@@ -76,6 +76,8 @@ class SlaContract(_Frozen):
     default_service_level: str = "ground"
     slo_window_days: int = Field(28, gt=0)
     required_milestones: tuple[str, ...] = ("picked_up", "out_for_delivery", "delivered")
+    #: how long an exception may stay open before the partner is asked to act (decision tables)
+    exception_resolution_minutes: int = Field(1440, gt=0)
 
     @field_validator("pickup_cutoff")
     @classmethod
