@@ -177,9 +177,13 @@ def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
                   leave=False, desc="replay") as bar:
             monitor = None if no_anomalies else AnomalyMonitor(
                 **monitor_options_for(partner.spec for partner in registry))
+            from carrierwatch.decisions.cli import replay_escalator, replay_escalations
+
             summary = run_replay(records, store, registry, batch_events=batch_events,
-                                 progress=bar.update, monitor=monitor)
+                                 progress=bar.update, monitor=monitor,
+                                 escalator=replay_escalator(settings, registry))
         _print_replay_summary(summary, store, registry, len(records.files))
+        replay_escalations(settings, summary.escalations)
     too_late_percent = 100 * summary.too_late_share
     if too_late_percent > max_too_late:
         click.secho(
@@ -588,6 +592,11 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.demo:demo", "demo"),
     ("carrierwatch.registry.cli:schema_registry", "schema-registry"),
     ("carrierwatch.anomaly.cli:anomaly", "anomaly"),
+    ("carrierwatch.decisions.cli:decisions", "decisions"),
+    ("carrierwatch.decisions.cli:escalations", "escalations"),
+    ("carrierwatch.decisions.cli:takeover", "takeover"),
+    ("carrierwatch.decisions.cli:tasks", "tasks"),
+    ("carrierwatch.decisions.cli:silence", "silence"),
     ("carrierwatch.streams.broker:kafka_cli", "kafka"),
     ("carrierwatch.synthetic.simulator:simulate_cli", "simulate"),
     ("carrierwatch.streams.cli:worker", "worker"),

@@ -1,0 +1,164 @@
+"""Decision tables over the pipeline's output: escalations, once per package and rule (pure).
+
+:class:`Escalator` is called after every :meth:`Pipeline.process` / ``flush`` call by both drivers
+(replay and the stream's track stage). For every newly accepted, non-synthetic event it reads the
+package's state *after that call* and evaluates every table; it also sweeps the packages with an
+open exception as event time moves on (the newest event time it has seen is "now"), so an
+exception that stays open with no further events still reaches its rule.
+
+An escalation's id is a hash of partner, package, table and rule: the same package and rule
+always give the same id, so a re-run (a replay, a restart that re-reads its input) produces the
+same escalation again and the ledger (:mod:`carrierwatch.decisions.dispatch`) and the
+``escalations`` table (ReplacingMergeTree by id) keep it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from carrierwatch.core.partner import SlaContract
+from carrierwatch.decisions.facts import PackageAttributes, event_facts, package_facts
+from carrierwatch.decisions.table import DecisionTable
+
+if TYPE_CHECKING:
+    from carrierwatch.core.pipeline import Pipeline, PipelineOutput
+
+__all__ = ["Escalation", "Escalator", "escalation_id"]
+
+_SWEEP_COLUMNS = frozenset({"exception_age_minutes", "exception_over_target_minutes"})
+
+
+def escalation_id(partner_id: str, package_id: str, table: str, rule: str) -> str:
+    """Deterministic id of the escalation of ``rule`` for a package.
+
+    >>> escalation_id("ups", "ups:1Z", "failed_attempts", "address_problem")
+    'esc_8a8a52d6a39fdf4c5a8f52f5d70a8c84'
+    """
+    key = f"{partner_id}\x1f{package_id}\x1f{table}\x1f{rule}".encode()
+    return "esc_" + hashlib.blake2b(key, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """One rule that fired for one package: what to do, how urgently, on which facts."""
+
+    escalation_id: str
+    partner_id: str
+    package_id: str
+    table: str
+    rule: str
+    actions: tuple[str, ...]
+    priority: str
+    decided_at: int  # event time (ms) of the trigger
+    trigger: str  # "event" or "sweep"
+    facts: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {"type": "escalation", "escalation_id": self.escalation_id,
+                "partner_id": self.partner_id, "package_id": self.package_id,
+                "table": self.table, "rule": self.rule, "actions": list(self.actions),
+                "priority": self.priority, "decided_at": self.decided_at,
+                "trigger": self.trigger, "facts": self.facts, "note": self.note}
+
+    @classmethod
+    def from_json_dict(cls, doc: Mapping[str, Any]) -> Escalation:
+        return cls(escalation_id=str(doc["escalation_id"]), partner_id=str(doc["partner_id"]),
+                   package_id=str(doc["package_id"]), table=str(doc["table"]),
+                   rule=str(doc["rule"]), actions=tuple(doc["actions"]),
+                   priority=str(doc["priority"]), decided_at=int(doc["decided_at"]),
+                   trigger=str(doc["trigger"]), facts=dict(doc.get("facts") or {}),
+                   note=str(doc.get("note") or ""))
+
+    def to_row(self) -> dict[str, Any]:
+        """The ``escalations`` table row (migration 0004)."""
+        return {"escalation_id": self.escalation_id, "partner_id": self.partner_id,
+                "package_id": self.package_id, "decision_table": self.table,
+                "rule": self.rule, "actions": list(self.actions), "priority": self.priority,
+                "trigger": self.trigger,
+                "decided_at": datetime.fromtimestamp(self.decided_at / 1000, UTC),
+                "facts": {k: ("" if v is None else str(v)) for k, v in self.facts.items()}}
+
+
+class Escalator:
+    """Evaluates the tables over pipeline output (see the module docstring)."""
+
+    def __init__(self, tables: Sequence[DecisionTable], contracts: Mapping[str, SlaContract], *,
+                 attributes: PackageAttributes | None = None,
+                 default_contract: SlaContract | None = None) -> None:
+        self.tables = tuple(tables)
+        self.sweep_tables = tuple(t for t in self.tables if _SWEEP_COLUMNS & set(t.inputs))
+        self.contracts = dict(contracts)
+        self.default_contract = default_contract or SlaContract()
+        self.attributes = attributes or PackageAttributes()
+        self.now = 0
+        self._fired: set[str] = set()
+        #: package id -> reason of the event that opened its exception (None: not seen)
+        self._open: dict[str, str | None] = {}
+        self._seen: set[int] = set()
+
+    def _contract(self, partner_id: str) -> SlaContract:
+        return self.contracts.get(partner_id, self.default_contract)
+
+    def observe(self, pipeline: Pipeline, output: PipelineOutput) -> list[Escalation]:
+        """The escalations ``output`` (of one call of ``pipeline``) causes, each new id once."""
+        packages = pipeline.packages
+        if id(pipeline) not in self._seen:  # first call (also after a restart): open exceptions
+            self._seen.add(id(pipeline))
+            for package_id, state in packages.items():
+                if state.open_exception_since is not None and not state.synthetic:
+                    self._open.setdefault(package_id, None)
+                last = state.last_event_time
+                if last is not None and last > self.now:
+                    self.now = last
+        found: list[Escalation] = []
+        for event in output.events:
+            if event.event_time > self.now:
+                self.now = event.event_time
+        for event in output.events:
+            if event.synthetic:
+                continue
+            state = packages.get(event.package_id)
+            if state is None:
+                continue
+            if state.open_exception_since is not None:
+                if event.status == "exception":
+                    self._open.setdefault(event.package_id, event.reason)
+            else:
+                self._open.pop(event.package_id, None)
+            contract = self._contract(event.partner_id)
+            facts = event_facts(event, state, contract, self.attributes, self.now)
+            found.extend(self._evaluate(self.tables, state.partner_id, state.package_id, facts,
+                                        event.event_time, "event"))
+        for package_id, reason in list(self._open.items()):
+            state = packages.get(package_id)
+            if state is None or state.open_exception_since is None:
+                del self._open[package_id]
+                continue
+            contract = self._contract(state.partner_id)
+            facts = package_facts(state, contract, self.attributes, self.now, reason=reason)
+            found.extend(self._evaluate(self.sweep_tables, state.partner_id, package_id, facts,
+                                        self.now, "sweep"))
+        if len(self._fired) > 4 * len(packages) + 100_000:
+            self._fired.clear()  # bounded memory; the ledger and the table dedupe the rest
+        return found
+
+    def _evaluate(self, tables: Sequence[DecisionTable], partner_id: str, package_id: str,
+                  facts: dict[str, object], at: int, trigger: str) -> list[Escalation]:
+        found: list[Escalation] = []
+        for table in tables:
+            for rule in table.evaluate(facts):
+                if not rule.actions:
+                    continue
+                eid = escalation_id(partner_id, package_id, table.name, rule.id)
+                if eid in self._fired:
+                    continue
+                self._fired.add(eid)
+                found.append(Escalation(eid, partner_id, package_id, table.name, rule.id,
+                                        rule.actions, rule.priority, at, trigger,
+                                        {k: facts.get(k) for k in table.inputs}, rule.note))
+        return found
