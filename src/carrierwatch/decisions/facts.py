@@ -23,7 +23,7 @@ from pathlib import Path
 
 from carrierwatch.core.model import CanonicalEvent
 from carrierwatch.core.partner import SlaContract
-from carrierwatch.core.state import PackageState
+from carrierwatch.core.state import STATUS_RANK, PackageState, event_key, key_rank
 from carrierwatch.decisions.table import (
     CUSTOMER_PRIORITIES,
     VALUE_BANDS,
@@ -142,11 +142,24 @@ def package_facts(state: PackageState, contract: SlaContract, attributes: Packag
 
 def event_facts(event: CanonicalEvent, state: PackageState, contract: SlaContract,
                 attributes: PackageAttributes, now_ms: int) -> dict[str, object]:
-    """The facts when ``event`` arrives: its status, reason and ETA, the package's state."""
+    """The facts when ``event`` arrives: its status, reason and ETA, the package's state.
+
+    ``attempts`` counts the package's failed attempts up to and including this event in event
+    order (not those of later events that came in the same batch), or the event's own attempt
+    number when the partner sends a larger one; so the result does not depend on batch cuts.
+    """
     eta_end = event.eta_end if event.eta_end is not None else event.eta_start
     facts = package_facts(state, contract, attributes, now_ms, status=event.status,
                           reason=event.reason, eta_end=eta_end)
-    if event.attempt_number is not None and event.attempt_number > int(
-            facts["attempts"]):  # type: ignore[call-overload]
-        facts["attempts"] = event.attempt_number
+    try:
+        upto = event_key(event.event_time, event.status, event.event_id)
+    except ValueError:
+        upto = -1
+    attempts = sum(1 for key in state.keys if key <= upto and key_rank(key) == _ATTEMPT)
+    if event.attempt_number is not None and event.attempt_number > attempts:
+        attempts = event.attempt_number
+    facts["attempts"] = attempts
     return facts
+
+
+_ATTEMPT = STATUS_RANK["delivery_attempted"]
