@@ -177,7 +177,7 @@ def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
                   leave=False, desc="replay") as bar:
             monitor = None if no_anomalies else AnomalyMonitor(
                 **monitor_options_for(partner.spec for partner in registry))
-            from carrierwatch.decisions.cli import replay_escalator, replay_escalations
+            from carrierwatch.decisions.cli import replay_escalations, replay_escalator
 
             summary = run_replay(records, store, registry, batch_events=batch_events,
                                  progress=bar.update, monitor=monitor,

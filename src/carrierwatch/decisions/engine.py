@@ -36,7 +36,7 @@ def escalation_id(partner_id: str, package_id: str, table: str, rule: str) -> st
     """Deterministic id of the escalation of ``rule`` for a package.
 
     >>> escalation_id("ups", "ups:1Z", "failed_attempts", "address_problem")
-    'esc_8a8a52d6a39fdf4c5a8f52f5d70a8c84'
+    'esc_c9e4c34be54d58854c829aa11386909a'
     """
     key = f"{partner_id}\x1f{package_id}\x1f{table}\x1f{rule}".encode()
     return "esc_" + hashlib.blake2b(key, digest_size=16).hexdigest()
@@ -122,9 +122,10 @@ class Escalator:
         for event in output.events:
             if event.synthetic:
                 continue
-            state = packages.get(event.package_id)
-            if state is None:
+            held = packages.get(event.package_id)
+            if held is None:
                 continue
+            state = held
             if state.open_exception_since is not None:
                 if event.status == "exception":
                     self._open.setdefault(event.package_id, event.reason)
@@ -135,10 +136,11 @@ class Escalator:
             found.extend(self._evaluate(self.tables, state.partner_id, state.package_id, facts,
                                         event.event_time, "event"))
         for package_id, reason in list(self._open.items()):
-            state = packages.get(package_id)
-            if state is None or state.open_exception_since is None:
+            open_state = packages.get(package_id)
+            if open_state is None or open_state.open_exception_since is None:
                 del self._open[package_id]
                 continue
+            state = open_state
             contract = self._contract(state.partner_id)
             facts = package_facts(state, contract, self.attributes, self.now, reason=reason)
             found.extend(self._evaluate(self.sweep_tables, state.partner_id, package_id, facts,

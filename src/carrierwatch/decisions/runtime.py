@@ -6,7 +6,8 @@ Settings (``CARRIERWATCH_DECISIONS_*``):
 setting                meaning                                        default
 =====================  =============================================  ===========================
 ``DIR``                folder of the decision tables (``*.yaml``)     ``<home>/decisions``
-``ATTRIBUTES_FILE``    shipper package attributes (CSV)               ``<data dir>/decisions/package_attributes.csv``
+``ATTRIBUTES_FILE``    shipper package attributes (CSV)               ``<data dir>/decisions/``
+                                                                      ``package_attributes.csv``
 ``WEBHOOK_URL``        where escalations are POSTed                   none: recorded only
 ``WEBHOOK_SECRET``     Standard Webhooks secret ``whsec_<base64>``    required with the URL
 ``MAX_ATTEMPTS``       deliveries tried before the dead letter        5

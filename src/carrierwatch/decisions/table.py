@@ -530,14 +530,14 @@ def analyse(table: DecisionTable, *, partners: Iterable[str] | None = None) -> A
                for ca, cb in zip(ra, rb, strict=True)):
             result.overlaps.append((a, b))
     cells = 1
-    for column in atoms:
-        cells *= len(column)
+    for pieces in atoms:
+        cells *= len(pieces)
     result.cells = cells
     if cells > MAX_GAP_CELLS:
         result.too_large = True
         return result
     uncovered: list[tuple[int, ...]] = []
-    for cell in itertools.product(*(range(len(column)) for column in atoms)):
+    for cell in itertools.product(*(range(len(pieces)) for pieces in atoms)):
         if not any(all(rh[i][j] for i, j in enumerate(cell)) for rh in hits):
             uncovered.append(cell)
     result.gap_cells = len(uncovered)
@@ -548,7 +548,7 @@ def analyse(table: DecisionTable, *, partners: Iterable[str] | None = None) -> A
         for group in groups:
             key = group[:column] + group[column + 1:]
             merged.setdefault(key, set()).update(group[column])
-        groups = [key[:column] + (frozenset(values),) + key[column:]
+        groups = [(*key[:column], frozenset(values), *key[column:])
                   for key, values in merged.items()]
     result.gaps = [{table.inputs[i]: _render(atoms[i], members) for i, members in
                     enumerate(group)} for group in sorted(groups, key=_order)]
