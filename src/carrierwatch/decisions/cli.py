@@ -141,6 +141,65 @@ def escalations_list(state: str | None) -> None:
         ledger.close()
 
 
+@escalations.command("run")
+@click.option("--namespace", default=None,
+              help="Topic/group prefix, as the worker's [CARRIERWATCH_STREAM_NAMESPACE].")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve /metrics on 127.0.0.1:PORT [off].")
+@click.option("--max-seconds", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds [run until SIGTERM/SIGINT].")
+@click.option("-l", "--loglevel", type=click.Choice(["crit", "error", "warn", "info", "debug"]),
+              default="info", show_default=True, help="Logging level.")
+def escalations_run(namespace: str | None, metrics_port: int | None, max_seconds: float | None,
+                    loglevel: str) -> None:
+    """Execute the stream's escalations: the `escalations` topic → webhook or manual tasks.
+
+    Each escalation id is executed once (the ledger in the data directory), offsets are
+    committed after execution. Exit codes: 0 stopped; 1 configuration errors; 69 no broker.
+    """
+    import logging
+    import signal
+
+    from carrierwatch.decisions.runtime import dispatcher_for
+    from carrierwatch.decisions.stream import escalations_topic, run_dispatcher
+    from carrierwatch.streams.topology import StreamConfig, Topology, ensure_topics, require_broker
+
+    logging.basicConfig(level={"crit": 50, "error": 40, "warn": 30, "info": 20, "debug": 10}[
+        loglevel], format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    settings = _settings()
+    config = StreamConfig()
+    if namespace is not None:
+        config = config.model_copy(update={"namespace": namespace})
+    partners = _partner_ids()
+    topology = Topology(config, partners)
+    require_broker(settings.kafka_bootstrap)
+    topic = escalations_topic(topology)
+    ensure_topics(settings.kafka_bootstrap, [s for s in topology.specs() if s.name == topic])
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from carrierwatch.decisions.runtime import metrics
+
+        metrics()
+        start_http_server(metrics_port, addr="127.0.0.1")
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    dispatcher = dispatcher_for(settings)
+    try:
+        handled = run_dispatcher(settings.kafka_bootstrap, topic, f"{topology.app_id}-escalations",
+                                 dispatcher, partners=partners, max_seconds=max_seconds,
+                                 stop=lambda: stopping)
+    finally:
+        dispatcher.ledger.close()
+    click.echo(f"{handled} escalation messages handled")
+
+
 # ------------------------------------------------------------------------- takeover and tasks
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from carrierwatch.core.model import CanonicalEvent
 from carrierwatch.core.partner import SlaContract
 from carrierwatch.decisions.facts import PackageAttributes, event_facts, package_facts
 from carrierwatch.decisions.table import DecisionTable
@@ -106,6 +107,11 @@ class Escalator:
 
     def observe(self, pipeline: Pipeline, output: PipelineOutput) -> list[Escalation]:
         """The escalations ``output`` (of one call of ``pipeline``) causes, each new id once."""
+        return self.observe_events(pipeline, output.events)
+
+    def observe_events(self, pipeline: Pipeline, events: Sequence[CanonicalEvent]
+                       ) -> list[Escalation]:
+        """The escalations of ``events``, newly applied to ``pipeline``, and of the sweep."""
         packages = pipeline.packages
         if id(pipeline) not in self._seen:  # first call (also after a restart): open exceptions
             self._seen.add(id(pipeline))
@@ -116,10 +122,10 @@ class Escalator:
                 if last is not None and last > self.now:
                     self.now = last
         found: list[Escalation] = []
-        for event in output.events:
+        for event in events:
             if event.event_time > self.now:
                 self.now = event.event_time
-        for event in output.events:
+        for event in events:
             if event.synthetic:
                 continue
             held = packages.get(event.package_id)

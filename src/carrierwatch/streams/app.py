@@ -191,6 +191,8 @@ class WorkerRuntime:
     held: dict[int, list[Any]] = field(default_factory=dict)
     #: partitions that made a call since they were restored (the first one is logged)
     started: set[int] = field(default_factory=set)
+    #: the decision tables' hook (carrierwatch.decisions.stream.StreamEscalations), or None
+    escalations: Any = None
 
     # -- normalize ------------------------------------------------------------------------------
 
@@ -404,6 +406,8 @@ class WorkerRuntime:
                     batch.add_output(pipeline.process(pending), typed=True)
                 self.stats.events_in += len(items)
                 self.offsets[partition] = cast(int, items[-1].offset())
+            if self.escalations is not None:
+                self.escalations.observe(pipeline, batch)
             if len(batch):
                 self.track_output.produce(self.topology.sink, encode_sink_batch(batch),
                                           str(partition).encode())

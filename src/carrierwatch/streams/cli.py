@@ -99,6 +99,10 @@ def worker(loglevel: str, web_port: int | None, namespace: str | None,
             # both stages: the track stage's own producer (its flushes wait for nothing else)
             track_producer=OutputProducer(settings.kafka_bootstrap) if normalize and track
             else None)
+        if track:
+            from carrierwatch.decisions.stream import stream_hook
+
+            runtime.escalations = stream_hook(runtime)
         runner: mode.Worker
         if normalize:
             app = create_app(runtime, web_port=web_port, track=track)
