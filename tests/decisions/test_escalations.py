@@ -11,19 +11,16 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
-from standardwebhooks.webhooks import Webhook
 
 from carrierwatch.decisions.dispatch import Dispatcher, Ledger
 from carrierwatch.decisions.engine import Escalation, escalation_id
+from carrierwatch.testing import WebhookReceiver as Receiver
 from carrierwatch.testing import missing_component
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,44 +30,9 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 PACKAGE = "aftership:9261200000000000000512:0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a"
 
 
-class Receiver:
-    """A webhook receiver: verifies each request's signature; answers ``status``."""
-
-    def __init__(self, status: int = 204) -> None:
-        self.status = status
-        self.received: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                try:
-                    doc = Webhook(SECRET).verify(body, dict(self.headers))
-                except Exception:
-                    receiver.bad_signatures += 1
-                    doc = None
-                if doc is not None:
-                    receiver.received.append({"id": self.headers["webhook-id"], **doc})
-                self.send_response(receiver.status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+    r = Receiver(SECRET)
     yield r
     r.close()
 
@@ -129,7 +91,7 @@ def test_replay_escalates_once_per_package_and_rule_across_reruns(
 @pytest.mark.slow
 def test_takeover_turns_actions_into_tasks_and_failures_into_dead_letters(
         tmp_path: Path) -> None:
-    failing = Receiver(status=503)
+    failing = Receiver(SECRET, status=503)
     try:
         started = run(tmp_path, "takeover", "--partner", "aftership", "--reason",
                       "partner outage, calling customers by hand", "--until", "2h")

@@ -13,9 +13,9 @@ import pytest
 from streamkit import StreamHarness, max_event_time
 
 from carrierwatch.synthetic.rawlog import RawRecord
+from carrierwatch.testing import WebhookReceiver
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "decisions"))
-from test_escalations import SECRET, Receiver  # noqa: E402
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_TIME = 1_772_900_000_000  # 2026-03-07, after the samples' events
@@ -28,7 +28,7 @@ def records() -> list[RawRecord]:
             for i, partner in enumerate(["aftership", "dhl"])]
 
 
-def dispatch(harness: StreamHarness, receiver: Receiver, seconds: float) -> str:
+def dispatch(harness: StreamHarness, receiver: WebhookReceiver, seconds: float) -> str:
     env = harness.env(harness.root / "dispatcher-data")
     env.update({"CARRIERWATCH_DECISIONS_WEBHOOK_URL": receiver.url,
                 "CARRIERWATCH_DECISIONS_WEBHOOK_SECRET": SECRET})
@@ -54,7 +54,7 @@ def test_stream_escalates_once_across_worker_and_dispatcher_restarts(
     stream_harness.produce(feed)
     stream_harness.finish_input(watermark)
     assert stream_harness.stop("worker") == 0, stream_harness.log("worker")[-3000:]
-    receiver = Receiver()
+    receiver = WebhookReceiver(SECRET)
     try:
         assert "escalation messages handled" in dispatch(stream_harness, receiver, 6)
         # the worker restarts and the partners resend their whole histories
