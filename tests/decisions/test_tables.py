@@ -4,6 +4,10 @@ file:line, overlap and gap analysis against a brute-force oracle, unary tests.""
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -175,3 +179,33 @@ def test_bad_cells_are_errors(cell: str) -> None:
         return
     with pytest.raises(UnaryTestError):
         parse_test(cell, kind)
+
+
+def _check(folder: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CARRIERWATCH_")}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    return subprocess.run([sys.executable, "-m", "carrierwatch", "decisions", "check", "--dir",
+                           str(folder)], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def test_check_command_reports_problems_by_line_and_gaps(tmp_path: Path) -> None:
+    good = _check(ROOT / "decisions")
+    assert good.returncode == 0, good.stderr
+    assert "3 tables checked, 0 problems, 0 with gaps" in good.stdout
+    shutil.copytree(ROOT / "decisions", tmp_path / "d")
+    path = tmp_path / "d" / "failed_attempts.yaml"
+    text = path.read_text()
+    path.write_text(text.split("  - id: otherwise")[0])
+    broken = tmp_path / "d" / "open_exceptions.yaml"
+    lines = broken.read_text().splitlines()
+    number = next(i for i, line in enumerate(lines, 1) if "[escalate_partner]" in line)
+    broken.write_text(broken.read_text().replace("[escalate_partner]", "[page_someone]"))
+    done = _check(tmp_path / "d")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"{broken}:{number}: rule 'past_resolution_target': unknown action 'page_someone'" \
+        in done.stderr
+    assert f"{path}:1: table 'failed_attempts': " in done.stderr
+    assert "status: -; reason: recipient_not_available" in done.stderr
+    assert "3 tables checked, 1 problems, 1 with gaps" in done.stdout

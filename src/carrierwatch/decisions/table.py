@@ -213,6 +213,15 @@ def table_paths(folder: Path) -> list[Path]:
 def load_tables(folder: Path, *, partners: Iterable[str] | None = None) -> list[DecisionTable]:
     """Every table in ``folder`` (``*.yaml``), or :class:`DecisionTableError` with every
     problem of every file; duplicate table names are an error too."""
+    tables, problems = check_tables(folder, partners=partners)
+    if problems:
+        raise DecisionTableError(str(folder), problems)
+    return tables
+
+
+def check_tables(folder: Path, *, partners: Iterable[str] | None = None
+                 ) -> tuple[list[DecisionTable], list[DecisionProblem]]:
+    """Load every table of ``folder``: the valid tables and every problem of the others."""
     tables: list[DecisionTable] = []
     problems: list[DecisionProblem] = []
     known = list(partners) if partners is not None else None
@@ -229,18 +238,7 @@ def load_tables(folder: Path, *, partners: Iterable[str] | None = None) -> list[
             continue
         seen[table.name] = str(path)
         tables.append(table)
-    if problems:
-        raise DecisionTableError(str(folder), problems)
-    return tables
-
-
-def check_tables(folder: Path, *, partners: Iterable[str] | None = None
-                 ) -> tuple[list[DecisionTable], list[DecisionProblem]]:
-    """Load every table of ``folder``; the valid tables and every problem found."""
-    try:
-        return load_tables(folder, partners=partners), []
-    except DecisionTableError as exc:
-        return [], exc.problems
+    return tables, problems
 
 
 # ------------------------------------------------------------------------------- parsing
