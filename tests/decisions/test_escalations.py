@@ -205,3 +205,25 @@ def test_silence_creates_an_expiring_alertmanager_silence(tmp_path: Path,
     past = run(tmp_path, "silence", "--partner", "ups", "--reason", "x", "--until",
                "2020-01-01T00:00:00", "--alertmanager-url", alertmanager)
     assert past.returncode == 2 and "in the past" in past.stderr
+
+
+def test_escalation_metrics_pass_promtool(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from carrierwatch.decisions.runtime import metrics
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        missing_component("promtool", "Debian's prometheus package is not installed")
+    own = metrics()
+    own.escalations.labels("ups", "notify").inc(0)
+    own.tasks_open.labels("ups").set(0)
+    registry = CollectorRegistry()
+    registry.register(own.escalations)
+    registry.register(own.tasks_open)
+    text = generate_latest(registry)
+    assert b"carrierwatch_escalations_total{" in text
+    assert b"carrierwatch_manual_tasks_open{" in text
+    checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                             timeout=30, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

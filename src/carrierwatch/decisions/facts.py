@@ -31,9 +31,16 @@ from carrierwatch.decisions.table import (
     DecisionTableError,
 )
 
-__all__ = ["PackageAttributes", "event_facts", "package_facts", "tracking_number_of"]
+__all__ = ["PackageAttributes", "PackageAttributesError", "event_facts", "package_facts",
+           "tracking_number_of"]
 
 MINUTE_MS = 60_000
+
+
+class PackageAttributesError(DecisionTableError):
+    """The package attributes file failed validation (problems by file and line)."""
+
+    what = "package attributes file"
 
 
 class PackageAttributes:
@@ -60,7 +67,7 @@ class PackageAttributes:
         reader = csv.DictReader(io.StringIO(text))
         needed = ["partner", "tracking_number", "value_band", "customer_priority"]
         if reader.fieldnames is None or any(c not in reader.fieldnames for c in needed):
-            raise DecisionTableError(source, [DecisionProblem(
+            raise PackageAttributesError(source, [DecisionProblem(
                 source, 1, f"the header must name the columns {', '.join(needed)}")])
         for row in reader:
             line = reader.line_num
@@ -87,7 +94,7 @@ class PackageAttributes:
                 continue
             rows[(partner, number)] = (band, priority)
         if problems:
-            raise DecisionTableError(source, problems)
+            raise PackageAttributesError(source, problems)
         return cls(rows)
 
     @classmethod
@@ -98,7 +105,7 @@ class PackageAttributes:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise DecisionTableError(str(path), [DecisionProblem(str(path), 1,
+            raise PackageAttributesError(str(path), [DecisionProblem(str(path), 1,
                                                                  f"cannot read: {exc}")]) from None
         return cls.from_csv(text, source=str(path))
 

@@ -121,11 +121,13 @@ COLUMNS: dict[str, Column] = {c.name: c for c in (
 class DecisionTableError(ConfigurationError):
     """A decision table failed validation; ``problems`` locate every error by file and line."""
 
+    what = "decision table"
+
     def __init__(self, source: str, problems: Sequence[DecisionProblem]) -> None:
         self.source = source
         self.problems = list(problems)
         lines = "\n".join(f"  {p}" for p in self.problems) or "  (no detail)"
-        super().__init__(f"invalid decision table {source}:\n{lines}")
+        super().__init__(f"invalid {self.what} {source}:\n{lines}")
 
 
 @dataclass(frozen=True, slots=True)
