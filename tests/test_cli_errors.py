@@ -78,6 +78,7 @@ BASE: dict[Path_, Base | None] = {
     ("watch",): Base(("--once", "--settle-seconds", "0"), ("{out}",)),  # an empty drop folder
     ("decisions", "check"): Base(),
     ("escalations", "list"): Base(),
+    ("escalations", "retry"): Base(expect=EXIT_ERROR),  # no dead-lettered escalation
     ("escalations", "run"): Base(("--max-seconds", "1"), expect=EXIT_UNAVAILABLE),  # no broker
     ("takeover",): Base(("--list",)),
     ("tasks", "list"): Base(),

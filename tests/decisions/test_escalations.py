@@ -103,8 +103,9 @@ def test_takeover_turns_actions_into_tasks_and_failures_into_dead_letters(
                           CARRIERWATCH_DECISIONS_BACKOFF_SECONDS="0")
         done = run(tmp_path, "replay", "--no-progress", "--no-anomalies", str(SAMPLE), str(DHL),
                    **env)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 3, done.stderr  # completed with a dead letter
         assert "1 manual tasks, 1 dead-lettered" in done.stdout
+        assert "escalations retry" in done.stderr
         # aftership is under takeover: a task, no POST; DHL's 3 attempts all answered 503
         assert [d["partner_id"] for d in failing.received] == ["dhl"] * 3
         [task] = [json.loads(x) for x in run(tmp_path, "tasks", "list").stdout.split("\n") if x]
@@ -113,6 +114,13 @@ def test_takeover_turns_actions_into_tasks_and_failures_into_dead_letters(
                                              "dead").stdout.split("\n") if x]
         assert (dead["partner_id"], dead["attempts"], dead["last_error"]) == ("dhl", 3,
                                                                                 "HTTP 503")
+        failing.status = 200  # the receiver is back: the dead letter is sent again
+        retried = run(tmp_path, "escalations", "retry", **env)
+        assert retried.returncode == 0, retried.stderr
+        assert "1 escalations retried: 1 delivered" in retried.stdout
+        assert [d["partner_id"] for d in failing.received] == ["dhl"] * 4
+        assert run(tmp_path, "escalations", "list", "--state", "dead").stdout == ""
+        assert run(tmp_path, "escalations", "retry", **env).returncode == 1  # none left
         assert run(tmp_path, "tasks", "done", task["escalation_id"], "--note",
                    "called").returncode == 0
         assert run(tmp_path, "tasks", "list").stdout == ""

@@ -44,10 +44,11 @@ def replay_escalator(settings: Settings, registry: Any) -> Escalator | None:
                          [p.id for p in partners])
 
 
-def replay_escalations(settings: Settings, decided: list[Escalation]) -> None:
-    """Hand what a replay decided to the dispatcher (ledger: each id executed once)."""
+def replay_escalations(settings: Settings, decided: list[Escalation]) -> int:
+    """Hand what a replay decided to the dispatcher (ledger: each id executed once); the number
+    of escalations dead-lettered (the replay then exits 3)."""
     if not decided:
-        return
+        return 0
     from carrierwatch.decisions.runtime import dispatcher_for
 
     dispatcher = dispatcher_for(settings)
@@ -59,6 +60,11 @@ def replay_escalations(settings: Settings, decided: list[Escalation]) -> None:
                f"({done.delivered} delivered, {done.recorded} recorded without a webhook, "
                f"{done.tasks} manual tasks, {done.dead} dead-lettered), {done.skipped} "
                f"already escalated")
+    if done.dead:
+        click.echo(f"{done.dead} escalations dead-lettered: see `carrierwatch escalations list "
+                   f"--state dead`, send them again with `carrierwatch escalations retry`",
+                   err=True)
+    return done.dead
 
 
 # ------------------------------------------------------------------------- decisions check
@@ -139,6 +145,31 @@ def escalations_list(state: str | None) -> None:
             click.echo(json.dumps(row))
     finally:
         ledger.close()
+
+
+@escalations.command("retry")
+@click.argument("ids", nargs=-1)
+def escalations_retry(ids: tuple[str, ...]) -> None:
+    """Send dead-lettered escalations again (all, or the IDS given).
+
+    Exit codes: 0 every one delivered (or turned into a task); 1 some failed again (they stay
+    dead-lettered) or no dead escalation matched.
+    """
+    from carrierwatch.decisions.runtime import dispatcher_for
+
+    dispatcher = dispatcher_for(_settings())
+    try:
+        requeued = dispatcher.ledger.requeue(ids)
+        if not requeued:
+            raise click.ClickException("no dead-lettered escalation" + (
+                f" with id {', '.join(ids)}" if ids else ""))
+        done = dispatcher.handle([])
+    finally:
+        dispatcher.ledger.close()
+    click.echo(f"{requeued} escalations retried: {done.delivered} delivered, {done.tasks} "
+               f"manual tasks, {done.recorded} recorded, {done.dead} dead-lettered again")
+    if done.dead:
+        sys.exit(1)
 
 
 @escalations.command("run")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -34,6 +35,8 @@ from carrierwatch.core.errors import CarrierwatchError, ConfigurationError
 from carrierwatch.decisions.engine import Escalation
 
 __all__ = ["DispatchSummary", "Dispatcher", "Ledger", "WebhookTarget", "who"]
+
+log = logging.getLogger("carrierwatch.decisions")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS escalations (
@@ -96,6 +99,17 @@ class Ledger:
                 if cursor.rowcount:
                     new.append(esc)
         return new
+
+    def requeue(self, ids: Sequence[str] = ()) -> int:
+        """Dead escalations (all, or those of ``ids``) back to pending; how many."""
+        if ids:
+            marks = ",".join("?" * len(ids))
+            cursor = self.db.execute(f"UPDATE escalations SET state = 'pending' WHERE state = "
+                                     f"'dead' AND escalation_id IN ({marks})", tuple(ids))
+        else:
+            cursor = self.db.execute("UPDATE escalations SET state = 'pending' "
+                                     "WHERE state = 'dead'")
+        return cursor.rowcount
 
     def pending(self) -> list[Escalation]:
         rows = self.db.execute("SELECT body FROM escalations WHERE state = 'pending' "
@@ -249,6 +263,10 @@ class Dispatcher:
                 self._executed(esc, "delivered")
             else:
                 self.ledger.finish(esc.escalation_id, "dead", attempts, error, self.clock())
+                log.error("escalation %s (%s, %s/%s) dead-lettered after %d attempts: %s; "
+                          "`carrierwatch escalations retry` sends it again",
+                          esc.escalation_id, esc.partner_id, esc.table, esc.rule, attempts,
+                          error)
                 summary.dead += 1
                 self._executed(esc, "dead")
         return summary
