@@ -89,3 +89,37 @@ def test_synthetic_packages_never_escalate() -> None:
     out = pipeline.process([ev("P2", "exception", T0, synthetic=True),
                             ev("P9", "picked_up", T0 + 10_000 * MIN)])
     assert escalator.observe(pipeline, out) == []
+
+
+def test_the_gate_never_hides_a_rule_that_would_fire() -> None:
+    """The escalator skips the facts of events that pass no gate: exhaustively, every
+    combination of the cheap columns for which some table fires a rule with actions (for some
+    value of its numeric inputs) passes the gate."""
+    import itertools
+
+    from carrierwatch.decisions.table import COLUMNS
+
+    _, escalator = setup()
+    numbers = [None, -1e6, -1.0, 0.0, 1.0, 2.0, 3.0, 100.0, 120.0, 121.0, 1440.0, 2000.0, 1e6]
+    bands = [None, "low", "medium", "high"]
+    priorities = [None, "standard", "priority"]
+    tracking = {(b, p): f"T-{b}-{p}" for b in bands for p in priorities}
+    escalator.attributes = PackageAttributes({("demo", number): key for key, number in
+                                              tracking.items()})
+    passed = fired = 0
+    for status, reason, band, priority in itertools.product(
+            COLUMNS["status"].domain or (), (*(COLUMNS["reason"].domain or ()), None), bands,
+            priorities):
+        event = ev(tracking[(band, priority)], status, T0, reason=reason)
+        gate = escalator._may_fire(event)
+        passed += gate
+        for table in escalator.tables:
+            numeric = [c for c in table.inputs if COLUMNS[c].kind == "number"]
+            for values in itertools.product(numbers, repeat=len(numeric)):
+                facts = {"status": status, "reason": reason, "partner": "demo",
+                         "value_band": band, "customer_priority": priority,
+                         **dict(zip(numeric, values, strict=True))}
+                if any(rule.actions for rule in table.evaluate(facts)):
+                    fired += 1
+                    assert gate, (status, reason, band, priority, table.name, values)
+    assert fired > 0 and passed < 12 * 15 * 4 * 3 / 2  # it does skip most combinations

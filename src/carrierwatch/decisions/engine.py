@@ -15,6 +15,7 @@ same escalation again and the ledger (:mod:`carrierwatch.decisions.dispatch`) an
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from carrierwatch.core.model import CanonicalEvent
 from carrierwatch.core.partner import SlaContract
 from carrierwatch.decisions.facts import PackageAttributes, event_facts, package_facts
-from carrierwatch.decisions.table import DecisionTable
+from carrierwatch.decisions.table import COLUMNS, DecisionTable
 
 if TYPE_CHECKING:
     from carrierwatch.core.pipeline import Pipeline, PipelineOutput
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["Escalation", "Escalator", "escalation_id"]
 
 _SWEEP_COLUMNS = frozenset({"exception_age_minutes", "exception_over_target_minutes"})
+#: facts an event gives without reading the package state (the gate of :class:`Escalator`)
+_CHEAP_COLUMNS = ("status", "reason", "partner", "value_band", "customer_priority")
 
 
 def escalation_id(partner_id: str, package_id: str, table: str, rule: str) -> str:
@@ -101,6 +104,31 @@ class Escalator:
         #: package id -> reason of the event that opened its exception (None: not seen)
         self._open: dict[str, str | None] = {}
         self._seen: set[int] = set()
+        # the gate: per table, its rules with actions and their tests on the cheap columns;
+        # an event that passes no gate cannot fire anything, and its facts are not built
+        self._gates = tuple(
+            tuple(tuple((column, rule.tests[i]) for i, column in enumerate(table.inputs)
+                        if column in _CHEAP_COLUMNS and not rule.tests[i].any)
+                  for rule in table.rules if rule.actions)
+            for table in self.tables)
+        # ... and its first stage: the (status, value band, customer priority) combinations
+        # that pass some gate on those three columns (one set lookup per event)
+        three = ("status", "value_band", "customer_priority")
+        domains = [(*(COLUMNS[c].domain or ()), None) for c in three]
+        self._combos = frozenset(
+            combo for combo in itertools.product(*domains)
+            if any(all(test.matches(combo[three.index(column)]) for column, test in rule
+                       if column in three)
+                   for rules in self._gates for rule in rules))
+
+    def _may_fire(self, event: CanonicalEvent) -> bool:
+        band, priority = self.attributes.lookup(event.partner_id, event.tracking_number)
+        if (event.status, band, priority) not in self._combos:
+            return False
+        cheap = {"status": event.status, "reason": event.reason, "partner": event.partner_id,
+                 "value_band": band, "customer_priority": priority}
+        return any(all(test.matches(cheap[column]) for column, test in rule)
+                   for rules in self._gates for rule in rules)
 
     def _contract(self, partner_id: str) -> SlaContract:
         return self.contracts.get(partner_id, self.default_contract)
@@ -128,15 +156,14 @@ class Escalator:
         for event in events:
             if event.synthetic:
                 continue
+            if event.status == "exception":  # the sweep drops it once it is resolved
+                self._open.setdefault(event.package_id, event.reason)
+            if not self._may_fire(event):
+                continue
             held = packages.get(event.package_id)
             if held is None:
                 continue
             state = held
-            if state.open_exception_since is not None:
-                if event.status == "exception":
-                    self._open.setdefault(event.package_id, event.reason)
-            else:
-                self._open.pop(event.package_id, None)
             contract = self._contract(event.partner_id)
             facts = event_facts(event, state, contract, self.attributes, self.now)
             found.extend(self._evaluate(self.tables, state.partner_id, state.package_id, facts,
