@@ -79,6 +79,17 @@ BASE: dict[Path_, Base | None] = {
     # an empty store: no data for the week, exit 2 and no report
     ("scorecard",): Base(("--week", "2026-W10", "--out", "{out}"), expect=EXIT_USAGE),
     ("status",): Base(expect=EXIT_USAGE),  # an empty store: nothing to report, exit 2
+
+    ("decisions", "check"): Base(),
+    ("escalations", "list"): Base(),
+    ("escalations", "retry"): Base(expect=EXIT_ERROR),  # no dead-lettered escalation
+    ("escalations", "run"): Base(("--max-seconds", "1"), expect=EXIT_UNAVAILABLE),  # no broker
+    ("takeover",): Base(("--list",)),
+    ("tasks", "list"): Base(),
+    ("tasks", "done"): Base((), ("esc_none",), expect=EXIT_ERROR),  # no such open task
+    # no Alertmanager on the closed port: unavailable
+    ("silence",): Base(("--partner", "ups", "--reason", "test", "--until", "1h",
+                        "--alertmanager-url", "http://127.0.0.1:9"), expect=EXIT_UNAVAILABLE),
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
@@ -98,6 +109,8 @@ PATH_ROLES: dict[tuple[Path_, str], str] = {
     (("ingest-file",), "files"): "input",  # binary.dat: not a .csv of valley_express → exit 1
     (("watch",), "directory"): "state",  # created when missing; done/ and failed/ go there
     (("scorecard",), "out_dir"): "output",
+
+    (("decisions", "check"), "folder"): "input",
 }
 
 #: exit codes that differ from the generic rule (input: binary → 1, empty folder → 1; output
@@ -108,13 +121,14 @@ EXPECT: dict[tuple[Path_, str, str], int | None] = {
     # an empty folder is the lead's replay item: only "no traceback, a documented code" here
     (("replay",), "files", "empty"): None,
     (("codebook", "check"), "paths", "empty"): EXIT_USAGE,  # a folder is not a codebook file
+    (("decisions", "check"), "folder", "empty"): EXIT_USAGE,  # no table to check
     (("kafka", "stop"), "data_dir", "proc"): 0,  # nothing runs from there: nothing to stop
     (("kafka", "status"), "data_dir", "proc"): 3,  # stopped
 }
 
 NUMERIC = (click.types.IntParamType, click.types.FloatParamType)
 #: commands whose errors are ``file:line: message`` lines (like a compiler's), not one line
-FILE_LINE_ERRORS = {("codebook", "check")}
+FILE_LINE_ERRORS = {("codebook", "check"), ("decisions", "check")}
 
 
 @dataclass(frozen=True)

@@ -148,8 +148,9 @@ def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
     raw-log record becomes a dead letter naming its file and line; the others are replayed.
 
     Exit codes: 0 everything replayed; 3 completed with dead letters (bad lines or payloads,
-    kept in the dead_letters table); 4 completed, but more than --max-too-late percent of the
-    events came too late and were not applied; 2 usage errors (no input, unknown partner);
+    kept in the dead_letters table, or escalations whose webhook failed: docs/decisions.md);
+    4 completed, but more than --max-too-late percent of the events came too late and were
+    not applied; 2 usage errors (no input, unknown partner);
     1 other failures (a partner that failed to load); 69 the store unavailable or in use.
     """
     from carrierwatch.replay import NoInputError, iter_inputs, run_replay
@@ -177,9 +178,13 @@ def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
                   leave=False, desc="replay") as bar:
             monitor = None if no_anomalies else AnomalyMonitor(
                 **monitor_options_for(partner.spec for partner in registry))
+            from carrierwatch.decisions.cli import replay_escalations, replay_escalator
+
             summary = run_replay(records, store, registry, batch_events=batch_events,
-                                 progress=bar.update, monitor=monitor)
+                                 progress=bar.update, monitor=monitor,
+                                 escalator=replay_escalator(settings, registry))
         _print_replay_summary(summary, store, registry, len(records.files))
+        dead_escalations = replay_escalations(settings, summary.escalations)
     too_late_percent = 100 * summary.too_late_share
     if too_late_percent > max_too_late:
         click.secho(
@@ -188,7 +193,7 @@ def replay(files: tuple[Path, ...], partner_id: str | None, batch_events: int,
             "windows miss them. Replay them in one run with the rest of their history, or "
             "raise --max-too-late if that is expected.", err=True, fg="red", bold=True)
         sys.exit(EXIT_TOO_LATE)
-    if summary.dead_letters:
+    if summary.dead_letters or dead_escalations:
         sys.exit(EXIT_DEAD_LETTERS)
 
 
@@ -588,6 +593,11 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.demo:demo", "demo"),
     ("carrierwatch.registry.cli:schema_registry", "schema-registry"),
     ("carrierwatch.anomaly.cli:anomaly", "anomaly"),
+    ("carrierwatch.decisions.cli:decisions", "decisions"),
+    ("carrierwatch.decisions.cli:escalations", "escalations"),
+    ("carrierwatch.decisions.cli:takeover", "takeover"),
+    ("carrierwatch.decisions.cli:tasks", "tasks"),
+    ("carrierwatch.decisions.cli:silence", "silence"),
     ("carrierwatch.streams.broker:kafka_cli", "kafka"),
     ("carrierwatch.synthetic.simulator:simulate_cli", "simulate"),
     ("carrierwatch.streams.cli:worker", "worker"),

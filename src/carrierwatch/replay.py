@@ -37,6 +37,7 @@ from carrierwatch.transformers.registry import PartnerRegistry
 
 if TYPE_CHECKING:
     from carrierwatch.anomaly.monitor import AnomalyMonitor
+    from carrierwatch.decisions.engine import Escalator
     from carrierwatch.storage.base import Store
 
 __all__ = ["BadInput", "NoInputError", "ReplayInputs", "ReplaySummary", "iter_inputs",
@@ -71,6 +72,8 @@ class ReplaySummary:
     store_seconds: float = 0.0
     per_partner: Counter[str] = field(default_factory=Counter)
     bad_inputs: list[BadInput] = field(default_factory=list)
+    #: what the decision tables decided (carrierwatch.decisions), in decision order
+    escalations: list[Any] = field(default_factory=list)
     #: event-time span of the events replayed (UTC ms), ``None`` before the first
     first_event_time: int | None = None
     last_event_time: int | None = None
@@ -252,7 +255,8 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
                pipeline: Pipeline | None = None, batch_events: int = 20_000,
                write_rows: int = 200_000,
                progress: Callable[[int], object] | None = None,
-               monitor: AnomalyMonitor | None = None) -> ReplaySummary:
+               monitor: AnomalyMonitor | None = None,
+               escalator: Escalator | None = None) -> ReplaySummary:
     """Run the core over ``records`` and write everything to ``store``; return a summary.
 
     Events are handed to the pipeline in arrival order in batches of about ``batch_events``, and
@@ -287,6 +291,11 @@ def run_replay(records: Iterable[RawRecord], store: Store, registry: PartnerRegi
         sink.add_output(output, typed=True)
         if flushed is not None:
             sink.add_output(flushed, typed=True)
+        if escalator is not None:  # decision tables: rows for the escalations table
+            decided = escalator.observe(pipe, output) + (
+                escalator.observe(pipe, flushed) if flushed is not None else [])
+            sink.add_rows("escalations", (e.to_row() for e in decided))
+            summary.escalations.extend(decided)
         sink.dead_letters.extend(dead_letters)
         if monitor is not None:
             # the last windows stay pending (as in a live worker): no monitor flush at the end

@@ -27,19 +27,21 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 import yaml
 
-__all__ = ["AlertmanagerServer", "PrometheusServer", "free_port", "missing_component",
-           "require_all", "require_binary"]
+__all__ = ["AlertmanagerServer", "PrometheusServer", "WebhookReceiver", "free_port",
+           "missing_component", "require_all", "require_binary"]
 
 
 def require_all() -> bool:
@@ -323,3 +325,41 @@ def _duration(seconds: float) -> str:
 def _rfc3339(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + \
         f".{int(epoch % 1 * 1000):03d}Z"
+
+class WebhookReceiver:
+    """A Standard Webhooks receiver on loopback for tests: verifies each request's signature
+    with ``secret`` (``bad_signatures`` counts failures), keeps the verified bodies (plus their
+    ``webhook-id`` as ``id``) in ``received`` and answers ``status``. :meth:`close` ends it."""
+
+    def __init__(self, secret: str, status: int = 204) -> None:
+        self.status = status
+        self.received: list[dict[str, Any]] = []
+        self.bad_signatures = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+                try:
+                    doc = Webhook(secret).verify(body, dict(self.headers))
+                except WebhookVerificationError:
+                    receiver.bad_signatures += 1
+                    doc = None
+                if doc is not None:
+                    receiver.received.append({"id": self.headers["webhook-id"], **doc})
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -137,6 +137,9 @@ class SlaContract(_Frozen):
             raise ValueError("credits need rates (a credit is a share of the week's charges)")
         return self
 
+    #: how long an exception may stay open before the partner is asked to act (decision tables)
+    exception_resolution_minutes: int = Field(1440, gt=0)
+
     @field_validator("pickup_cutoff")
     @classmethod
     def _cutoff(cls, value: str) -> str:

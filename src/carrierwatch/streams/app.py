@@ -198,6 +198,9 @@ class WorkerRuntime:
     #: the calls up to it were counted by the previous owner, so they are not counted again
     repeat_until: dict[int, int] = field(default_factory=dict)
 
+    #: the decision tables' hook (carrierwatch.decisions.stream.StreamEscalations), or None
+    escalations: Any = None
+
     # -- normalize ------------------------------------------------------------------------------
 
     def normalize(self, events: Sequence[Any]) -> None:
@@ -417,6 +420,8 @@ class WorkerRuntime:
                     batch.add_output(pipeline.process(pending), typed=True)
                 self.stats.events_in += len(items)
                 self.offsets[partition] = cast(int, items[-1].offset())
+            if self.escalations is not None:
+                self.escalations.observe(pipeline, batch)
             if len(batch):
                 self.track_output.produce(self.topology.sink, encode_sink_batch(batch),
                                           str(partition).encode())

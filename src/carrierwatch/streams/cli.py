@@ -115,6 +115,10 @@ def worker(loglevel: str, web_port: int | None, namespace: str | None,
             track_producer=OutputProducer(settings.kafka_bootstrap) if normalize and track
             else None,
             metrics=_worker_metrics(stack, settings, config, topology, registry))
+        if track:
+            from carrierwatch.decisions.stream import stream_hook
+
+            runtime.escalations = stream_hook(runtime)
         runner: mode.Worker
         if normalize:
             app = create_app(runtime, web_port=web_port, track=track)

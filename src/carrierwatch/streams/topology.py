@@ -222,6 +222,7 @@ class Topology:
             TopicSpec(self.metrics, config.events_partitions, {}),
             TopicSpec(self.anomalies, 1, {}),
             TopicSpec(self.alerts, 1, {}),
+            TopicSpec(f"{config.prefix}escalations", 3, {}),  # carrierwatch.decisions.stream
         ]
         return specs
 
