@@ -353,12 +353,12 @@ def _scorecard(spec: PartnerSpec, partners: Sequence[PartnerSpec]) -> tuple[Dash
     b.row("Where and why")
     b.add(Table, "Worst regions (lowest on-time rate)",
           [b.sql("Worst regions",
-                 "SELECT region,\n       sum(packages_decided) AS packages_decided,\n       "
+                 "SELECT region,\n       sum(packages_decided) AS decided_packages,\n       "
                  f"{rates},\n       sum(first_attempts) - sum(first_attempt_successes) AS "
                  f"failed_first_attempts\nFROM {_WINDOWS_5M}\nWHERE {_SCORECARD_FILTER % '5m'}\n"
-                 "GROUP BY region\nHAVING packages_decided > 0\n"
-                 "ORDER BY on_time_rate ASC, packages_decided DESC\nLIMIT 10",
-                 ("region", "packages_decided", *(k.name for k in KPIS),
+                 "GROUP BY region\nHAVING decided_packages > 0\n"
+                 "ORDER BY on_time_rate ASC, decided_packages DESC\nLIMIT 10",
+                 ("region", "decided_packages", *(k.name for k in KPIS),
                   "failed_first_attempts"))], 12, 9, unit="percentunit")
     default_level = contract.default_service_level
     b.add(Table, "Exceptions and failed attempts by reason and accountability",
@@ -465,7 +465,7 @@ def _operations(partners: Sequence[PartnerSpec]) -> tuple[Dashboard, list[PanelQ
                    "toFloat64(0.95))")
     on_time_today = (
         "SELECT partner_id AS partner,\n"
-        "       sum(packages_decided) AS packages_decided,\n"
+        "       sum(packages_decided) AS decided_packages,\n"
         f"       {_ratio('packages_on_time', 'packages_decided')} AS on_time_rate,\n"
         f"       any({targets_sql}) AS on_time_target,\n"
         "       if(on_time_rate >= on_time_target, 'meets', 'below') AS status\n"
@@ -474,7 +474,7 @@ def _operations(partners: Sequence[PartnerSpec]) -> tuple[Dashboard, list[PanelQ
         "GROUP BY partner\nORDER BY on_time_rate ASC, partner")
     b.add(Table, "On-time today vs target (click a partner for its scorecard)",
           [b.sql("On-time today", on_time_today,
-                 ("partner", "packages_decided", "on_time_rate", "on_time_target", "status"))],
+                 ("partner", "decided_packages", "on_time_rate", "on_time_target", "status"))],
           12, 9, timeFrom="now/d", overrides=[{
               "matcher": {"id": "byName", "options": "partner"},
               "properties": [{"id": "links", "value": [{
@@ -718,6 +718,8 @@ def _hub_dwell() -> tuple[Dashboard, list[PanelQuery]]:
         time=Time("now-7d", "now"), timezone="utc", refresh="5m",
         description="Time from a package's hub (staged) scan to its next scan",
         links=[_overview_link()])
+    b.queries.append(PanelQuery(b.uid, "variable partner", "var", "sql",
+                                _PARTNERS_VARIABLE.query, ("partner_id",), variable=True))
     return dashboard, b.queries
 
 
