@@ -77,6 +77,7 @@ BASE: dict[Path_, Base | None] = {
     ("ingest-file",): Base(("--partner", "valley_express"), (str(VX_SAMPLE),)),
     ("watch",): Base(("--once", "--settle-seconds", "0"), ("{out}",)),  # an empty drop folder
     ("dashboards", "generate"): Base(("--out", "{out}")),
+    ("feed",): None,  # needs a running gateway: tests/ingest/test_feed.py runs its cases
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
@@ -95,7 +96,8 @@ PATH_ROLES: dict[tuple[Path_, str], str] = {
     (("gateway",), "secrets_file"): "input",
     (("ingest-file",), "files"): "input",  # binary.dat: not a .csv of valley_express → exit 1
     (("watch",), "directory"): "state",
-    (("dashboards", "generate"), "out_dir"): "output",  # created when missing; done/ and failed/ go there
+    (("dashboards", "generate"), "out_dir"): "output",
+    (("feed",), "paths"): "input",  # created when missing; done/ and failed/ go there
 }
 
 #: exit codes that differ from the generic rule (input: binary → 1, empty folder → 1; output
@@ -106,6 +108,8 @@ EXPECT: dict[tuple[Path_, str, str], int | None] = {
     # an empty folder is the lead's replay item: only "no traceback, a documented code" here
     (("replay",), "files", "empty"): None,
     (("codebook", "check"), "paths", "empty"): EXIT_USAGE,  # a folder is not a codebook file
+    # a file not named <partner>.rawlog.jsonl is not a raw log: a usage error, like replay's
+    (("feed",), "paths", "binary"): EXIT_USAGE,
     (("kafka", "stop"), "data_dir", "proc"): 0,  # nothing runs from there: nothing to stop
     (("kafka", "status"), "data_dir", "proc"): 3,  # stopped
 }

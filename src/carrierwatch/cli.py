@@ -597,6 +597,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.ingest.cli:ingest_file", "ingest-file"),
     ("carrierwatch.ingest.cli:watch", "watch"),
     ("carrierwatch.outputs.dashboards_cli:dashboards", "dashboards"),
+    ("carrierwatch.ingest.feed:feed", "feed"),
 ]
 
 

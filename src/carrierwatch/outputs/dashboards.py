@@ -600,10 +600,10 @@ def _integrations() -> tuple[Dashboard, list[PanelQuery]]:
           thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}])
 
     b.row("Ingest")
-    b.add(TimeSeries, "Gateway errors by response code",
+    b.add(TimeSeries, "Gateway errors by code (refused requests)",
           [b.promql("Gateway errors",
                     'sum by (partner, outcome) (rate(carrierwatch_gateway_requests_total'
-                    '{outcome!~"2.."}[$__rate_interval]))', legend="{{partner}} {{outcome}}")],
+                    '{outcome!="accepted"}[$__rate_interval]))', legend="{{partner}} {{outcome}}")],
           8, 8, unit="reqps")
     b.add(TimeSeries, "Gateway spool",
           [b.promql("Gateway spool", "max(carrierwatch_gateway_spool_depth)", legend="depth"),
