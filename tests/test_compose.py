@@ -201,6 +201,7 @@ def test_carrierwatch_settings_match_the_stack(config: dict[str, Any],
         assert clickhouse.path.strip("/") == _env(services["clickhouse"])["CLICKHOUSE_DB"]
         assert clickhouse.username == _env(services["clickhouse"])["CLICKHOUSE_USER"]
         assert stream.events_partitions >= 3 and stream.namespace == ""
+        assert stream.raw_partitions == 1  # the stream = replay condition (docs/scaling.md)
         if name == "gateway":
             assert gateway.host == "0.0.0.0"
             assert f"127.0.0.1:{gateway.port}/healthz" in " ".join(
