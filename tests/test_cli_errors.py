@@ -78,6 +78,7 @@ BASE: dict[Path_, Base | None] = {
     ("watch",): Base(("--once", "--settle-seconds", "0"), ("{out}",)),  # an empty drop folder
     ("dashboards", "generate"): Base(("--out", "{out}")),
     ("feed",): None,  # needs a running gateway: tests/ingest/test_feed.py runs its cases
+    ("status",): Base(expect=EXIT_USAGE),  # an empty store: says so, exit 2
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)

@@ -598,6 +598,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.ingest.cli:watch", "watch"),
     ("carrierwatch.outputs.dashboards_cli:dashboards", "dashboards"),
     ("carrierwatch.ingest.feed:feed", "feed"),
+    ("carrierwatch.outputs.cli:status", "status"),
 ]
 
 
