@@ -26,7 +26,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -392,10 +392,22 @@ def _fill_contract_registry(store: Store) -> Any:
     from carrierwatch.outputs.prometheus import AnomalyExporter
 
     registry = CollectorRegistry()
-    sli = Counter("carrierwatch_sli_events", "", ["partner", "service_level", "slo"],
-                  registry=registry)
-    good = Counter("carrierwatch_sli_good_events", "", ["partner", "service_level", "slo"],
-                   registry=registry)
+    # the real exporters of the modules that exist register first; a contract metric that one
+    # of them already exports (e.g. the sink's backlog) is then used, not registered twice
+    exporter = AnomalyExporter(registry)
+    from carrierwatch.streams.sink import SinkMetrics
+
+    SinkMetrics(registry=registry)
+
+    def metric(kind: type[Any], name: str, labels: Sequence[str] = (), **kwargs: Any) -> Any:
+        try:
+            return kind(name, "", list(labels), registry=registry, **kwargs)
+        except ValueError:  # already exported by a real exporter above
+            existing = registry._names_to_collectors  # prometheus-client's name map
+            return existing.get(name) or existing[name.removesuffix("_total")]
+
+    sli = metric(Counter, "carrierwatch_sli_events", ["partner", "service_level", "slo"])
+    good = metric(Counter, "carrierwatch_sli_good_events", ["partner", "service_level", "slo"])
     limits = {s.id: s.contract.event_latency_p95_max_minutes * 60_000 for s in SPECS}
     for partner, level, *sums in store.query(
             "SELECT partner_id, service_level, sum(packages_decided), sum(packages_on_time), "
@@ -413,10 +425,10 @@ def _fill_contract_registry(store: Store) -> Any:
         for slo, (total, ok) in pairs.items():
             sli.labels(partner, level, slo).inc(total)
             good.labels(partner, level, slo).inc(ok)
-    canonical = Counter("carrierwatch_canonical_events", "", ["partner"], registry=registry)
-    raw = Counter("carrierwatch_raw_payloads", "", ["partner"], registry=registry)
-    last = Gauge("carrierwatch_last_event_timestamp_seconds", "", ["partner"], registry=registry)
-    unknown = Counter("carrierwatch_codebook_unknown_codes", "", ["partner"], registry=registry)
+    canonical = metric(Counter, "carrierwatch_canonical_events", ["partner"])
+    raw = metric(Counter, "carrierwatch_raw_payloads", ["partner"])
+    last = metric(Gauge, "carrierwatch_last_event_timestamp_seconds", ["partner"])
+    unknown = metric(Counter, "carrierwatch_codebook_unknown_codes", ["partner"])
     for partner, events, newest, gaps in store.query(
             "SELECT partner_id, count(), max(toUnixTimestamp64Milli(received_time)), "
             "countIf(status = 'unknown') FROM canonical_events FINAL GROUP BY 1"):
@@ -424,20 +436,19 @@ def _fill_contract_registry(store: Store) -> Any:
         raw.labels(partner).inc(events)
         last.labels(partner).set(newest / 1000)
         unknown.labels(partner).inc(gaps)
-    gap_info = Gauge("carrierwatch_codebook_gap_info", "", ["partner", "code"], registry=registry)
+    gap_info = metric(Gauge, "carrierwatch_codebook_gap_info", ["partner", "code"])
     for partner, code in store.query(
             "SELECT partner_id, raw_code FROM canonical_events FINAL WHERE status = 'unknown' "
             "GROUP BY 1, 2 ORDER BY count() DESC LIMIT 5 BY partner_id"):
         gap_info.labels(partner, code).set(1)
-    dead = Counter("carrierwatch_dead_letters", "", ["partner", "stage"], registry=registry)
+    dead = metric(Counter, "carrierwatch_dead_letters", ["partner", "stage"])
     for letter in store.fetch_dead_letters():
         dead.labels(letter.partner_id, "normalize").inc()
-    state = Gauge("carrierwatch_heartbeat_state", "", ["partner", "integration", "state"],
-                  registry=registry)
-    success = Gauge("carrierwatch_heartbeat_last_success_timestamp_seconds", "",
-                    ["partner", "integration"], registry=registry)
-    latency = Histogram("carrierwatch_heartbeat_latency_seconds", "", ["partner", "integration"],
-                        registry=registry, buckets=(10, 30, 60, 120, 300, 600, 1800))
+    state = metric(Gauge, "carrierwatch_heartbeat_state", ["partner", "integration", "state"])
+    success = metric(Gauge, "carrierwatch_heartbeat_last_success_timestamp_seconds",
+                     ["partner", "integration"])
+    latency = metric(Histogram, "carrierwatch_heartbeat_latency_seconds",
+                     ["partner", "integration"], buckets=(10, 30, 60, 120, 300, 600, 1800))
     for partner, status, sent, ms in store.query(
             "SELECT partner_id, status, toUnixTimestamp64Milli(sent_at), latency_ms "
             "FROM heartbeats FINAL ORDER BY sent_at"):
@@ -448,32 +459,25 @@ def _fill_contract_registry(store: Store) -> Any:
             latency.labels(partner, "webhook").observe(ms / 1000)
             success.labels(partner, "webhook").set(sent / 1000)
     # pipeline gauges of processes that do not run in this test: set to their idle values
-    lag = Gauge("carrierwatch_consumer_lag_messages", "", ["group", "topic"], registry=registry)
+    lag = metric(Gauge, "carrierwatch_consumer_lag_messages", ["group", "topic"])
     lag.labels("carrierwatch", "events.canonical").set(0)
-    Gauge("carrierwatch_sink_backlog_rows", "", registry=registry).set(0)
-    Gauge("carrierwatch_kafka_up", "", registry=registry).set(1)
-    breaker = Gauge("carrierwatch_poller_breaker_state", "", ["partner", "state"],
-                    registry=registry)
-    poll = Counter("carrierwatch_poller_requests", "", ["partner", "outcome"], registry=registry)
+    metric(Gauge, "carrierwatch_sink_backlog_rows").set(0)
+    metric(Gauge, "carrierwatch_kafka_up").set(1)
+    breaker = metric(Gauge, "carrierwatch_poller_breaker_state", ["partner", "state"])
+    poll = metric(Counter, "carrierwatch_poller_requests", ["partner", "outcome"])
     for name in ("closed", "half_open", "open"):
         breaker.labels("usps", name).set(1 if name == "closed" else 0)
     poll.labels("usps", "ok").inc(3)
-    Gauge("carrierwatch_poller_tracked_numbers", "", ["partner"], registry=registry) \
+    metric(Gauge, "carrierwatch_poller_tracked_numbers", ["partner"]) \
         .labels("usps").set(12)
-    escalations = Counter("carrierwatch_escalations", "", ["partner", "action"],
-                          registry=registry)
+    escalations = metric(Counter, "carrierwatch_escalations", ["partner", "action"])
     escalations.labels("ups", "page").inc()
-    Gauge("carrierwatch_manual_tasks_open", "", ["partner"], registry=registry) \
+    metric(Gauge, "carrierwatch_manual_tasks_open", ["partner"]) \
         .labels("ups").set(2)
-    # the real exporters of the modules that exist
-    exporter = AnomalyExporter(registry)
     exporter.update(MonitorOutput(points=[
         ScoredPoint(p, m, to_ms(w), v, s, a, a) for p, m, w, v, s, a in store.query(
             "SELECT partner_id, metric, window_start, value, score, is_anomaly "
             "FROM anomalies FINAL ORDER BY window_start")]))
-    from carrierwatch.streams.sink import SinkMetrics
-
-    SinkMetrics(registry=registry)
     return registry, escalations, canonical
 
 

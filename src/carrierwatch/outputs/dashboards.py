@@ -589,9 +589,8 @@ def _integrations() -> tuple[Dashboard, list[PanelQuery]]:
           [b.promql("Consumer lag", "max by (group, topic) (carrierwatch_consumer_lag_messages)",
                     legend="{{group}} {{topic}}")], 8, 8)
     b.add(TimeSeries, "Sink backlog (rows not yet in ClickHouse)",
-          [b.promql("Sink backlog", "sum(carrierwatch_sink_backlog_rows)", legend="backlog"),
-           b.promql("Sink backlog", "sum(carrierwatch_sink_buffered_rows)", ref="B",
-                    legend="buffered")], 8, 8)
+          [b.promql("Sink backlog", "sum(carrierwatch_sink_backlog_rows)", legend="backlog")],
+          8, 8)
     b.add(Stat, "Kafka reachable",
           [b.promql("Kafka reachable", "min by (job) (carrierwatch_kafka_up)",
                     legend="{{job}}", instant=True),
