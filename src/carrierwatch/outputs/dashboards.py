@@ -65,6 +65,7 @@ __all__ = [
     "PROMETHEUS",
     "Kpi",
     "PanelQuery",
+    "accountability_of",
     "build",
     "hist_quantile_sql",
     "panel_queries",
@@ -78,22 +79,24 @@ PROMETHEUS = {"type": "prometheus", "uid": "carrierwatch-prometheus"}
 #: the ClickHouse plugin's target formats (its ``Format`` enum) and query types
 _CH_FORMAT = {"table": 1, "timeseries": 0}
 
-#: who is accountable for an exception or a failed attempt, by canonical reason
+#: who is accountable for an exception or a failed attempt, by canonical reason: the carrier
+#: answers for its network and for every failure it does not explain (other, unknown, none), so
+#: that reporting reasons pays off; the same table as the scorecards' (docs/dashboards.md)
 ACCOUNTABILITY: dict[str, str] = {
-    CanonicalReason.RECIPIENT_NOT_AVAILABLE: "recipient",
+    CanonicalReason.RECIPIENT_NOT_AVAILABLE: "consignee",
+    CanonicalReason.ACCESS_ISSUE: "consignee",
+    CanonicalReason.CUSTOMER_REQUEST: "consignee",
+    CanonicalReason.REFUSED: "consignee",
+    CanonicalReason.PAYMENT_DUE: "consignee",
     CanonicalReason.ADDRESS_ISSUE: "shipper",
-    CanonicalReason.ACCESS_ISSUE: "recipient",
-    CanonicalReason.CUSTOMER_REQUEST: "recipient",
-    CanonicalReason.REFUSED: "recipient",
-    CanonicalReason.DAMAGED: "partner",
-    CanonicalReason.LOST: "partner",
-    CanonicalReason.WEATHER: "external",
-    CanonicalReason.VEHICLE_OR_CAPACITY: "partner",
-    CanonicalReason.CUSTOMS: "external",
-    CanonicalReason.PAYMENT_DUE: "recipient",
-    CanonicalReason.CARRIER_DELAY: "partner",
-    CanonicalReason.OTHER: "unattributed",
-    CanonicalReason.UNKNOWN: "unattributed",
+    CanonicalReason.CUSTOMS: "customs",
+    CanonicalReason.WEATHER: "force_majeure",
+    CanonicalReason.DAMAGED: "carrier",
+    CanonicalReason.LOST: "carrier",
+    CanonicalReason.VEHICLE_OR_CAPACITY: "carrier",
+    CanonicalReason.CARRIER_DELAY: "carrier",
+    CanonicalReason.OTHER: "carrier",
+    CanonicalReason.UNKNOWN: "carrier",
 }
 
 
@@ -184,9 +187,15 @@ def _sql_list(values: Iterable[str]) -> str:
     return "[" + ", ".join(f"'{v}'" for v in values) + "]"
 
 
-def _accountability_sql(reason: str) -> str:
-    return (f"transform({reason}, {_sql_list(ACCOUNTABILITY)}, "
-            f"{_sql_list(ACCOUNTABILITY.values())}, 'unattributed')")
+def accountability_of(spec: PartnerSpec) -> dict[str, str]:
+    """:data:`ACCOUNTABILITY` with the partner's contract overrides (``accountability:`` in its
+    contract, where the contract has that field)."""
+    overrides = getattr(spec.contract, "accountability", None) or {}
+    return {**ACCOUNTABILITY, **{str(k): str(v) for k, v in dict(overrides).items()}}
+
+
+def _accountability_sql(reason: str, table: dict[str, str]) -> str:
+    return (f"transform({reason}, {_sql_list(table)}, {_sql_list(table.values())}, 'carrier')")
 
 
 _STATUS_ORDER = sorted(STATUS_RANK, key=STATUS_RANK.__getitem__)
@@ -363,7 +372,8 @@ def _scorecard(spec: PartnerSpec, partners: Sequence[PartnerSpec]) -> tuple[Dash
     default_level = contract.default_service_level
     b.add(Table, "Exceptions and failed attempts by reason and accountability",
           [b.sql("Exceptions by reason",
-                 f"SELECT {_accountability_sql('reason')} AS accountability,\n"
+                 f"SELECT {_accountability_sql('reason', accountability_of(spec))} AS "
+                 "accountability,\n"
                  "       reason,\n"
                  "       countIf(status = 'exception') AS exceptions,\n"
                  "       countIf(status = 'delivery_attempted') AS failed_attempts\n"
@@ -676,21 +686,36 @@ def _regions() -> tuple[Dashboard, list[PanelQuery]]:
     return dashboard, b.queries
 
 
-#: one stay in a hub: a ``staged`` scan (sorted at a hub) and the package's next scan, in the
-#: canonical event order; the hub is the scan's region and city
+_HUB_NAME = ("multiIf(notEmpty(ifNull(location_city, '')) AND notEmpty(ifNull(location_region, "
+             "'')), concat(location_city, ', ', location_region), notEmpty(ifNull(location_city, "
+             "'')), location_city, notEmpty(ifNull(location_region, '')), location_region, NULL)")
+#: days before the range in which an arrival whose departure is inside the range is looked for
+HUB_LOOKBACK_DAYS = 14
+
+#: one measured stay in a hub (the scorecards' definition, docs/dashboards.md): an arrival is a
+#: ``staged`` scan with a place (the hub: "city, region", or whichever is known); its departure
+#: is the next scan that leaves the hub (``in_transit``, ``out_for_delivery``) unless another
+#: ``staged`` or a terminal scan comes first (then the stay is not measured). Only the scans that
+#: can end a stay are kept before the lead, so "the next one" skips everything else. A stay
+#: belongs to the range of its departure.
 HUB_STAYS_SQL = (
     "SELECT partner_id, hub, event_time AS arrived, next_time AS departed,\n"
-    "       dateDiff('second', event_time, next_time) AS dwell_seconds\n"
-    "FROM (SELECT partner_id, status, event_time,\n"
-    "             concat(ifNull(location_region, 'unknown'), ' ', ifNull(location_city, '?')) "
-    "AS hub,\n"
-    "             leadInFrame(toNullable(event_time)) OVER (PARTITION BY partner_id, package_id\n"
-    f"                 ORDER BY {_EVENT_ORDER}\n"
-    "                 ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING) AS next_time\n"
+    "       dateDiff('millisecond', event_time, next_time) / 1000 AS dwell_seconds\n"
+    "FROM (SELECT partner_id, status, event_time, " + _HUB_NAME + " AS hub,\n"
+    "             leadInFrame(status) OVER w AS next_status,\n"
+    "             leadInFrame(toNullable(event_time)) OVER w AS next_time\n"
     "      FROM canonical_events FINAL\n"
     "      WHERE partner_id IN (${partner:singlequote}) AND NOT synthetic\n"
-    "        AND $__timeFilter(event_time))\n"
-    "WHERE status = 'staged' AND next_time IS NOT NULL")
+    "        AND status IN ('staged', 'in_transit', 'out_for_delivery', 'delivered', "
+    "'returned', 'cancelled')\n"
+    f"        AND event_time >= $__fromTime - INTERVAL {HUB_LOOKBACK_DAYS} DAY "
+    "AND event_time <= $__toTime\n"
+    "      WINDOW w AS (PARTITION BY partner_id, package_id\n"
+    f"                   ORDER BY {_EVENT_ORDER}\n"
+    "                   ROWS BETWEEN CURRENT ROW AND 1 FOLLOWING))\n"
+    "WHERE status = 'staged' AND hub IS NOT NULL\n"
+    "  AND next_status IN ('in_transit', 'out_for_delivery')\n"
+    "  AND $__timeFilter(next_time)")
 
 
 def _hub_dwell() -> tuple[Dashboard, list[PanelQuery]]:
@@ -705,9 +730,9 @@ def _hub_dwell() -> tuple[Dashboard, list[PanelQuery]]:
                  "ORDER BY p90_hours DESC, partner, hub\nLIMIT 30",
                  ("partner", "hub", "stays", "p50_hours", "p90_hours", "max_hours"))],
           24, 10, unit="h")
-    b.add(TimeSeries, "Hub dwell p90 per partner (by arrival day)",
+    b.add(TimeSeries, "Hub dwell p90 per partner (by departure day)",
           [b.sql("Hub dwell trend",
-                 "SELECT toStartOfDay(arrived) AS time, partner_id AS partner,\n"
+                 "SELECT toStartOfDay(departed) AS time, partner_id AS partner,\n"
                  "       quantileExact(0.9)(dwell_seconds) / 3600 AS p90_hours\n"
                  f"FROM ({HUB_STAYS_SQL})\nGROUP BY time, partner\nORDER BY time, partner",
                  ("time", "partner", "p90_hours"), timeseries=True)], 24, 9, unit="h")
@@ -715,7 +740,7 @@ def _hub_dwell() -> tuple[Dashboard, list[PanelQuery]]:
         title="carrierwatch: hub dwell time", uid=b.uid, panels=b.panels,
         tags=["carrierwatch"], templating=Templating(list=[_PARTNERS_VARIABLE]),
         time=Time("now-7d", "now"), timezone="utc", refresh="5m",
-        description="Time from a package's hub (staged) scan to its next scan",
+        description="Time from a package's hub arrival (staged scan) to its departure scan",
         links=[_overview_link()])
     b.queries.append(PanelQuery(b.uid, "variable partner", "var", "sql",
                                 _PARTNERS_VARIABLE.query, ("partner_id",), variable=True))
