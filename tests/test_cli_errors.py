@@ -90,6 +90,8 @@ BASE: dict[Path_, Base | None] = {
     # no Alertmanager on the closed port: unavailable
     ("silence",): Base(("--partner", "ups", "--reason", "test", "--until", "1h",
                         "--alertmanager-url", "http://127.0.0.1:9"), expect=EXIT_UNAVAILABLE),
+    ("dashboards", "generate"): Base(("--out", "{out}")),
+    ("feed",): None,  # needs a running gateway: tests/ingest/test_feed.py runs its cases
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
@@ -109,8 +111,9 @@ PATH_ROLES: dict[tuple[Path_, str], str] = {
     (("ingest-file",), "files"): "input",  # binary.dat: not a .csv of valley_express → exit 1
     (("watch",), "directory"): "state",  # created when missing; done/ and failed/ go there
     (("scorecard",), "out_dir"): "output",
-
     (("decisions", "check"), "folder"): "input",
+    (("dashboards", "generate"), "out_dir"): "output",
+    (("feed",), "paths"): "input",
 }
 
 #: exit codes that differ from the generic rule (input: binary → 1, empty folder → 1; output
@@ -122,6 +125,8 @@ EXPECT: dict[tuple[Path_, str, str], int | None] = {
     (("replay",), "files", "empty"): None,
     (("codebook", "check"), "paths", "empty"): EXIT_USAGE,  # a folder is not a codebook file
     (("decisions", "check"), "folder", "empty"): EXIT_USAGE,  # no table to check
+    # a file not named <partner>.rawlog.jsonl is not a raw log: a usage error, like replay's
+    (("feed",), "paths", "binary"): EXIT_USAGE,
     (("kafka", "stop"), "data_dir", "proc"): 0,  # nothing runs from there: nothing to stop
     (("kafka", "status"), "data_dir", "proc"): 3,  # stopped
 }

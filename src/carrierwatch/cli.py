@@ -607,6 +607,9 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.ingest.cli:ingest_file", "ingest-file"),
     ("carrierwatch.ingest.cli:watch", "watch"),
     ("carrierwatch.scorecards.cli:scorecard", "scorecard"),
+
+    ("carrierwatch.outputs.dashboards_cli:dashboards", "dashboards"),
+    ("carrierwatch.ingest.feed:feed", "feed"),
     ("carrierwatch.outputs.cli:status", "status"),
 ]
 
