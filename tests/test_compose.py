@@ -238,8 +238,11 @@ def test_prometheus_scrapes_the_contract_jobs(config: dict[str, Any], tmp_path: 
         host, port = jobs[job].split(":")
         assert host == service
         command = " ".join(services[service]["command"])
-        assert f"--web-port {port}" in command or _env(services[service]).get(
-            "CARRIERWATCH_GATEWAY_PORT") == port, job
+        if job == "gateway":
+            assert _env(services[service]).get("CARRIERWATCH_GATEWAY_PORT") == port, job
+        else:  # reachable from the Prometheus container: not on the loopback address
+            assert f"--metrics-port {port}" in command, job
+            assert "--metrics-addr 0.0.0.0" in command, job
     mounts = {v["target"] for v in _mounts(services["prometheus"])}
     assert "/etc/prometheus/rules" in mounts
     assert prometheus["rule_files"] == ["/etc/prometheus/rules/*.yml"]
