@@ -48,6 +48,7 @@ from carrierwatch.outputs.dashboards import (
     panel_queries,
 )
 from carrierwatch.outputs.scorecard import scorecards
+from carrierwatch.scorecards.kpis import fetch_kpis
 from carrierwatch.replay import iter_inputs, run_replay
 from carrierwatch.settings import Settings
 from carrierwatch.storage import open_store
@@ -287,6 +288,7 @@ def test_kpi_panels_equal_the_replay_scorecards_and_the_outcome_rows(week: Store
     cards = {c.partner_id: c for c in scorecards(week, contracts, start_ms=WEEK_START,
                                                   end_ms=WEEK_END)}
     assert sorted(cards) == SIMULATED
+    kpis = fetch_kpis(week, WEEK_START, WEEK_END, contracts)
     for partner in SIMULATED:
         panels = {q.kpi: q for q in SQL if q.partner == partner and q.kpi}
         value = {k: _run(week, q)[1][0] for k, q in panels.items()}
@@ -299,6 +301,20 @@ def test_kpi_panels_equal_the_replay_scorecards_and_the_outcome_rows(week: Store
         assert card.latency_p95_ms is not None
         assert value["event_latency_p95_minutes"][0] == pytest.approx(
             card.latency_p95_ms / 60000, rel=1e-12)
+        # `carrierwatch scorecard`'s KPI function over the same period: the same figures
+        figures = {f.key: f for f in kpis[partner]}
+        for panel_kpi, scorecard_kpi in (
+                ("on_time_rate", "on_time"), ("first_attempt_success_rate", "first_attempt"),
+                ("exception_rate", "exception_rate"), ("pickup_compliance", "pickup_compliance"),
+                ("tracking_compliance", "tracking_compliance"),
+                ("eta_accuracy", "eta_accuracy"),
+                ("event_latency_p95_minutes", "event_latency_p95")):
+            figure = figures[scorecard_kpi]
+            assert figure.value is not None, (partner, scorecard_kpi)
+            assert value[panel_kpi][0] == pytest.approx(figure.value, rel=1e-12), (
+                partner, panel_kpi, value[panel_kpi][0], figure.value)
+        stddev_hours = value["delay"][1]
+        assert stddev_hours == pytest.approx(figures["delay_stddev"].value, rel=1e-9)
         # on-time from the outcome rows: packages decided in the week, not synthetic
         ((decided, on_time),) = week.query(
             "SELECT count(), countIf(on_time) FROM package_outcomes FINAL WHERE partner_id = "
