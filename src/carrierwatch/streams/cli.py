@@ -126,8 +126,9 @@ def worker(loglevel: str, web_port: int | None, namespace: str | None,
 @click.option("--wait", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="Seconds to wait for the embedded store to be released by another process.")
 @click.option("--no-anomalies", is_flag=True, help="do not run the online anomaly monitor")
+@click.option("--no-heartbeats", is_flag=True, help="do not run the heartbeat monitor")
 def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float,
-         no_anomalies: bool) -> None:
+         no_anomalies: bool, no_heartbeats: bool) -> None:
     """Run the store writer: cw.sink → ClickHouse, offsets committed after each write."""
     from prometheus_client import start_http_server
 
@@ -149,8 +150,14 @@ def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float
         shards=config.events_partitions)
     if web_port is not None:
         start_http_server(web_port, addr="127.0.0.1", registry=metrics.registry)
+    from carrierwatch.streams.heartbeats import SinkHeartbeats
+
+    heartbeats = None if no_heartbeats else SinkHeartbeats(metrics.registry)
     with open_store(settings, command="carrierwatch sink", wait=wait, migrate=True) as store:
-        run_sink(settings, config, topology, store, metrics=metrics, monitor=monitor)
+        if heartbeats is not None:
+            heartbeats.restore(store)
+        run_sink(settings, config, topology, store, metrics=metrics, monitor=monitor,
+                 heartbeats=heartbeats)
 
 
 @click.command("topics")
