@@ -52,7 +52,7 @@ def _replay(records: list[RawRecord], data_dir: Path, registry: PartnerRegistry
             if any(values.values()):  # a window holding only heartbeats says nothing else
                 windows[key] = values
             if row["synthetic_events"]:
-                windows.setdefault(("synthetic",) + key, {})["n"] = row["synthetic_events"]
+                windows.setdefault(("synthetic", *key), {})["n"] = row["synthetic_events"]
         outcomes = store.query_dicts(
             "SELECT * EXCEPT (version, shard) FROM package_outcomes FINAL "
             "ORDER BY partner_id, package_id")
