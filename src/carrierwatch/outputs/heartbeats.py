@@ -68,13 +68,11 @@ class HeartbeatExporter:
             self.decided.labels(partner, integration, status).inc()
             if latency is not None:
                 self.latency.labels(partner, integration).observe(latency)
-        for (partner, integration), status in monitor.integrations.items():
+        for (partner_id, kind), known in monitor.integrations.items():
             for state in STATES:
-                self.state.labels(partner, integration, state).set(
-                    1 if status.state == state else 0)
-            if status.last_success_ms is not None:
-                self.last_success.labels(partner, integration).set(
-                    status.last_success_ms / 1000)
+                self.state.labels(partner_id, kind, state).set(1 if known.state == state else 0)
+            if known.last_success_ms is not None:
+                self.last_success.labels(partner_id, kind).set(known.last_success_ms / 1000)
 
     def sample(self, name: str, **labels: str) -> float | None:
         """The current value of one series (tests, doctests)."""
