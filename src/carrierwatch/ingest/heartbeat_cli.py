@@ -91,6 +91,12 @@ def heartbeat(partners: tuple[str, ...], gateway_url: str | None, drop_dir: Path
     updates = {k: v for k, v in {"gateway_url": gateway_url, "drop_dir": drop_dir,
                                  "secrets_file": secrets_file}.items() if v is not None}
     hb_settings = hb_settings.model_copy(update=updates)
+    if hb_settings.drop_dir is not None:
+        try:
+            hb_settings.drop_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise click.ClickException(f"cannot use the drop folder {hb_settings.drop_dir}: "
+                                       f"{exc.strerror or exc}") from None
     settings = get_settings()
     registry = load_registry(settings.home)
     try:
