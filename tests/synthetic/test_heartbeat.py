@@ -79,7 +79,8 @@ def _announce(monitor: HeartbeatMonitor, registry: PartnerRegistry, heartbeat_id
 
 
 def _events(payload: Any) -> list[tuple[str, str]]:
-    return [(payload.package_id, event_id) for event_id in payload.event_ids]
+    return [(f"{payload.partner_id}:{payload.tracking_number}", event_id)
+            for event_id in payload.event_ids]
 
 
 def test_verdicts_seen_slow_missing_late_rejected_and_the_state_of_the_newest(

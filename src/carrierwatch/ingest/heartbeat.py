@@ -14,9 +14,10 @@ One small interface per integration kind (:class:`Sender`):
     should; ``carrierwatch watch`` takes it like any other file.
 ``poll`` (:class:`PollSender`)
     Registers the canary tracking number with the pollers' tracking registry, so that the next
-    poll asks the partner's API for it (``carrierwatch.ingest.trackings.add_trackings``). Until
-    that registry exists the poll heartbeats are not sent (said once at start; see
-    docs/ingest.md "Heartbeats").
+    poll asks the partner's API for it (``carrierwatch.ingest.trackings.add_trackings``, written
+    against the pollers' branch: not exercised on this one, where that module does not exist;
+    without it the poll heartbeats are not sent, said once at start; see docs/ingest.md
+    "Heartbeats").
 
 Before a heartbeat goes out it is announced — a ``pending`` row of the ``heartbeats`` table,
 sent on the sink topic (``cw.sink``) as a JSON sink batch, acknowledged by Kafka
@@ -174,25 +175,33 @@ def poll_registry_available() -> bool:
 
 
 class PollSender:
-    """A canary tracking number registered with the pollers' tracking registry: the poller
-    asks the partner's API for it, and the (simulated) API answers the canary's lifecycle.
-
-    Needs ``carrierwatch.ingest.trackings.add_trackings(partner, numbers)`` (#14 section 2).
+    """A canary tracking number registered with the pollers' tracking registry
+    (``carrierwatch.ingest.trackings.add_trackings(partner, [number], source="canary")``, in the
+    same data directory as ``carrierwatch poll``): the poller asks the partner's API for it,
+    and the (simulated) API answers the canary's lifecycle. The heartbeat counts as arrived
+    with the canary's first canonical event.
     """
 
     integration = "poll"
 
+    def __init__(self, data_dir: Path | None = None) -> None:
+        self.data_dir = data_dir
+
     async def send(self, spec: PartnerSpec, payload: HeartbeatPayload,
                    heartbeat_id: str) -> SendResult:
+        import importlib
+
         try:
-            from carrierwatch.ingest import trackings  # type: ignore[attr-defined]
+            trackings: Any = importlib.import_module("carrierwatch.ingest.trackings")
         except ImportError:
             return SendResult(False, "the pollers' tracking registry "
                                      "(carrierwatch.ingest.trackings) is not installed")
         try:
             await asyncio.get_running_loop().run_in_executor(
-                None, lambda: trackings.add_trackings(spec.id, [payload.tracking_number]))
-        except Exception as exc:
+                None, lambda: trackings.add_trackings(
+                    spec.id, [payload.tracking_number], source="canary",
+                    data_dir=self.data_dir, specs={spec.id: spec}))
+        except Exception as exc:  # TrackingError (not polled, ...) or the registry's file
             return SendResult(False, f"cannot register canary {payload.tracking_number}: "
                                      f"{type(exc).__name__}: {exc}"[:300])
         return SendResult(True)

@@ -121,7 +121,7 @@ def heartbeat(partners: tuple[str, ...], gateway_url: str | None, drop_dir: Path
     if hb_settings.drop_dir is not None:
         senders["drop"] = DropSender(hb_settings.drop_dir)
     if poll_registry_available():
-        senders["poll"] = PollSender()
+        senders["poll"] = PollSender(settings.data_dir)
     try:
         runner = HeartbeatRunner(chosen, senders, topology.sink,
                                  RawProducer(settings.kafka_bootstrap,

@@ -77,7 +77,8 @@ class SinkHeartbeats:
 
     def stored(self, batch: SinkBatch, done: float) -> None:
         """The synthetic events of a batch just written (``done``: when the write returned)."""
-        synthetic = [(e.package_id, e.event_id) for e in batch.events if e.synthetic]
+        synthetic = [(f"{e.partner_id}:{e.tracking_number}", e.event_id)
+                     for e in batch.events if e.synthetic]
         if synthetic:
             self.rows.extend(self.monitor.stored(synthetic, round(done * 1000)))
             self.exporter.update(self.monitor)

@@ -57,7 +57,8 @@ from typing import Any, Literal
 from carrierwatch.core.partner import PartnerSpec
 
 __all__ = ["INTEGRATIONS", "LIFECYCLE", "STATES", "HeartbeatMonitor", "HeartbeatPayload",
-           "IntegrationStatus", "announcement", "integration_of", "lifecycle", "render_heartbeat",
+           "IntegrationStatus", "announcement", "integration_of", "lifecycle", "match_key",
+           "render_heartbeat",
            "synthetic_tracking_number"]
 
 #: integration kind of each ``delivery`` of a partner file
@@ -167,6 +168,17 @@ def _ms(value: Any) -> int:
     return int(value)
 
 
+def match_key(package_id: str) -> str:
+    """What the monitor matches stored events by: ``<partner>:<tracking number>`` (a package id
+    without the discriminator some formats add, so that a canary answered by a partner's API
+    in its own shape still matches).
+
+    >>> match_key("ups:CWSYN1:SYN-1"), match_key("fedex:CWSYN2")
+    ('ups:CWSYN1', 'fedex:CWSYN2')
+    """
+    return ":".join(package_id.split(":", 2)[:2])
+
+
 def _from_row(row: Mapping[str, Any]) -> _Heartbeat:
     sent_at = _ms(row["sent_at"])
     deadline_at = row.get("deadline_at")
@@ -218,8 +230,9 @@ class HeartbeatMonitor:
         if str(row.get("status")) == "rejected":
             return [self._decide(beat, "rejected", now_ms)]
         if beat.package_id:
-            self.by_package[beat.package_id] = heartbeat_id
-            orphan = self.orphans.pop(beat.package_id, None)
+            key = match_key(beat.package_id)
+            self.by_package[key] = heartbeat_id
+            orphan = self.orphans.pop(key, None)
             if orphan is not None:
                 beat.seen_ids |= orphan[1]
                 return self._check(beat, orphan[0])
@@ -234,7 +247,7 @@ class HeartbeatMonitor:
                 continue
             self.heartbeats[heartbeat_id] = beat
             if beat.package_id:
-                self.by_package[beat.package_id] = heartbeat_id
+                self.by_package[match_key(beat.package_id)] = heartbeat_id
             status = self._integration(beat.partner_id, beat.integration)
             status.last_sent_at = max(status.last_sent_at, sent_at)
             status.interval_ms = beat.interval_ms or status.interval_ms
@@ -246,7 +259,8 @@ class HeartbeatMonitor:
                 status.last_success_ms = max(status.last_success_ms or 0, beat.seen_at)
 
     def stored(self, events: Iterable[tuple[str, str]], stored_ms: int) -> list[dict[str, Any]]:
-        """(package id, event id) of synthetic events the sink just wrote; rows to write."""
+        """(``<partner>:<tracking number>``, event id) of synthetic events the sink just wrote
+        (see :func:`match_key`); rows to write."""
         out: list[dict[str, Any]] = []
         touched: dict[str, _Heartbeat] = {}
         for package_id, event_id in events:
@@ -275,7 +289,7 @@ class HeartbeatMonitor:
         for heartbeat_id in [h for h, beat in self.heartbeats.items()
                              if beat.status != "pending" and now_ms - beat.sent_at > _KEEP_MS]:
             beat = self.heartbeats.pop(heartbeat_id)
-            self.by_package.pop(beat.package_id, None)
+            self.by_package.pop(match_key(beat.package_id), None)
         for package_id in [p for p, (at, _) in self.orphans.items()
                            if now_ms - at > _ORPHAN_MS]:
             del self.orphans[package_id]
@@ -352,10 +366,13 @@ def announcement(payload: HeartbeatPayload, heartbeat_id: str, spec: PartnerSpec
     deadline = deadline_seconds if deadline_seconds is not None else beat.deadline_seconds
     slow = slow_seconds if slow_seconds is not None else beat.slow_seconds
     interval = interval_seconds if interval_seconds is not None else beat.interval_seconds
+    # a poll heartbeat is proven by the canary's first event: the partner's API unfolds the
+    # canary's lifecycle over time (the simulated APIs: one scan per canary step)
+    expected = 1 if payload.integration == "poll" else len(payload.event_ids)
     row = HeartbeatMonitor.row(_Heartbeat(
         heartbeat_id, spec.id, payload.integration, payload.package_id, payload.sent_at_ms,
         round(deadline * 1000), round(slow * 1000), round(interval * 1000),
-        len(payload.event_ids), status=status, detail=detail),
+        expected, status=status, detail=detail),
         payload.sent_at_ms if now_ms is None else now_ms, "")
     return row
 
