@@ -115,9 +115,13 @@ def heartbeat(partners: tuple[str, ...], gateway_url: str | None, drop_dir: Path
         secrets_path = GatewaySettings().secrets_file
     senders: dict[str, Sender] = {}
     if webhook_ids:
-        senders["webhook"] = WebhookSender(
-            hb_settings.gateway_url, load_secrets(webhook_ids, secrets_file=secrets_path),
-            timeout=hb_settings.request_timeout)
+        secrets = load_secrets(webhook_ids, secrets_file=secrets_path)
+        for partner_id in sorted(set(webhook_ids) - set(secrets)):
+            click.echo(f"heartbeat: {partner_id}: no secret (CARRIERWATCH_SECRET_"
+                       f"{partner_id.upper()} or the secrets file): its heartbeats will be "
+                       f"refused and the integration reported silent", err=True)
+        senders["webhook"] = WebhookSender(hb_settings.gateway_url, secrets,
+                                           timeout=hb_settings.request_timeout)
     if hb_settings.drop_dir is not None:
         senders["drop"] = DropSender(hb_settings.drop_dir)
     if poll_registry_available():
