@@ -79,7 +79,6 @@ BASE: dict[Path_, Base | None] = {
     # an empty store: no data for the week, exit 2 and no report
     ("scorecard",): Base(("--week", "2026-W10", "--out", "{out}"), expect=EXIT_USAGE),
     ("status",): Base(expect=EXIT_USAGE),  # an empty store: nothing to report, exit 2
-
     ("decisions", "check"): Base(),
     ("escalations", "list"): Base(),
     ("escalations", "retry"): Base(expect=EXIT_ERROR),  # no dead-lettered escalation
@@ -92,6 +91,8 @@ BASE: dict[Path_, Base | None] = {
                         "--alertmanager-url", "http://127.0.0.1:9"), expect=EXIT_UNAVAILABLE),
     ("dashboards", "generate"): Base(("--out", "{out}")),
     ("feed",): None,  # needs a running gateway: tests/ingest/test_feed.py runs its cases
+    # no broker: the announcements cannot be sent
+    ("heartbeat",): Base(("--once", "--drop-dir", "{out}"), expect=EXIT_UNAVAILABLE),
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
@@ -114,6 +115,8 @@ PATH_ROLES: dict[tuple[Path_, str], str] = {
     (("decisions", "check"), "folder"): "input",
     (("dashboards", "generate"), "out_dir"): "output",
     (("feed",), "paths"): "input",
+    (("heartbeat",), "drop_dir"): "state",  # created when missing; heartbeat files go there
+    (("heartbeat",), "secrets_file"): "input",
 }
 
 #: exit codes that differ from the generic rule (input: binary → 1, empty folder → 1; output

@@ -607,10 +607,10 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.ingest.cli:ingest_file", "ingest-file"),
     ("carrierwatch.ingest.cli:watch", "watch"),
     ("carrierwatch.scorecards.cli:scorecard", "scorecard"),
-
     ("carrierwatch.outputs.dashboards_cli:dashboards", "dashboards"),
     ("carrierwatch.ingest.feed:feed", "feed"),
     ("carrierwatch.outputs.cli:status", "status"),
+    ("carrierwatch.ingest.heartbeat_cli:heartbeat", "heartbeat"),
 ]
 
 

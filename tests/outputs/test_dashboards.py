@@ -48,8 +48,8 @@ from carrierwatch.outputs.dashboards import (
     panel_queries,
 )
 from carrierwatch.outputs.scorecard import scorecards
-from carrierwatch.scorecards.kpis import fetch_kpis
 from carrierwatch.replay import iter_inputs, run_replay
+from carrierwatch.scorecards.kpis import fetch_kpis
 from carrierwatch.settings import Settings
 from carrierwatch.storage import open_store
 from carrierwatch.storage.base import Store

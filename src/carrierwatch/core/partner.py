@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["CREDIT_KPIS", "PARTNER_ID_PATTERN", "AuthSpec", "ContractRates", "CreditRule",
-           "PartnerSpec", "SlaContract", "TextLimits", "WebhookLimits"]
+           "HeartbeatSpec", "PartnerSpec", "SlaContract", "TextLimits", "WebhookLimits"]
 
 PARTNER_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 
@@ -91,6 +91,30 @@ class CreditRule(_Frozen):
                  "exception_rate"]
     points: float = Field(0.0, ge=0, le=100)
     credit_percent: float = Field(gt=0, le=100)
+
+class HeartbeatSpec(_Frozen):
+    """The partner's synthetic deliveries (``heartbeat:`` in ``partners/<id>.yaml``, optional).
+
+    ``carrierwatch heartbeat`` sends one synthetic package lifecycle through the partner's real
+    ingest path every ``interval_seconds``; the heartbeat monitor (in the sink) expects its
+    canonical events in the store within ``deadline_seconds`` (else the heartbeat is
+    ``missing`` and the integration ``silent``) and calls the integration ``slow`` when they
+    took longer than ``slow_seconds``. The deadline is at most the interval, so that a feed
+    that stops turns ``silent`` within two intervals.
+    """
+
+    enabled: bool = True
+    interval_seconds: float = Field(300.0, gt=0)
+    deadline_seconds: float = Field(120.0, gt=0)
+    slow_seconds: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HeartbeatSpec:
+        if self.deadline_seconds > self.interval_seconds:
+            raise ValueError("heartbeat.deadline_seconds must not exceed interval_seconds")
+        if self.slow_seconds > self.deadline_seconds:
+            raise ValueError("heartbeat.slow_seconds must not exceed deadline_seconds")
+        return self
 
 
 class SlaContract(_Frozen):
@@ -209,7 +233,8 @@ class PartnerSpec(_Frozen):
     contract: SlaContract = SlaContract()
     mapping: dict[str, Any] | None = None
     limits: TextLimits = TextLimits()
-    synthetic_tracking_prefix: str = "CWSYN"
+    synthetic_tracking_prefix: str = Field("CWSYN", min_length=4)
+    heartbeat: HeartbeatSpec = HeartbeatSpec()
 
     @field_validator("id")
     @classmethod

@@ -64,6 +64,7 @@ from carrierwatch.ingest.limits import ReplayCache, TokenBucket
 from carrierwatch.ingest.secrets import PartnerSecrets, load_secrets
 from carrierwatch.ingest.spool import Spool, SpoolEntry, SpoolFull
 from carrierwatch.streams.records import RECEIVED_TIME_HEADER
+from carrierwatch.transformers.base import SYNTHETIC_HEADER
 
 __all__ = ["GATEWAY", "Gateway", "GatewayMetrics", "GatewaySettings", "create_app",
            "webhook_partners"]
@@ -73,11 +74,12 @@ log = logging.getLogger(__name__)
 PARTNER_HEADER = "carrierwatch-partner"
 VERIFICATION_HEADER = "carrierwatch-verification"
 
-#: request headers never stored with the raw message
+#: request headers never stored with the raw message (the synthetic marker too: a partner must
+#: not exempt its own packages from its SLA; heartbeats are marked by their tracking prefix)
 _DROPPED_HEADERS = frozenset({
     "authorization", "proxy-authorization", "cookie", "set-cookie", "host", "connection",
     "keep-alive", "transfer-encoding", "te", "upgrade", "content-length", "expect",
-    "x-forwarded-for", "x-real-ip", "forwarded", "via"})
+    "x-forwarded-for", "x-real-ip", "forwarded", "via", SYNTHETIC_HEADER})
 
 
 class GatewaySettings(BaseSettings):

@@ -182,8 +182,10 @@ def _serve_metrics(stack: ExitStack, metrics: Any, config: StreamConfig, setting
 @click.option("--no-anomalies", is_flag=True, help="do not run the online anomaly monitor")
 @_metrics_port
 @_metrics_addr
+@click.option("--no-heartbeats", is_flag=True, help="do not run the heartbeat monitor")
 def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float,
-         no_anomalies: bool, metrics_port: int | None, metrics_addr: str | None) -> None:
+         no_anomalies: bool, metrics_port: int | None, metrics_addr: str | None,
+         no_heartbeats: bool) -> None:
     """Run the store writer: cw.sink → ClickHouse, offsets committed after each write."""
     from carrierwatch.storage import open_store
     from carrierwatch.streams.sink import SinkMetrics, SinkMonitor, run_sink
@@ -201,10 +203,16 @@ def sink(loglevel: str, web_port: int | None, namespace: str | None, wait: float
         Path(settings.data_dir) / "anomaly-monitor" / f"{topology.sink_group}.bin",
         metrics.registry, partners=[partner.spec for partner in load_registry(settings.home)],
         shards=config.events_partitions)
+    from carrierwatch.streams.heartbeats import SinkHeartbeats
+
+    heartbeats = None if no_heartbeats else SinkHeartbeats(metrics.registry)
     with ExitStack() as stack, open_store(settings, command="carrierwatch sink", wait=wait,
                                           migrate=True) as store:
         _serve_metrics(stack, metrics, config, settings, {topology.sink_group: [topology.sink]})
-        run_sink(settings, config, topology, store, metrics=metrics, monitor=monitor)
+        if heartbeats is not None:
+            heartbeats.restore(store)
+        run_sink(settings, config, topology, store, metrics=metrics, monitor=monitor,
+                 heartbeats=heartbeats)
 
 
 @click.command("topics")

@@ -35,6 +35,7 @@ from carrierwatch.outputs.metrics import ProcessMetrics
 from carrierwatch.settings import Settings
 from carrierwatch.sink import SinkBatch, write_batch
 from carrierwatch.storage.base import Store
+from carrierwatch.streams.heartbeats import SinkHeartbeats
 from carrierwatch.streams.records import decode_sink_batch
 from carrierwatch.streams.topology import MAX_STATE_MESSAGE_BYTES, StreamConfig, Topology
 
@@ -147,9 +148,11 @@ class SinkWriter:
     def __init__(self, store: Store, config: StreamConfig, metrics: SinkMetrics,
                  fault: Callable[[], bool] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 monitor: SinkMonitor | None = None) -> None:
+                 monitor: SinkMonitor | None = None,
+                 heartbeats: SinkHeartbeats | None = None) -> None:
         self.store = store
         self.monitor = monitor
+        self.heartbeats = heartbeats
         self.config = config
         self.metrics = metrics
         self.fault = fault
@@ -162,6 +165,8 @@ class SinkWriter:
     def add(self, batch: SinkBatch) -> None:
         if self.monitor is not None:
             self.monitor.observe(batch)
+        if self.heartbeats is not None:
+            self.heartbeats.observe(batch)
         if self.first_buffered is None:
             self.first_buffered = self.clock()
         self.buffer.extend(batch)
@@ -170,6 +175,17 @@ class SinkWriter:
     @property
     def full(self) -> bool:
         return len(self.buffer) >= self.config.sink_max_rows
+
+    def tick_heartbeats(self) -> None:
+        """Buffer the heartbeat monitor's verdicts (deadlines pass while nothing arrives)."""
+        if self.heartbeats is None:
+            return
+        rows = self.heartbeats.tick()
+        if rows:
+            self.buffer.add_rows("heartbeats", rows)
+            if self.first_buffered is None:
+                self.first_buffered = self.clock()
+            self.metrics.buffered_rows.set(len(self.buffer))
 
     def due(self) -> bool:
         """Whether the buffer should be written now (full or old enough, backoff over)."""
@@ -205,6 +221,8 @@ class SinkWriter:
             observe(done - event.received_time / 1000)
         if self.monitor is not None:
             self.monitor.save()
+        if self.heartbeats is not None:
+            self.heartbeats.stored(self.buffer, done)
         self.metrics.rows_written.inc(written)
         self.metrics.writes.inc()
         self.metrics.last_write.set(time.time())
@@ -220,7 +238,8 @@ class SinkWriter:
 def run_sink(settings: Settings, config: StreamConfig, topology: Topology, store: Store, *,
              metrics: SinkMetrics | None = None, stop: threading.Event | None = None,
              stop_timeout: float = 60.0, install_signals: bool = True,
-             monitor: SinkMonitor | None = None) -> None:
+             monitor: SinkMonitor | None = None,
+             heartbeats: SinkHeartbeats | None = None) -> None:
     """Consume ``cw.sink`` into ``store`` until ``stop`` is set (or SIGTERM/SIGINT)."""
     from confluent_kafka import Consumer, KafkaError
 
@@ -236,7 +255,7 @@ def run_sink(settings: Settings, config: StreamConfig, topology: Topology, store
     fault_file = config.sink_fault_file
     writer = SinkWriter(store, config, metrics,
                         fault=(lambda: fault_file.exists()) if fault_file is not None else None,
-                        monitor=monitor)
+                        monitor=monitor, heartbeats=heartbeats)
     consumer: Any = Consumer({
         "bootstrap.servers": settings.kafka_bootstrap,
         "group.id": topology.sink_group,
@@ -276,6 +295,7 @@ def run_sink(settings: Settings, config: StreamConfig, topology: Topology, store
                     continue
                 writer.add(decode_sink_batch(message.value()))
                 metrics.batches.inc()
+            writer.tick_heartbeats()
             if writer.due() and writer.try_write():
                 _commit(consumer)
                 if paused:

@@ -123,7 +123,8 @@ class TransformContext:
 
     @property
     def synthetic(self) -> bool:
-        """Heartbeat packages are marked by a header on their ingest path."""
+        """Marked by a header on an internal ingest path (replayed raw logs); heartbeat
+        packages are also recognised by the partner's ``synthetic_tracking_prefix``."""
         for key, value in self.headers.items():
             if key.lower() == SYNTHETIC_HEADER:
                 return value.strip().lower() in {"1", "true", "yes"}
@@ -251,7 +252,7 @@ class Emitter:
     """Accumulates the result of one payload; see the module docstring."""
 
     __slots__ = ("_book", "_ctx", "_highest", "_lowest", "_partner_id", "_raw", "_received_time",
-                 "_result", "_synthetic", "_version", "_where")
+                 "_result", "_synthetic", "_synthetic_prefix", "_version", "_where")
 
     def __init__(self, raw: bytes, ctx: TransformContext) -> None:
         self._raw = raw
@@ -261,6 +262,9 @@ class Emitter:
         self._received_time = ctx.received_time
         self._version = ctx.partner.payload_schema_version
         self._synthetic = ctx.synthetic
+        # heartbeat packages carry the partner's synthetic tracking prefix, whatever the path
+        # (a dropped file has no header to mark them)
+        self._synthetic_prefix = ctx.partner.synthetic_tracking_prefix
         self._result = TransformResult()
         self._lowest, self._highest = ctx.limits.time_window(ctx.received_time)
         self._where = "$"
@@ -403,7 +407,8 @@ class Emitter:
             tracking_number, status, confidence, raw_code, event_time, self._received_time,
             timezone_ambiguous, event_time_local, shipment_id,
             reason if reason is not None else mapped_reason, location, promised_by, eta_start,
-            eta_end, attempt_number, proof_of_delivery, service_level, self._synthetic,
+            eta_end, attempt_number, proof_of_delivery, service_level,
+            self._synthetic or tracking_number.startswith(self._synthetic_prefix),
             self._version, partner_received_time)
         self._result.events.append(event)
         return event
