@@ -596,6 +596,9 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.ingest.cli:gateway", "gateway"),
     ("carrierwatch.ingest.cli:ingest_file", "ingest-file"),
     ("carrierwatch.ingest.cli:watch", "watch"),
+    ("carrierwatch.ingest.poll_cli:poll", "poll"),
+    ("carrierwatch.ingest.poll_cli:track", "track"),
+    ("carrierwatch.synthetic.apis:simulate_apis", "simulate-apis"),
 ]
 
 
