@@ -108,14 +108,14 @@ def truth(apis: SimulatedApis, partner: str, numbers: Iterable[str]) -> set[tupl
 
 
 def observed(registry: PartnerRegistry, partner: str, bodies: Iterable[tuple[bytes, int]]
-             ) -> tuple[set[tuple[str, str, int]], int]:
+             ) -> tuple[set[tuple[str, str, int]], list[str]]:
     """(number, status, event time) of the events the partner's transformer reads from
-    ``bodies`` (body, received ms), and the number of dead letters."""
+    ``bodies`` (body, received ms), and the errors of its dead letters."""
     loaded = registry.get(partner)
     out = set()
-    dead = 0
+    dead: list[str] = []
     for body, received in bodies:
         result = loaded.transform(body, received)
-        dead += len(result.dead_letters)
+        dead += [d.error for d in result.dead_letters]
         out |= {(e.tracking_number, e.status, e.event_time) for e in result.events}
     return out, dead
