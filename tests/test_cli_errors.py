@@ -76,6 +76,14 @@ BASE: dict[Path_, Base | None] = {
     # no broker: the file waits in the local spool (durable), exit 0
     ("ingest-file",): Base(("--partner", "valley_express"), (str(VX_SAMPLE),)),
     ("watch",): Base(("--once", "--settle-seconds", "0"), ("{out}",)),  # an empty drop folder
+    # no broker: polls (nothing followed) until --max-seconds, the spool holds what comes
+    ("poll",): Base(("--max-seconds", "1", "--metrics-port", "0"),
+                    expect=EXIT_ERROR),  # no API credentials in the environment: exit 1
+    ("track", "add"): Base(("--partner", "ups"), ("1Z5R89W10300000001",)),
+    ("track", "list"): Base(),
+    ("track", "remove"): Base(("--partner", "ups"), ("1Z5R89W10300000001",)),
+    ("track", "sync"): Base(),
+    ("simulate-apis",): Base(("--port", "0"), expect=None),  # serves until stopped
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
@@ -94,6 +102,7 @@ PATH_ROLES: dict[tuple[Path_, str], str] = {
     (("gateway",), "secrets_file"): "input",
     (("ingest-file",), "files"): "input",  # binary.dat: not a .csv of valley_express → exit 1
     (("watch",), "directory"): "state",  # created when missing; done/ and failed/ go there
+    (("poll",), "secrets_file"): "input",
 }
 
 #: exit codes that differ from the generic rule (input: binary → 1, empty folder → 1; output

@@ -210,3 +210,69 @@ def test_kill_9_and_restart_neither_skips_nor_duplicates(kafka_broker: Any,
     # the kills did land in the middle of work: several runs produced
     assert len({hashlib.sha256(m.value).hexdigest() for m in messages}) == len(messages)
     assert kills == 5 and len(messages) > 40
+
+
+class _Crash(BaseException):
+    """Stands for a kill -9 at one point of a produce (nothing after it runs)."""
+
+
+@pytest.mark.parametrize("where", ["after_the_produce", "before_the_produce"])
+def test_a_produce_left_pending_by_a_crash_is_settled_from_the_topic(
+        kafka_broker: Any, tmp_path: Path, where: str) -> None:
+    """Crash after the broker acknowledged the response but before the cursor moved: the
+    restart finds the request id in the topic and moves the cursor without producing again.
+    Crash before the produce: the restart finds nothing and the next poll produces it."""
+    registry = registry_of(fast_home(tmp_path / "home"))
+    clock = Clock(T0 + 3 * DAY)
+    apis = make_apis(registry, clock)
+    numbers = apis.add_packages("ups", 1, T0)
+    data = tmp_path / "data"
+    with TrackingRegistry(data / "poll" / "trackings.sqlite3") as trackings:
+        trackings.add("ups", numbers, "manual")
+    namespace = f"pc{uuid.uuid4().hex[:6]}"
+    topic = f"{namespace}.raw.ups"
+    url, stop = serve_in_thread(apis)
+    try:
+        first = make_poller(registry, data, kafka_broker.bootstrap, namespace, url, ["ups"])
+
+        async def crash() -> None:
+            assert await first.connect()
+            if where == "after_the_produce":
+                def commit(*_args: Any) -> Any:
+                    raise _Crash
+                first.trackings.commit = commit  # type: ignore[method-assign]
+            else:
+                async def persist(*_args: Any) -> Any:
+                    raise _Crash
+                first._persist = persist  # type: ignore[method-assign]
+            with pytest.raises(_Crash):
+                await first.poll_batch("ups", numbers)
+            first.producer.close()
+
+        asyncio.run(crash())
+        with TrackingRegistry(data / "poll" / "trackings.sqlite3") as trackings:
+            assert len(trackings.pending()) == 1
+            assert trackings.entries()[0].digest is None
+        before = len(read_topic(kafka_broker.bootstrap, topic)) \
+            if where == "after_the_produce" else 0
+        assert before == (1 if where == "after_the_produce" else 0)
+
+        second = make_poller(registry, data, kafka_broker.bootstrap, namespace, url, ["ups"])
+
+        async def restart() -> None:
+            try:
+                mark = time.time()
+                await run_until(second, lambda: all(
+                    (e.polled_ms or 0) / 1000 > mark for e in second.trackings.entries()), 20)
+            finally:
+                await second.close()
+
+        asyncio.run(restart())
+    finally:
+        stop()
+    messages = read_topic(kafka_broker.bootstrap, topic, expect=1)
+    assert len(messages) == 1
+    with TrackingRegistry(data / "poll" / "trackings.sqlite3") as trackings:
+        assert trackings.pending() == []
+        assert trackings.entries(include_inactive=True)[0].digest is not None
+    assert second.produced == (0 if where == "after_the_produce" else 1)

@@ -732,6 +732,19 @@ def open_poller(*, settings: Any, poll_settings: PollSettings, registry: Any,
         polled = {p: polled[p] for p in partners}
     secrets = load_secrets([credentials_id(p) for p in polled], environ=environ,
                            secrets_file=poll_settings.secrets_file)
+    if not partners:  # every polled partner that can authenticate; the others are named
+        ready = {p: x for p, x in polled.items() if credentials_id(p) in secrets
+                 or x.spec.poll.auth.scheme == "none"}
+        skipped = sorted(set(polled) - set(ready))
+        if not ready:
+            raise ConfigurationError(
+                "no polled partner has API credentials: set " + ", ".join(
+                    f"CARRIERWATCH_SECRET_{credentials_id(p).upper()}" for p in skipped)
+                + " (or the secrets file's <partner>_api entries)")
+        if skipped:
+            log.warning("poll: not polling %s: no API credentials (CARRIERWATCH_SECRET_"
+                        "<ID>_API)", ", ".join(skipped))
+        polled = ready
     data_dir = Path(settings.data_dir).expanduser()
     trackings = TrackingRegistry(poll_settings.trackings or default_path(data_dir))
     spool = Spool(poll_settings.spool_dir or data_dir / "poll" / "spool",
