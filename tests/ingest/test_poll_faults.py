@@ -94,17 +94,20 @@ def test_requests_are_spaced_by_the_partner_rate(tmp_path: Path) -> None:
     assert max(sum(1 for t in times if s <= t < s + 1.0) for s in times) <= 9
 
 
-def test_token_is_renewed_before_expiry_and_after_a_401(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("partner", "token_url"), [("usps", "/oauth2/v3/token"),
+                                                    ("carrier_b", "/oauth/token")])
+def test_token_is_renewed_before_expiry_and_after_a_401(tmp_path: Path, partner: str,
+                                                        token_url: str) -> None:
     import time
 
     registry, apis, _clock, _numbers = _setup(
-        tmp_path, "usps", 3, interval_seconds=0.1, rate_per_second=20.0,
-        auth={"scheme": "oauth2_client_credentials", "token_url": "/oauth2/v3/token",
+        tmp_path, partner, 3, interval_seconds=0.1, rate_per_second=20.0,
+        auth={"scheme": "oauth2_client_credentials", "token_url": token_url,
               "refresh_margin_seconds": 0.5})
-    apis.faults("usps").token_ttl = 1.5
+    apis.faults(partner).token_ttl = 1.5
     url, stop = serve_in_thread(apis)
     try:
-        poller = make_poller(registry, tmp_path / "data", NO_KAFKA, "t", url, ["usps"])
+        poller = make_poller(registry, tmp_path / "data", NO_KAFKA, "t", url, [partner])
         marks: dict[str, float] = {}
 
         async def go() -> None:
@@ -112,8 +115,17 @@ def test_token_is_renewed_before_expiry_and_after_a_401(tmp_path: Path) -> None:
                 # 3.2 s of polling every 0.1 s with 1.5 s tokens renewed 0.5 s before expiry
                 end = time.monotonic() + 3.2
                 await run_until(poller, lambda: time.monotonic() > end, 10)
+                # a long-lived token, then the partner revokes it: the next call gets 401
+                apis.faults(partner).token_ttl = 3600.0
+                source = poller.pollers[partner].token
+                assert source is not None
+                source.invalidate()
+                fresh = time.time()
+                await run_until(poller, lambda: any(
+                    r.kind == "track" and r.status == 200 and r.at > fresh + 0.2
+                    for r in apis.log), 10)
                 marks["revoked"] = time.time()
-                apis.tokens.clear()  # the partner revokes every token: the next call gets 401
+                apis.tokens.clear()
                 await run_until(poller, lambda: any(
                     r.kind == "track" and r.status == 200 and r.at > marks["revoked"]
                     for r in apis.log), 10)
@@ -124,7 +136,7 @@ def test_token_is_renewed_before_expiry_and_after_a_401(tmp_path: Path) -> None:
     finally:
         stop()
     tokens = [r for r in apis.log if r.kind == "token" and r.at < marks["revoked"]]
-    first_phase = [r for r in _track(apis, "usps") if r.at < marks["revoked"]]
+    first_phase = [r for r in _track(apis, partner) if r.at < marks["revoked"]]
     # renewed about every second (1.5 s lifetime - 0.5 s margin): 3 or 4 tokens in 3.2 s,
     # and no request of that phase was refused
     assert 3 <= len(tokens) <= 5, len(tokens)
@@ -138,7 +150,7 @@ def test_token_is_renewed_before_expiry_and_after_a_401(tmp_path: Path) -> None:
     assert after[0].kind == "token" and after[0].status == 200
     assert after[1].kind == "track" and after[1].status == 200
     assert after[1].token == after[0].token
-    assert poller.metrics.tokens.labels("usps", "unauthorized")._value.get() == 1
+    assert poller.metrics.tokens.labels(partner, "unauthorized")._value.get() == 1
 
 
 def test_retry_after_is_respected(tmp_path: Path) -> None:
@@ -169,18 +181,19 @@ def test_retry_after_is_respected(tmp_path: Path) -> None:
     assert poller.metrics.requests.labels("dhl", "rate_limited")._value.get() == 0  # all retried
 
 
+@pytest.mark.parametrize("partner", ["ups", "carrier_b"])
 def test_a_peak_day_burst_opens_the_breaker_which_recovers_through_half_open(
-        tmp_path: Path) -> None:
+        tmp_path: Path, partner: str) -> None:
     import time
 
     registry, apis, _clock, _numbers = _setup(
-        tmp_path, "ups", 40, rate_per_second=100.0, concurrency=1, interval_seconds=0.05,
+        tmp_path, partner, 40, batch_size=1, rate_per_second=100.0, concurrency=1, interval_seconds=0.05,
         max_attempts=1, breaker_threshold=3, breaker_reset_seconds=0.6)
     url, stop = serve_in_thread(apis)
     states: list[str] = []
     try:
-        poller = make_poller(registry, tmp_path / "data", NO_KAFKA, "t", url, ["ups"])
-        pp = poller.pollers["ups"]
+        poller = make_poller(registry, tmp_path / "data", NO_KAFKA, "t", url, [partner])
+        pp = poller.pollers[partner]
         original = pp._note_breaker
 
         def note(state: str) -> None:
@@ -192,9 +205,9 @@ def test_a_peak_day_burst_opens_the_breaker_which_recovers_through_half_open(
 
         async def go() -> None:
             try:
-                await run_until(poller, lambda: len(_track(apis, "ups")) >= 10, 10)
+                await run_until(poller, lambda: len(_track(apis, partner)) >= 10, 10)
                 start = time.time()
-                apis.faults("ups").burst = (start, start + 1.5)
+                apis.faults(partner).burst = (start, start + 1.5)
                 await run_until(poller, lambda: time.time() > start + 3.0 and
                                 pp.breaker_state == "closed", 10)
             finally:
@@ -203,22 +216,22 @@ def test_a_peak_day_burst_opens_the_breaker_which_recovers_through_half_open(
         asyncio.run(go())
     finally:
         stop()
-    burst = apis.faults("ups").burst
+    burst = apis.faults(partner).burst
     assert burst is not None
-    during = [r for r in _track(apis, "ups") if burst[0] <= r.at < burst[1]]
+    during = [r for r in _track(apis, partner) if burst[0] <= r.at < burst[1]]
     assert all(r.status == 503 for r in during)
     # 3 failures open it; then one half-open probe per 0.6 s: at most 3 + 3 calls in 1.5 s
     assert 3 <= len(during) <= 6, len(during)
     assert states[:4] == ["closed", "open", "half_open", "open"] or \
         states[:3] == ["closed", "open", "half_open"]
     assert states[-1] == "closed" and "half_open" in states
-    after = [r for r in _track(apis, "ups") if r.at >= burst[1]]
+    after = [r for r in _track(apis, partner) if r.at >= burst[1]]
     assert after and after[-1].status == 200
-    assert poller.metrics.breaker.labels("ups", "closed")._value.get() == 1
+    assert poller.metrics.breaker.labels(partner, "closed")._value.get() == 1
     transitions = poller.metrics.transitions
-    assert transitions.labels("ups", "open")._value.get() >= 1
-    assert transitions.labels("ups", "half_open")._value.get() >= 1
-    assert transitions.labels("ups", "closed")._value.get() == 1
+    assert transitions.labels(partner, "open")._value.get() >= 1
+    assert transitions.labels(partner, "half_open")._value.get() >= 1
+    assert transitions.labels(partner, "closed")._value.get() == 1
 
 
 @pytest.mark.parametrize("partner", ["ups"])

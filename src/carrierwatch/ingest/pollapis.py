@@ -46,6 +46,7 @@ GRAPHQL_QUERY = """query Track($numbers: [String!]!) {
     estimatedDelivery { from to }
     events {
       code
+      reasonCode
       description
       occurredAt
       attempt

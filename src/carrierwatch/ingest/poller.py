@@ -360,8 +360,9 @@ class PartnerPoller:
             self.partner, self.poll.breaker_threshold, self.poll.breaker_reset_seconds,
             exclude=[_RateLimited, _ClientError, asyncio.CancelledError])
         try:
-            # the breaker raises purgatory's OpenedState while open
-            async with breaker, self.semaphore:
+            # the breaker raises purgatory's OpenedState while open; entered inside the
+            # semaphore, so that at most `concurrency` requests probe a half-open breaker
+            async with self.semaphore, breaker:
                 # the partner asked every request to wait (Retry-After of a 429/503)
                 while (pause := self.paused_until - time.monotonic()) > 0:
                     await self._sleep(pause)
@@ -668,9 +669,6 @@ class Poller:
         """Poll until ``stop``. Kafka is probed, and the spool drained, by the housekeeping
         task; until Kafka answers, responses go to the spool. Only produces left pending by a
         crash wait for Kafka (they must be looked up in the topic before polling resumes)."""
-        with contextlib.suppress(TimeoutError):  # Kafka first, if it answers at once
-            if await asyncio.wait_for(self.connect(), 3.0):
-                await self.drain()
         while not await self.recover():
             log.warning("poll: waiting for Kafka to settle the produces pending before a crash")
             if await _wait(stop, 2.0):
