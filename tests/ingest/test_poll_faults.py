@@ -258,3 +258,48 @@ def test_timeouts_are_retried_with_backoff(tmp_path: Path, partner: str) -> None
     assert any(r.status == 0 for r in track)  # some hung
     assert sum(1 for r in track if r.status == 200) >= 5
     assert poller.metrics.retries.labels(partner, "timeout")._value.get() >= 1
+
+
+def test_metrics_endpoint_exports_the_shared_poller_names(tmp_path: Path) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from carrierwatch.ingest.poller import metrics_app
+
+    registry, apis, _clock, numbers = _setup(tmp_path, "dhl", 5, interval_seconds=600)
+    with TrackingRegistry(tmp_path / "data" / "poll" / "trackings.sqlite3") as trackings:
+        trackings.add("dhl", ["NOSUCH00001"], "manual")  # answered 404: not_found
+    url, stop = serve_in_thread(apis)
+    text = ""
+    try:
+        poller = make_poller(registry, tmp_path / "data", NO_KAFKA, "t", url, ["dhl"])
+
+        async def go() -> None:
+            nonlocal text
+            try:
+                await run_until(poller, lambda: _polled(tmp_path, "dhl", [*numbers,
+                                                                          "NOSUCH00001"]), 20)
+                async with TestClient(TestServer(metrics_app(poller))) as client:
+                    response = await client.get("/metrics")
+                    assert response.status == 200
+                    text = await response.text()
+            finally:
+                await poller.close()
+
+        asyncio.run(go())
+    finally:
+        stop()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("carrierwatch_poller_requests_total",
+                    (("outcome", "ok"), ("partner", "dhl")))] == 5
+    assert samples[("carrierwatch_poller_requests_total",
+                    (("outcome", "not_found"), ("partner", "dhl")))] == 1
+    assert samples[("carrierwatch_poller_breaker_state",
+                    (("partner", "dhl"), ("state", "closed")))] == 1
+    assert samples[("carrierwatch_poller_breaker_state",
+                    (("partner", "dhl"), ("state", "open")))] == 0
+    assert samples[("carrierwatch_poller_tracked_numbers", (("partner", "dhl"),))] == 6
+    assert samples[("carrierwatch_kafka_up", ())] == 0
+    assert samples[("carrierwatch_poller_produced_total",
+                    (("partner", "dhl"), ("store", "spool")))] == 5

@@ -651,18 +651,20 @@ class Poller:
                                                  spec.backoff_initial_seconds * 2 ** failures)
             await _wait(stop, pause)
 
+    def refresh_gauges(self) -> None:
+        """Followed numbers per partner, Kafka's state and the spool depth."""
+        active = self.trackings.count_active()
+        for partner in self.pollers:
+            self.metrics.tracked.labels(partner).set(active.get(partner, 0))
+        self.metrics.kafka_up.set(1 if self.producer.up else 0)
+        self.metrics.spool_depth.set(self.spool.depth)
+
     async def housekeeping(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self.refresh_gauges()
             if (not self.producer.up or self.spool.depth) and await self.connect():
                 await self.drain()
-            for partner, count in self.trackings.count_active().items():
-                if partner in self.pollers:
-                    self.metrics.tracked.labels(partner).set(count)
-            for partner in self.pollers:
-                if partner not in self.trackings.count_active():
-                    self.metrics.tracked.labels(partner).set(0)
-            self.metrics.kafka_up.set(1 if self.producer.up else 0)
-            self.metrics.spool_depth.set(self.spool.depth)
+            self.refresh_gauges()
             await _wait(stop, 2.0)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -768,6 +770,7 @@ def metrics_app(poller: Poller) -> Any:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     async def metrics(_request: web.Request) -> web.Response:
+        poller.refresh_gauges()
         return web.Response(body=generate_latest(poller.metrics.registry),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
