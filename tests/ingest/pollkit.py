@@ -27,6 +27,7 @@ CREDENTIALS = {"ups": "ups-client:ups-secret", "fedex": "fx-client:fx-secret",
                "carrier_b": "cb-client:cb-secret"}
 #: test-speed poll settings, applied to every polled partner
 FAST = {"rate_per_second": 200.0, "concurrency": 8, "interval_seconds": 0.2,
+        "canary_interval_seconds": 0.2,
         "timeout_seconds": 2.0, "max_attempts": 3, "backoff_initial_seconds": 0.05,
         "backoff_max_seconds": 0.5, "breaker_threshold": 5, "breaker_reset_seconds": 0.5}
 

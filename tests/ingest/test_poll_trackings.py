@@ -39,9 +39,15 @@ def test_add_remove_due_and_expire(tmp_path: Path) -> None:
         reg.mark_polled("ups", ["1Z0001"], now_ms=10**13)
         assert reg.due("ups", 60_000, 10, now_ms=10**13 + 1000) == ["1Z0002"]
         assert reg.due("ups", 60_000, 10, now_ms=10**13 + 60_000) == ["1Z0002", "1Z0001"]
+        reg.add("ups", ["CWSYN0001"], "canary", synthetic_prefix="CWSYN")
+        reg.mark_polled("ups", ["1Z0002", "CWSYN0001"], now_ms=10**13)
+        # a canary is due after its own (shorter) interval
+        assert reg.due("ups", 60_000, 10, now_ms=10**13 + 5_000, canary_interval_ms=5_000) \
+            == ["CWSYN0001"]
+        assert reg.remove("ups", ["CWSYN0001"]) == 1
         assert reg.remove("ups", ["1Z0002", "nope"]) == 1
         assert [t.number for t in reg.entries("ups")] == ["1Z0001"]
-        assert len(reg.entries("ups", include_inactive=True)) == 2
+        assert len(reg.entries("ups", include_inactive=True)) == 3  # the canary too
         assert reg.add("ups", ["1Z0002"], "api") == 1  # followed again
         assert reg.count_active() == {"ups": 2}
         import time

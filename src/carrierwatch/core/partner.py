@@ -107,6 +107,8 @@ class PollSpec(_Frozen):
     rate_per_second: float = Field(5.0, gt=0)
     concurrency: int = Field(4, ge=1, le=256)
     interval_seconds: float = Field(900.0, gt=0)
+    #: how often a heartbeat canary (a number with the synthetic prefix) is asked for
+    canary_interval_seconds: float = Field(60.0, gt=0)
     timeout_seconds: float = Field(10.0, gt=0)
     max_attempts: int = Field(4, ge=1, le=20)
     backoff_initial_seconds: float = Field(0.5, gt=0)

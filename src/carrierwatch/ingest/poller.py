@@ -631,7 +631,9 @@ class Poller:
         while not stop.is_set():
             self.trackings.expire(partner, spec.max_age_days)
             numbers = self.trackings.due(partner, interval_ms,
-                                         spec.batch_size * spec.concurrency * 2)
+                                         spec.batch_size * spec.concurrency * 2,
+                                         canary_interval_ms=round(
+                                             spec.canary_interval_seconds * 1000))
             if not numbers:
                 await _wait(stop, self.settings.idle_seconds)
                 continue

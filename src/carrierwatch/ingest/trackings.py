@@ -178,14 +178,18 @@ class TrackingRegistry:
 
     # -- polling --------------------------------------------------------------------------------
 
-    def due(self, partner: str, interval_ms: int, limit: int, now_ms: int | None = None
-            ) -> list[str]:
-        """Active numbers not polled within ``interval_ms``, the longest waiting first."""
-        cutoff = (now_ms or _now_ms()) - interval_ms
+    def due(self, partner: str, interval_ms: int, limit: int, now_ms: int | None = None,
+            canary_interval_ms: int | None = None) -> list[str]:
+        """Active numbers not polled within ``interval_ms`` (canaries: ``canary_interval_ms``,
+        default the same), the longest waiting first."""
+        now = now_ms or _now_ms()
+        cutoff = now - interval_ms
+        canary_cutoff = now - (interval_ms if canary_interval_ms is None else canary_interval_ms)
         return [r[0] for r in self._db.execute(
             "SELECT number FROM trackings WHERE partner = ? AND active = 1 AND "
-            "(polled_ms IS NULL OR polled_ms <= ?) ORDER BY coalesce(polled_ms, 0), number "
-            "LIMIT ?", (partner, cutoff, limit))]
+            "(polled_ms IS NULL OR polled_ms <= CASE WHEN synthetic = 1 THEN ? ELSE ? END) "
+            "ORDER BY coalesce(polled_ms, 0), number LIMIT ?",
+            (partner, canary_cutoff, cutoff, limit))]
 
     def digests(self, partner: str, numbers: Sequence[str]) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
