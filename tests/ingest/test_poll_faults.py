@@ -139,7 +139,7 @@ def test_token_is_renewed_before_expiry_and_after_a_401(tmp_path: Path, partner:
     first_phase = [r for r in _track(apis, partner) if r.at < marks["revoked"]]
     # renewed about every second (1.5 s lifetime - 0.5 s margin): 3 or 4 tokens in 3.2 s,
     # and no request of that phase was refused
-    assert 3 <= len(tokens) <= 5, len(tokens)
+    assert 3 <= len(tokens) <= 6, len(tokens)  # + the one after invalidate()
     assert len(first_phase) >= 10
     assert all(r.status == 200 for r in first_phase), [r.status for r in first_phase]
     # after the revocation: exactly one 401, a new token, then answers again with it

@@ -63,6 +63,7 @@ def _versions(partner: str, messages: list[Any], numbers: list[str]) -> Counter[
     return found
 
 
+@pytest.mark.slow
 def test_every_polled_partners_news_lands_once_as_the_simulator_says(
         kafka_broker: Any, tmp_path: Path) -> None:
     registry = registry_of(fast_home(tmp_path / "home"))
