@@ -93,6 +93,14 @@ BASE: dict[Path_, Base | None] = {
     ("feed",): None,  # needs a running gateway: tests/ingest/test_feed.py runs its cases
     # no broker: the announcements cannot be sent
     ("heartbeat",): Base(("--once", "--drop-dir", "{out}"), expect=EXIT_UNAVAILABLE),
+    # no broker: polls (nothing followed) until --max-seconds, the spool holds what comes
+    ("poll",): Base(("--max-seconds", "1", "--metrics-port", "0"),
+                    expect=EXIT_ERROR),  # no API credentials in the environment: exit 1
+    ("track", "add"): Base(("--partner", "ups"), ("1Z5R89W10300000001",)),
+    ("track", "list"): Base(),
+    ("track", "remove"): Base(("--partner", "ups"), ("1Z5R89W10300000001",)),
+    ("track", "sync"): Base(),
+    ("simulate-apis",): Base(("--port", "0"), expect=None),  # serves until stopped
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
@@ -117,6 +125,7 @@ PATH_ROLES: dict[tuple[Path_, str], str] = {
     (("feed",), "paths"): "input",
     (("heartbeat",), "drop_dir"): "state",  # created when missing; heartbeat files go there
     (("heartbeat",), "secrets_file"): "input",
+    (("poll",), "secrets_file"): "input",
 }
 
 #: exit codes that differ from the generic rule (input: binary → 1, empty folder → 1; output

@@ -611,6 +611,9 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.ingest.feed:feed", "feed"),
     ("carrierwatch.outputs.cli:status", "status"),
     ("carrierwatch.ingest.heartbeat_cli:heartbeat", "heartbeat"),
+    ("carrierwatch.ingest.poll_cli:poll", "poll"),
+    ("carrierwatch.ingest.poll_cli:track", "track"),
+    ("carrierwatch.synthetic.apis:simulate_apis", "simulate-apis"),
 ]
 
 

@@ -14,7 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["CREDIT_KPIS", "PARTNER_ID_PATTERN", "AuthSpec", "ContractRates", "CreditRule",
-           "HeartbeatSpec", "PartnerSpec", "SlaContract", "TextLimits", "WebhookLimits"]
+           "HeartbeatSpec", "PartnerSpec", "PollAuth", "PollSpec", "SlaContract", "TextLimits",
+           "WebhookLimits"]
 
 PARTNER_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,31}$")
 
@@ -115,6 +116,65 @@ class HeartbeatSpec(_Frozen):
         if self.slow_seconds > self.deadline_seconds:
             raise ValueError("heartbeat.slow_seconds must not exceed deadline_seconds")
         return self
+
+class PollAuth(_Frozen):
+    """How the poller authenticates to the partner's tracking API (outbound).
+
+    ``oauth2_client_credentials``: the client id and secret (secret ``<client id>:<client
+    secret>``) are exchanged at ``token_url`` for a short-lived bearer token, sent in ``header``
+    after ``prefix``; the token is renewed ``refresh_margin_seconds`` before it expires and after
+    a 401. ``api_key``: a static key in ``header``. ``none``: no credential. The secret comes from
+    ``CARRIERWATCH_SECRET_<ID>_API`` or the secrets file's ``<id>_api`` entry
+    (:mod:`carrierwatch.ingest.secrets`), never from this file.
+    """
+
+    scheme: Literal["oauth2_client_credentials", "api_key", "none"] = "none"
+    token_url: str | None = None
+    #: how the client credentials go to the token URL: HTTP basic auth (UPS) or form fields
+    client_auth: Literal["basic", "form"] = "form"
+    header: str = "Authorization"
+    prefix: str = "Bearer "
+    refresh_margin_seconds: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _token_url(self) -> PollAuth:
+        if self.scheme == "oauth2_client_credentials" and not self.token_url:
+            raise ValueError("oauth2_client_credentials needs a token_url")
+        return self
+
+
+class PollSpec(_Frozen):
+    """How ``carrierwatch poll`` follows this partner's tracking numbers (``poll:`` block).
+
+    ``api`` names the request/response adapter in :mod:`carrierwatch.ingest.pollapis`
+    (``fedex``, ``ups``, ``dhl``, ``usps``, ``graphql``); ``base_url`` is the API's root (override
+    it with ``CARRIERWATCH_POLL_<ID>_BASE_URL``, e.g. for the simulated APIs). ``batch_size`` is
+    the number of tracking numbers one request may carry (FedEx 30, UPS 1), ``rate_per_second``
+    the partner's request budget, ``concurrency`` the requests in flight at most, and
+    ``interval_seconds`` how often each number is asked for. Failures are retried with
+    exponential backoff and jitter (``Retry-After`` wins when the partner sends it), and
+    ``breaker_threshold`` consecutive failed requests open the partner's circuit breaker for
+    ``breaker_reset_seconds`` before a half-open probe.
+    """
+
+    api: Literal["fedex", "ups", "dhl", "usps", "graphql"]
+    base_url: str
+    auth: PollAuth = PollAuth()
+    batch_size: int = Field(1, ge=1, le=1000)
+    rate_per_second: float = Field(5.0, gt=0)
+    concurrency: int = Field(4, ge=1, le=256)
+    interval_seconds: float = Field(900.0, gt=0)
+    #: how often a heartbeat canary (a number with the synthetic prefix) is asked for
+    canary_interval_seconds: float = Field(60.0, gt=0)
+    timeout_seconds: float = Field(10.0, gt=0)
+    max_attempts: int = Field(4, ge=1, le=20)
+    backoff_initial_seconds: float = Field(0.5, gt=0)
+    backoff_max_seconds: float = Field(60.0, gt=0)
+    max_retry_after_seconds: float = Field(300.0, gt=0)
+    breaker_threshold: int = Field(5, ge=1)
+    breaker_reset_seconds: float = Field(30.0, gt=0)
+    #: stop following a number this many days after it was registered
+    max_age_days: int = Field(45, ge=1)
 
 
 class SlaContract(_Frozen):
@@ -228,6 +288,7 @@ class PartnerSpec(_Frozen):
     payload_schema_version: str = "1"
     auth: AuthSpec = AuthSpec()
     webhook: WebhookLimits = WebhookLimits()
+    poll: PollSpec | None = None
     default_timezone: str | None = None
     default_country: str | None = None
     contract: SlaContract = SlaContract()

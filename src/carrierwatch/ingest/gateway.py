@@ -53,7 +53,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from carrierwatch.core.errors import ConfigurationError
@@ -63,6 +63,7 @@ from carrierwatch.ingest.kafka import REQUEST_ID_HEADER, DeliveryFailed, Drainer
 from carrierwatch.ingest.limits import ReplayCache, TokenBucket
 from carrierwatch.ingest.secrets import PartnerSecrets, load_secrets
 from carrierwatch.ingest.spool import Spool, SpoolEntry, SpoolFull
+from carrierwatch.ingest.tracking_api import add_tracking_routes
 from carrierwatch.streams.records import RECEIVED_TIME_HEADER
 from carrierwatch.transformers.base import SYNTHETIC_HEADER
 
@@ -112,6 +113,9 @@ class GatewaySettings(BaseSettings):
     drain_batch: int = Field(500, ge=1, description="Spooled requests per drain batch.")
     retry_after: int = Field(30, ge=1, description="Retry-After (s) of 503 answers.")
     declare_topics: bool = Field(True, description="Create missing raw.<partner> topics.")
+    operator_token: SecretStr | None = Field(
+        None, description="Bearer token of POST /v1/trackings (registrations for the "
+                          "pollers); without it the route answers 503.")
 
 
 class GatewayMetrics:
@@ -574,4 +578,6 @@ def create_app(*, settings: Any, gateway_settings: GatewaySettings | None = None
     app.router.add_get("/healthz", route("healthz"))
     app.router.add_get("/readyz", route("readyz"))
     app.router.add_get("/metrics", route("metrics_view"))
+    add_tracking_routes(app, specs={p.id: p.spec for p in registry}, data_dir=data_dir,
+                        token=gateway_settings.operator_token)
     return app

@@ -124,6 +124,9 @@ class FeedProfile:
     double_delivered: float = 0.0      # share of deliveries pushed twice (FedEx SPOD/PPOD)
     flush_seconds: int = 60            # batching webhooks: updates gathered per POST
     user_agent: str = "carrierwatch-simulator"
+    #: share of polls that fail during a peak_day incident (an API patchy on peak days); a
+    #: failed poll is taken at the next interval
+    peak_poll_failure: float = 0.0
 
 
 FEED_PROFILES: Mapping[str, FeedProfile] = {
@@ -135,6 +138,7 @@ FEED_PROFILES: Mapping[str, FeedProfile] = {
     "ups": FeedProfile(poll_interval=2.0),
     "dhl": FeedProfile(poll_interval=3.0),
     "usps": FeedProfile(poll_interval=4.0),
+    "carrier_b": FeedProfile(poll_interval=0.25, peak_poll_failure=0.5),
     "valley_express": FeedProfile(batch_minute=5 * 60 + 30),
 }
 
@@ -252,6 +256,7 @@ def _tracking_number(partner_id: str, index: int, base: int) -> str:
         "dhl": lambda: "00340434" + digits(10),
         "metro_courier": lambda: "MC-" + digits(8),
         "valley_express": lambda: "VX" + digits(8),
+        "carrier_b": lambda: "CB" + digits(13),
     }
     shape = shapes.get(partner_id)
     return shape() if shape else partner_id[:3].upper() + digits(10)
@@ -382,7 +387,10 @@ def _polls(schedule: _Schedule, packages: Sequence[tuple[SimPackage, list[SimSca
         seen = 0
         for scan in sorted(scans, key=lambda s: s.visible_at):
             number = -(-(scan.visible_at - sim_start - offset) // interval)
-            while incidents.outage(sim_start + offset + number * interval) is not None:
+            while incidents.outage(sim_start + offset + number * interval) is not None or (
+                    feed.peak_poll_failure
+                    and incidents.volume_factor(sim_start + offset + number * interval) > 1
+                    and rng.random() < feed.peak_poll_failure):
                 number += 1
             poll_time = sim_start + offset + number * interval
             if poll_time <= seen:
