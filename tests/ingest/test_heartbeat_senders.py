@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from pathlib import Path
-
-import pytest
 
 from carrierwatch.ingest.heartbeat import DropSender, PollSender, poll_registry_available
 from carrierwatch.synthetic.heartbeat import render_heartbeat
@@ -30,11 +27,16 @@ def test_a_drop_heartbeat_is_one_settled_file_in_the_partners_folder(tmp_path: P
     assert not refused.ok and "cannot write" in refused.detail
 
 
-@pytest.mark.skipif(importlib.util.find_spec("carrierwatch.ingest.trackings") is not None,
-                    reason="the pollers' tracking registry is installed: the e2e tests use it")
-def test_without_the_pollers_registry_a_poll_heartbeat_is_refused_with_the_reason() -> None:
+def test_a_poll_heartbeat_registers_its_canary_with_the_pollers_registry(tmp_path: Path) -> None:
+    from carrierwatch.ingest.trackings import TrackingRegistry, default_path
+
     partner = load_registry().get("ups")
     payload = render_heartbeat(partner, SENT)
-    assert payload.integration == "poll" and not poll_registry_available()
-    result = asyncio.run(PollSender().send(partner.spec, payload, "hb-1"))
-    assert not result.ok and "carrierwatch.ingest.trackings" in result.detail
+    assert payload.integration == "poll" and poll_registry_available()
+    assert payload.tracking_number.startswith(partner.spec.synthetic_tracking_prefix)
+    result = asyncio.run(PollSender(tmp_path).send(partner.spec, payload, "hb-1"))
+    assert result.ok, result.detail
+    with TrackingRegistry(default_path(tmp_path)) as registry:
+        entries = registry.entries("ups")
+    assert [(e.number, e.source, e.synthetic) for e in entries] == [
+        (payload.tracking_number, "canary", True)]

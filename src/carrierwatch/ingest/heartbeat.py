@@ -14,10 +14,8 @@ One small interface per integration kind (:class:`Sender`):
     should; ``carrierwatch watch`` takes it like any other file.
 ``poll`` (:class:`PollSender`)
     Registers the canary tracking number with the pollers' tracking registry, so that the next
-    poll asks the partner's API for it (``carrierwatch.ingest.trackings.add_trackings``, written
-    against the pollers' branch: not exercised on this one, where that module does not exist;
-    without it the poll heartbeats are not sent, said once at start; see docs/ingest.md
-    "Heartbeats").
+    poll asks the partner's API for it (``carrierwatch.ingest.trackings.add_trackings``; see
+    docs/ingest.md "Heartbeats").
 
 Before a heartbeat goes out it is announced — a ``pending`` row of the ``heartbeats`` table,
 sent on the sink topic (``cw.sink``) as a JSON sink batch, acknowledged by Kafka
