@@ -18,6 +18,7 @@ import yaml
 
 from carrierwatch.cli import leaf_commands
 from carrierwatch.ingest.gateway import GatewaySettings
+from carrierwatch.ingest.poller import PollSettings
 from carrierwatch.ingest.secrets import env_name
 from carrierwatch.outputs.dashboards import CLICKHOUSE, PROMETHEUS
 from carrierwatch.settings import Settings
@@ -175,6 +176,7 @@ def test_carrierwatch_settings_match_the_stack(config: dict[str, Any],
     known = {f"CARRIERWATCH_{n.upper()}" for n in Settings.model_fields}
     known |= {f"CARRIERWATCH_STREAM_{n.upper()}" for n in StreamConfig.model_fields}
     known |= {f"CARRIERWATCH_GATEWAY_{n.upper()}" for n in GatewaySettings.model_fields}
+    known |= {f"CARRIERWATCH_POLL_{n.upper()}" for n in PollSettings.model_fields}
     registry = load_registry(ROOT)
     known |= {env_name(p) for p in registry.ids()}
     kafka_env = _env(services["kafka"])
@@ -243,6 +245,13 @@ def test_prometheus_scrapes_the_contract_jobs(config: dict[str, Any], tmp_path: 
         else:  # reachable from the Prometheus container: not on the loopback address
             assert f"--metrics-port {port}" in command, job
             assert "--metrics-addr 0.0.0.0" in command, job
+    host, port = jobs["poller"].split(":")
+    assert host == "poll"
+    assert _env(services["poll"]).get("CARRIERWATCH_POLL_METRICS_PORT") == port
+    assert _env(services["poll"]).get("CARRIERWATCH_POLL_HOST") == "0.0.0.0"
+    host, port = jobs["heartbeat"].split(":")
+    command = " ".join(services[host]["command"])
+    assert f"--metrics-port {port}" in command and "--metrics-addr 0.0.0.0" in command
     mounts = {v["target"] for v in _mounts(services["prometheus"])}
     assert "/etc/prometheus/rules" in mounts
     assert prometheus["rule_files"] == ["/etc/prometheus/rules/*.yml"]

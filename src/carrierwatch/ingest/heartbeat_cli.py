@@ -40,7 +40,9 @@ _LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WAR
 @click.option("--max-seconds", type=click.FloatRange(min=0), default=None,
               help="Stop after this many seconds [run until SIGTERM/SIGINT].")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
-              help="Serve the sender's Prometheus metrics on 127.0.0.1:PORT/metrics [off].")
+              help="Serve the sender's Prometheus metrics on ADDR:PORT/metrics [off].")
+@click.option("--metrics-addr", default="127.0.0.1", show_default=True,
+              help="Address of the metrics server (0.0.0.0 in a container).")
 @click.option("--namespace", default=None,
               help="Topic prefix, as the worker's [CARRIERWATCH_STREAM_NAMESPACE].")
 @click.option("-l", "--loglevel", type=click.Choice(list(_LEVELS)), default="info",
@@ -48,7 +50,8 @@ _LEVELS = {"crit": logging.CRITICAL, "error": logging.ERROR, "warn": logging.WAR
 def heartbeat(partners: tuple[str, ...], gateway_url: str | None, drop_dir: Path | None,
               secrets_file: Path | None, interval: float | None, deadline: float | None,
               slow: float | None, once: bool, max_seconds: float | None,
-              metrics_port: int | None, namespace: str | None, loglevel: str) -> None:
+              metrics_port: int | None, metrics_addr: str, namespace: str | None,
+              loglevel: str) -> None:
     """Send synthetic deliveries (heartbeats) through every partner's real ingest path.
 
     Each heartbeat is one synthetic package lifecycle in the partner's own format under its
@@ -151,7 +154,7 @@ def heartbeat(partners: tuple[str, ...], gateway_url: str | None, drop_dir: Path
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(metrics_port, addr="127.0.0.1", registry=runner.metrics.registry)
+        start_http_server(metrics_port, addr=metrics_addr, registry=runner.metrics.registry)
     for plan in runner.plans:
         log.info("heartbeat: %s (%s) every %g s, deadline %g s, slow above %g s",
                  plan.partner.id, plan.sender.integration, plan.interval, plan.deadline,
