@@ -254,9 +254,8 @@ class Drainer:
             for topic in topics:
                 out[topic] = {}
                 for partition in self.producer.list_partitions(topic, timeout):
-                    _low, high = consumer.get_watermark_offsets(
-                        TopicPartition(topic, partition), timeout=timeout, cached=False)
-                    out[topic][str(partition)] = high
+                    out[topic][str(partition)] = _high_watermark(
+                        consumer, TopicPartition(topic, partition), timeout)
             return out
         finally:
             consumer.close()
@@ -308,3 +307,35 @@ class Drainer:
         await self._run(self.spool.clear_intent)
         self.drained += len(entries)
         return len(entries)
+
+
+def _transient(exc: BaseException) -> bool:
+    """A Kafka error that passes by itself: a partition whose leader is moving or not yet
+    elected (a topic created a moment ago), a broker that answered before its metadata."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    if not isinstance(exc, KafkaException) or not exc.args:
+        return False
+    error = exc.args[0]
+    return bool(error.retriable()) or error.code() in (
+        KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+
+def _high_watermark(consumer: Any, partition: Any, timeout: float) -> int:
+    """The partition's high watermark, retried (tenacity, up to ~5 s) while the error is
+    transient: a fresh topic's partition answers NOT_LEADER_FOR_PARTITION for a moment."""
+    from tenacity import (
+        retry,
+        retry_if_exception,
+        stop_after_delay,
+        wait_exponential,
+    )
+
+    @retry(retry=retry_if_exception(_transient), stop=stop_after_delay(5.0),
+           wait=wait_exponential(multiplier=0.05, max=1.0), reraise=True)
+    def read() -> int:
+        _low, high = consumer.get_watermark_offsets(partition, timeout=timeout, cached=False)
+        return int(high)
+
+    return read()
