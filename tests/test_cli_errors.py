@@ -76,6 +76,8 @@ BASE: dict[Path_, Base | None] = {
     # no broker: the file waits in the local spool (durable), exit 0
     ("ingest-file",): Base(("--partner", "valley_express"), (str(VX_SAMPLE),)),
     ("watch",): Base(("--once", "--settle-seconds", "0"), ("{out}",)),  # an empty drop folder
+    ("alerts", "validate"): Base(),
+    ("alerts", "generate"): Base(("--out", "{out}")),
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
@@ -94,6 +96,7 @@ PATH_ROLES: dict[tuple[Path_, str], str] = {
     (("gateway",), "secrets_file"): "input",
     (("ingest-file",), "files"): "input",  # binary.dat: not a .csv of valley_express → exit 1
     (("watch",), "directory"): "state",  # created when missing; done/ and failed/ go there
+    (("alerts", "generate"), "out_dir"): "output",
 }
 
 #: exit codes that differ from the generic rule (input: binary → 1, empty folder → 1; output

@@ -596,6 +596,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.ingest.cli:gateway", "gateway"),
     ("carrierwatch.ingest.cli:ingest_file", "ingest-file"),
     ("carrierwatch.ingest.cli:watch", "watch"),
+    ("carrierwatch.alerting.cli:alerts", "alerts"),
 ]
 
 

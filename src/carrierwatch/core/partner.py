@@ -147,6 +147,10 @@ class PartnerSpec(_Frozen):
     mapping: dict[str, Any] | None = None
     limits: TextLimits = TextLimits()
     synthetic_tracking_prefix: str = "CWSYN"
+    #: optional overrides of the SLOs derived from ``contract`` (validated, with file:line
+    #: errors, by ``carrierwatch alerts validate``: :mod:`carrierwatch.alerting.spec`); the
+    #: pipeline does not read them, so a mistake here never stops a worker
+    slos: dict[str, Any] | None = None
 
     @field_validator("id")
     @classmethod
