@@ -144,18 +144,13 @@ def partner_rules(slos: PartnerSlos, runbook_base: str = "runbooks/") -> RuleFil
             "description": (
                 f"carrierwatch has received no canonical event from {slos.display_name} for "
                 "{{ $value | humanizeDuration }}; its limit is "
-                f"{slos.max_silence_minutes} minutes ({_silence_origin(slos)})."),
+                f"{slos.max_silence_minutes} minutes ({slos.silence_source})."),
             "runbook_url": f"{runbook_base}PartnerNoEvents.md",
         },
     })
     groups = [{"name": f"carrierwatch-slo-{slos.partner}-recordings", "rules": recordings},
               {"name": f"carrierwatch-slo-{slos.partner}-alerts", "rules": alerts}]
     return RuleFile(f"{slos.partner}.rules.yml", f"partners/{slos.source.name}", groups)
-
-
-def _silence_origin(slos: PartnerSlos) -> str:
-    return "slos.max_silence_minutes or the default for its delivery: twice the contract's " \
-           "event latency limit, at least an hour; 25 hours for batch drops"
 
 
 def _alert(name: str, expr: str, severity: str, summary: str, description: str,

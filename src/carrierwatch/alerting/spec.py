@@ -131,6 +131,8 @@ class PartnerSlos:
     max_silence_minutes: int
     objectives: tuple[Objective, ...]
     source: Path
+    #: where max_silence_minutes comes from, in words (for the alert's description)
+    silence_source: str = ""
 
 
 def _start(node: yaml.Node) -> int:
@@ -228,14 +230,16 @@ def load_partner_slos(path: Path) -> PartnerSlos:
     if problems:
         raise SloSpecError(problems)
     if section.max_silence_minutes is not None:
-        silence = section.max_silence_minutes
+        silence, why = section.max_silence_minutes, "slos.max_silence_minutes"
     elif spec.delivery == "batch":
-        silence = 25 * 60
+        silence, why = 25 * 60, "a daily batch drop, an hour late"
     else:
         silence = max(60, int(2 * contract.event_latency_p95_max_minutes))
+        why = (f"twice the contract's event latency limit of "
+               f"{contract.event_latency_p95_max_minutes:g} minutes, at least an hour")
     return PartnerSlos(partner=spec.id, display_name=spec.display_name, delivery=spec.delivery,
                        window_days=contract.slo_window_days, max_silence_minutes=silence,
-                       objectives=tuple(objectives), source=path)
+                       objectives=tuple(objectives), source=path, silence_source=why)
 
 
 def load_slos(home: Path) -> tuple[list[PartnerSlos], list[SpecProblem]]:
