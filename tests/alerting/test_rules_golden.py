@@ -6,7 +6,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from carrierwatch.alerting.rules import ALERT_NAMES, PLATFORM_PARTNER, generate, render

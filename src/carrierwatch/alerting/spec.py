@@ -31,7 +31,7 @@ late by an hour). Problems are reported as ``file:line: message``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
