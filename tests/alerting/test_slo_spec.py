@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from carrierwatch.alerting.spec import (
     SLO_NAMES,
@@ -130,3 +133,32 @@ def test_validate_and_generate_on_a_broken_home(tmp_path: Path) -> None:
     assert done.returncode == 1 and not (tmp_path / "rules").exists()
     assert done.stderr.splitlines()[-1] == ("carrierwatch: error: 1 problems in the SLO "
                                             "specifications; no rules written")
+
+
+_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6),
+                     st.floats(allow_nan=False, allow_infinity=False),
+                     st.text(max_size=8))
+_KEYS = st.sampled_from(["min_events", "max_silence_minutes", "objectives", "target",
+                         "enabled", *SLO_NAMES, "other"])
+_SECTIONS = st.recursive(_SCALARS, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=4)), max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(section=_SECTIONS)
+def test_any_slos_section_loads_or_names_a_line_of_the_file(tmp_path: Path,
+                                                            section: object) -> None:
+    path = write(tmp_path, yaml.safe_dump({"slos": section}, sort_keys=False))
+    lines = len(path.read_text().splitlines())
+    try:
+        spec = load_partner_slos(path)
+    except SloSpecError as exc:
+        assert exc.problems
+        for problem in exc.problems:
+            assert problem.source == str(path) and 1 <= problem.line <= lines, problem
+            # the problem is in the slos section (appended at the end of the file)
+            assert problem.line >= line_of(path, "slos:"), problem
+    else:
+        assert all(0 < o.target < 1 and o.min_events >= 1 for o in spec.objectives)
+        assert spec.max_silence_minutes > 0
