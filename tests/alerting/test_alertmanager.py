@@ -192,3 +192,29 @@ def test_inhibitions_on_a_real_alertmanager(alertmanager: str) -> None:
     assert after[("IntegrationSilent", "fedex/webhook")] == "suppressed"
     assert after[("PartnerNoEvents", "ups")] == "suppressed"
     assert after[("PartnerSLOFastBurn", "ups/on_time")] == "active"  # not a silence alert
+
+
+def test_every_alert_name_in_the_config_is_a_generated_alert() -> None:
+    import re
+
+    import yaml
+
+    from carrierwatch.alerting.rules import ALERT_NAMES
+
+    config = yaml.safe_load(CONFIG.read_text())
+    matchers = [m for rule in config["inhibit_rules"]
+                for m in rule["source_matchers"] + rule["target_matchers"]]
+
+    def walk(route: dict[str, object]) -> None:
+        matchers.extend(route.get("matchers", []))  # type: ignore[arg-type]
+        for child in route.get("routes", []):  # type: ignore[attr-defined]
+            walk(child)
+
+    walk(config["route"])
+    names = set()
+    for matcher in matchers:
+        found = re.fullmatch(r'alertname=~?"([^"]+)"', matcher)
+        if found:
+            names.update(found.group(1).split("|"))
+    assert len(names) >= 10
+    assert sorted(names - set(ALERT_NAMES)) == []
