@@ -101,6 +101,8 @@ BASE: dict[Path_, Base | None] = {
     ("track", "remove"): Base(("--partner", "ups"), ("1Z5R89W10300000001",)),
     ("track", "sync"): Base(),
     ("simulate-apis",): Base(("--port", "0"), expect=None),  # serves until stopped
+    ("alerts", "validate"): Base(),
+    ("alerts", "generate"): Base(("--out", "{out}")),
 }
 
 #: what each path parameter is: "input" (read), "output" (written), "state" (a data directory)
@@ -126,6 +128,7 @@ PATH_ROLES: dict[tuple[Path_, str], str] = {
     (("heartbeat",), "drop_dir"): "state",  # created when missing; heartbeat files go there
     (("heartbeat",), "secrets_file"): "input",
     (("poll",), "secrets_file"): "input",
+    (("alerts", "generate"), "out_dir"): "output",
 }
 
 #: exit codes that differ from the generic rule (input: binary → 1, empty folder → 1; output

@@ -614,6 +614,7 @@ _GROUPS: list[tuple[str, str]] = [
     ("carrierwatch.ingest.poll_cli:poll", "poll"),
     ("carrierwatch.ingest.poll_cli:track", "track"),
     ("carrierwatch.synthetic.apis:simulate_apis", "simulate-apis"),
+    ("carrierwatch.alerting.cli:alerts", "alerts"),
 ]
 
 

@@ -296,6 +296,10 @@ class PartnerSpec(_Frozen):
     limits: TextLimits = TextLimits()
     synthetic_tracking_prefix: str = Field("CWSYN", min_length=4)
     heartbeat: HeartbeatSpec = HeartbeatSpec()
+    #: optional overrides of the SLOs derived from ``contract`` (validated, with file:line
+    #: errors, by ``carrierwatch alerts validate``: :mod:`carrierwatch.alerting.spec`); the
+    #: pipeline does not read them, so a mistake here never stops a worker
+    slos: dict[str, Any] | None = None
 
     @field_validator("id")
     @classmethod
