@@ -39,7 +39,10 @@ def generate(out_dir: Path | None, check: bool) -> None:
                        if not (target / rel).is_file()
                        or (target / rel).read_text(encoding="utf-8") != text)
         for rel in stale:
-            click.echo(f"{target / rel}: differs from the generated file", err=True)
+            what = ("differs from the generated file" if (target / rel).is_file()
+                    else "missing (a partner added since the last generate?)")
+            click.echo(f"{target / rel}: {what}; run `carrierwatch dashboards generate`",
+                       err=True)
         click.echo(f"{len(files)} files checked, {len(stale)} differ")
         if stale:
             sys.exit(1)
