@@ -262,7 +262,9 @@ def test_scheduled_date_is_the_promise_and_the_latest_reschedule_the_eta() -> No
     older, newest = by_time(result)
     assert older.promised_by == newest.promised_by == ms("2026-03-04T10:30:00",
                                                          "America/Denver")
-    assert (older.eta_end, newest.eta_start) == (None, None)
+    assert older.eta_end is None
+    # a commit time without a window: the ETA is the rescheduled day up to the commit time
+    assert newest.eta_start == ms("2026-03-06T00:00:00", "America/Denver")
     assert newest.eta_end == ms("2026-03-06T10:30:00", "America/Denver")
     assert not newest.timezone_ambiguous
 

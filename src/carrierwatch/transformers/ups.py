@@ -85,6 +85,7 @@ _DELIVERED = CanonicalStatus.DELIVERED.value
 _WINDOWS = frozenset({"EDW", "CDW", "IDW"})  # deliveryTime types that are delivery windows
 _TIMED = _WINDOWS | {"CMT"}  # deliveryTime types whose endTime bounds the day (CMT: commit)
 _END_OF_DAY = "235959"
+_START_OF_DAY = "000000"
 
 
 
@@ -353,7 +354,10 @@ def _promise(package: dict[str, Any], ppath: str, emitter: Emitter, zone: str | 
     eta_date = rescheduled or scheduled
     assert eta_date is not None
     eta_end = at(eta_date, end_time)
-    eta_start = at(eta_date, start_time) if start_time is not None else None
+    # without a delivery window (EOD, a commit time CMT, or no deliveryTime) the ETA is the
+    # scheduled day up to its end time: a parcel delivered that morning met an "end of day"
+    # ETA (an instant at 23:59:59 would call every delivery before 21:59 inaccurate)
+    eta_start = at(eta_date, start_time if start_time is not None else _START_OF_DAY)
     eta_path = rescheduled_path if rescheduled else scheduled_path
     return Promise(promised_by=promised_by, eta_start=eta_start, eta_end=eta_end,
                    paths={"promised_by": scheduled_path, "eta_start": eta_path,
