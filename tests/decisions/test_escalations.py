@@ -235,3 +235,15 @@ def test_escalation_metrics_pass_promtool(tmp_path: Path) -> None:
     checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                              timeout=30, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize("until", ["99999999h", "400d", "9999-01-01T00:00:00Z"])
+def test_an_until_more_than_a_year_away_is_refused_and_nothing_is_recorded(
+        tmp_path: Path, until: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from carrierwatch.cli import run
+
+    data = ["--data-dir", str(tmp_path)]
+    assert run([*data, "takeover", "--partner", "fedex", "--reason", "x", "--until", until]) == 2
+    assert "more than a year away" in capsys.readouterr().err
+    assert run([*data, "takeover", "--list", "--all"]) == 0
+    assert "fedex" not in capsys.readouterr().out

@@ -236,6 +236,10 @@ def escalations_run(namespace: str | None, metrics_port: int | None, max_seconds
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 
 
+#: the longest a takeover or a silence may last (they expire by themselves)
+_MAX_UNTIL_S = 366 * 86_400
+
+
 class Until(click.ParamType):
     """An end time: ISO 8601 (UTC unless it has an offset) or a duration from now (30m, 4h, 2d)."""
 
@@ -251,6 +255,9 @@ class Until(click.ParamType):
                 match.group(2)]
             if seconds <= 0:
                 self.fail("a duration must be positive", param, ctx)
+            if seconds > _MAX_UNTIL_S:
+                self.fail(f"{text} is more than a year away: takeovers and silences must "
+                          "expire by themselves", param, ctx)
             return time.time() + seconds
         try:
             moment = datetime.fromisoformat(text)
@@ -261,6 +268,9 @@ class Until(click.ParamType):
         stamp = moment.timestamp()
         if stamp <= time.time():
             self.fail(f"{text} is in the past", param, ctx)
+        if stamp > time.time() + _MAX_UNTIL_S:
+            self.fail(f"{text} is more than a year away: takeovers and silences must "
+                      "expire by themselves", param, ctx)
         return stamp
 
 
