@@ -290,7 +290,7 @@ def explicit_cases() -> Iterator[Case]:
     yield Case(("replay", "--no-progress", str(SAMPLE)), EXIT_ERROR,
                env=(("CARRIERWATCH_DATA_DIR", "/proc/nope"),),
                id="replay: unwritable data dir")
-    for week in ("2026-47", "2026-W60", "last"):
+    for week in ("2026-47", "2026-W60", "last", "9999-W52"):
         yield Case(("scorecard", "--week", week, "--out", "{out}"), EXIT_USAGE,
                    id=f"scorecard --week {week}")
     yield Case(("status", "--since", "soon"), EXIT_USAGE, id="status --since soon")

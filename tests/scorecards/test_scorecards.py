@@ -250,3 +250,20 @@ def test_the_json_follows_the_committed_schema(built: tuple[list[Scorecard], Any
         text = card.to_json()
         parsed = adapter.validate_json(text, strict=True)
         assert parsed.to_json() == text  # every field typed as documented, nothing extra
+
+
+def test_a_week_without_data_names_the_week_that_has_data(
+        week_store: WeekStore, infos: list[PartnerInfo], tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from carrierwatch.scorecards.cli import NoScorecardDataError, write_scorecards
+
+    with week_store.open() as store, pytest.raises(NoScorecardDataError) as raised:
+        # "now" is months later: the default (last complete) week holds nothing
+        write_scorecards(store, infos, infos, None, ["json"], tmp_path,
+                         now=datetime(2026, 12, 8, tzinfo=UTC))
+    message = str(raised.value)
+    assert "no data for week 2026-W49" in message
+    assert "the store holds events of weeks 2026-W" in message
+    assert "e.g. carrierwatch scorecard --week 2026-W1" in message
+    assert not list(tmp_path.iterdir())

@@ -78,10 +78,18 @@ def write_scorecards(store: Store, infos: Sequence[PartnerInfo], everyone: Seque
         cards += build_scorecards(store, chosen, group, everyone)
     if not cards:
         asked = ", ".join(sorted(weeks))
+        hint = "replay or ingest that week first, or pick another with --week"
+        rows = store.query("SELECT min(event_time), max(event_time), count() "
+                           "FROM canonical_events WHERE NOT synthetic")
+        if rows and rows[0][2]:
+            from carrierwatch.scorecards.document import iso_week
+
+            oldest, newest = iso_week(rows[0][0].date()), iso_week(rows[0][1].date())
+            hint = (f"the store holds events of weeks {oldest} to {newest}, e.g. "
+                    f"carrierwatch scorecard --week {newest}")
         raise NoScorecardDataError(
             f"the store ({store.location}) has no data for week {asked} of "
-            f"{', '.join(i.partner_id for i in infos)}: nothing written (replay or ingest "
-            f"that week first, or pick another with --week)")
+            f"{', '.join(i.partner_id for i in infos)}: nothing written ({hint})")
     files: list[Path] = []
     for card in cards:
         files += write_card(card, out, formats)

@@ -48,7 +48,10 @@ def week_bounds(week: str, timezone: str) -> tuple[int, int]:
         raise WeekError(f"no such ISO week: {week!r}") from None
     zone = ZoneInfo(timezone)
     start = datetime(monday.year, monday.month, monday.day, tzinfo=zone)
-    following = monday + timedelta(days=7)
+    try:
+        following = monday + timedelta(days=7)
+    except OverflowError:  # 9999-W52: the week ends after the calendar does
+        raise WeekError(f"no such ISO week: {week!r} (it ends after 9999-12-31)") from None
     end = datetime(following.year, following.month, following.day, tzinfo=zone)
     return round(start.timestamp() * 1000), round(end.timestamp() * 1000)
 
