@@ -192,9 +192,11 @@ def test_webhooks_drops_heartbeats_and_hostile_requests_end_to_end_into_the_stor
         assert all(expected.values())
 
         # 2. heartbeats: every webhook and batch integration healthy
+        # the webhook and batch integrations (no poller runs here: tests/ingest/test_poll*)
+        chosen = [arg for partner, _ in sorted(INTEGRATIONS) for arg in ("--partner", partner)]
         spawn("heartbeat", "heartbeat", "--gateway-url", gateway.url, "--drop-dir", str(drop),
               "--interval", str(INTERVAL), "--deadline", str(DEADLINE), "--slow",
-              str(DEADLINE), "-l", "info")
+              str(DEADLINE), "-l", "info", *chosen)
         figures = {"healthy": _wait_until(
             "every integration healthy", lambda: _all(_states(metrics_url), "healthy"), 120,
             alive)}
