@@ -263,10 +263,15 @@ def test_cli_asks_on_a_terminal_until_the_answers_are_valid(home: Path) -> None:
     os.close(terminal)
     output = b""
 
+    # poll, not select: select() refuses descriptors above 1023, which a long test session
+    # can reach
+    poller = select.poll()
+    poller.register(controller, select.POLLIN)
+
     def read_until(marker: bytes) -> None:
         nonlocal output
         while marker not in output:
-            ready, _, _ = select.select([controller], [], [], 30)
+            ready = poller.poll(30_000)
             assert ready, output.decode(errors="replace")
             output += os.read(controller, 4096)
 

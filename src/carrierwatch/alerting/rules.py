@@ -165,8 +165,9 @@ def _alert(name: str, expr: str, severity: str, summary: str, description: str,
     return rule
 
 
+# sorted by code: a query's series come in no fixed order
 _GAP_CODES = ('{{ range query (printf "carrierwatch_codebook_gap_info{partner=%q} == 1" '
-              '$labels.partner) }}{{ .Labels.code }} {{ end }}')
+              '$labels.partner) | sortByLabel "code" }}{{ .Labels.code }} {{ end }}')
 _PLATFORM = {"partner": PLATFORM_PARTNER}
 
 
