@@ -50,10 +50,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from carrierwatch.core.partner import PartnerSpec
 from carrierwatch.ingest.kafka import (
     REQUEST_ID_HEADER,
-    DeliveryFailed,
     Drainer,
     RawProducer,
-    entry_headers,
     read_request_ids,
 )
 from carrierwatch.ingest.spool import Spool, SpoolEntry, SpoolFull, fsync_dir
@@ -273,17 +271,7 @@ class Dropper:
 
     async def drain(self) -> int:
         """Move the spool into Kafka (as far as it goes); return the number moved."""
-        moved = 0
-        while self.spool.depth:
-            try:
-                step = await self.drainer.drain_once()
-            except DeliveryFailed as exc:
-                log.warning("drops: spool drain paused: %s", exc)
-                self.producer.up = False
-                break
-            if not step:
-                break
-            moved += step
+        moved = await self.drainer.drain_all("drops")
         return moved
 
     async def _watermarks(self, topic: str) -> dict[str, dict[str, int]] | None:
@@ -311,16 +299,7 @@ class Dropper:
         return file_id in found
 
     async def _persist(self, entry: SpoolEntry) -> str:
-        if self.producer.up and not self.spool.depth:
-            try:
-                await self.producer.send(entry.topic, entry.request_id.encode(), entry.body,
-                                         entry_headers(entry))
-                return "kafka"
-            except DeliveryFailed as exc:
-                log.warning("drops: Kafka did not acknowledge %s (%s); spooling",
-                            entry.request_id, exc)
-        await self._run(self.spool.append, [entry])
-        return "spool"
+        return str(await self.drainer.persist(entry, "drops"))
 
     # -- one file -------------------------------------------------------------------------------
 

@@ -260,6 +260,38 @@ class Drainer:
         finally:
             consumer.close()
 
+    async def drain_all(self, who: str) -> int:
+        """Drain batch after batch until the spool is empty or Kafka refuses (then the producer
+        is marked down and the rest waits for the next call); return how many entries left.
+        ``who`` names the caller in the log (``drops``, ``poll``)."""
+        moved = 0
+        while self.spool.depth:
+            try:
+                step = await self.drain_once()
+            except DeliveryFailed as exc:
+                log.warning("%s: spool drain paused: %s", who, exc)
+                self.producer.up = False
+                break
+            if not step:
+                break
+            moved += step
+        return moved
+
+    async def persist(self, entry: SpoolEntry, who: str) -> str:
+        """Hand one entry over: straight to Kafka while it is up and nothing waits in the
+        spool (arrival order), else (or when Kafka does not acknowledge) into the spool.
+        Returns where it went: ``"kafka"`` or ``"spool"``."""
+        if self.producer.up and not self.spool.depth:
+            try:
+                await self.producer.send(entry.topic, entry.request_id.encode(), entry.body,
+                                         entry_headers(entry))
+                return "kafka"
+            except DeliveryFailed as exc:
+                log.warning("%s: Kafka did not acknowledge %s (%s); spooling", who,
+                            entry.request_id, exc)
+        await self._run(self.spool.append, [entry])
+        return "spool"
+
     async def drain_once(self) -> int:
         """Drain one batch; return how many entries left the spool (0: it was empty).
 

@@ -50,10 +50,8 @@ from carrierwatch.core.errors import CarrierwatchError
 from carrierwatch.core.partner import PartnerSpec, PollSpec
 from carrierwatch.ingest.kafka import (
     REQUEST_ID_HEADER,
-    DeliveryFailed,
     Drainer,
     RawProducer,
-    entry_headers,
     read_request_ids,
 )
 from carrierwatch.ingest.pollapis import ApiRequest, ResponseError, build_request, split_response
@@ -536,29 +534,11 @@ class Poller:
         return offsets
 
     async def _persist(self, entry: SpoolEntry) -> str:
-        if self.producer.up and not self.spool.depth:
-            try:
-                await self.producer.send(entry.topic, entry.request_id.encode(), entry.body,
-                                         entry_headers(entry))
-                return "kafka"
-            except DeliveryFailed as exc:
-                log.warning("poll: Kafka did not acknowledge %s (%s); spooling",
-                            entry.request_id, exc)
-        await self._run(self.spool.append, [entry])
-        return "spool"
+        return str(await self.drainer.persist(entry, "poll"))
 
     async def drain(self) -> int:
-        moved = 0
-        while self.spool.depth:
-            try:
-                step = await self.drainer.drain_once()
-            except DeliveryFailed as exc:
-                log.warning("poll: spool drain paused: %s", exc)
-                self.producer.up = False
-                break
-            if not step:
-                break
-            moved += step
+        """Move the spool into Kafka (as far as it goes); return the number moved."""
+        moved = await self.drainer.drain_all("poll")
         self.metrics.spool_depth.set(self.spool.depth)
         return moved
 
